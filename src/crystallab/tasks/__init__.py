@@ -1,0 +1,273 @@
+"""Random-generation tasks: options with surface forms, chat instructions and raw contexts.
+
+A task is a versioned YAML file (see ``docs/tasks.md`` for the schema). Built-in tasks ship in
+``builtin/``; users add their own with ``--tasks-dir``. Validation is strict: an unknown key, a
+wrong type, an empty list, a duplicate option or a surface form shared by two options is a
+:class:`~crystallab.errors.TaskError` naming the file and the field.
+
+>>> t = load_task("coin_flip")
+>>> t.labels
+('heads', 'tails')
+>>> len(t.instructions) >= 10 and len(t.contexts) >= 20
+True
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from crystallab.errors import TaskError, UserError
+
+BUILTIN_DIR = Path(str(resources.files("crystallab.tasks").joinpath("builtin")))
+
+LEADING_SPACE = ("both", "never", "always")
+# Preambles chat models put before an answer; the parser strips them (case-insensitively).
+DEFAULT_PREAMBLES = (
+    "sure!", "sure,", "sure.", "sure", "okay,", "okay.", "ok,", "alright,",
+    "here is a random pick:", "here's a random pick:", "here is my pick:", "here's my pick:",
+    "my answer is", "my answer:", "answer:", "the answer is", "i pick", "i'll pick", "i will pick",
+    "i choose", "i'll choose", "i will choose", "i'll go with", "i will go with", "let's go with",
+    "i get", "i got", "it's", "it is", "my pick is", "my pick:", "i say", "i'd say", "i would say",
+    "how about", "random pick:", "result:", "**",
+)
+_TOP_KEYS = ("id", "version", "description", "leading_space", "options", "parser", "instructions", "contexts", "metadata")
+_OPTION_KEYS = ("label", "forms")
+_PARSER_KEYS = ("case_sensitive", "preambles")
+_CONTEXT_KEYS = ("family", "text")
+
+
+@dataclass(frozen=True)
+class Option:
+    label: str
+    forms: tuple[str, ...]  # the label first, then the other surface forms
+
+
+@dataclass(frozen=True)
+class Context:
+    family: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    version: int
+    description: str
+    options: tuple[Option, ...]
+    instructions: tuple[str, ...]
+    contexts: tuple[Context, ...]
+    leading_space: str = "both"
+    case_sensitive: bool = False
+    preambles: tuple[str, ...] = DEFAULT_PREAMBLES
+    source: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(o.label for o in self.options)
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return tuple(sorted({c.family for c in self.contexts}))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "version": self.version,
+            "description": self.description,
+            "leading_space": self.leading_space,
+            "options": [{"label": o.label, "forms": list(o.forms)} for o in self.options],
+            "parser": {"case_sensitive": self.case_sensitive, "preambles": list(self.preambles)},
+            "instructions": list(self.instructions),
+            "contexts": [{"family": c.family, "text": c.text} for c in self.contexts],
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def _fail(src: str, where: str, msg: str) -> TaskError:
+    return TaskError(f"{src}: field '{where}': {msg}")
+
+
+def _check_keys(src: str, where: str, obj: dict, allowed: tuple[str, ...], required: tuple[str, ...]) -> None:
+    for key in obj:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(allowed)})"
+            raise _fail(src, f"{where}{key}", f"unknown key{hint}")
+    for key in required:
+        if key not in obj:
+            raise _fail(src, f"{where}{key}", "missing")
+
+
+def _str(src: str, where: str, value: Any, allow_empty: bool = False) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise _fail(src, where, f"expected a string, got {type(value).__name__}")
+    s = str(value)
+    if not allow_empty and not s.strip():
+        raise _fail(src, where, "must not be empty")
+    return s
+
+
+def _list(src: str, where: str, value: Any) -> list:
+    if not isinstance(value, list):
+        raise _fail(src, where, f"expected a list, got {type(value).__name__}")
+    if not value:
+        raise _fail(src, where, "must not be empty")
+    return value
+
+
+def task_from_dict(data: Any, src: str = "<task>") -> Task:
+    """Validate a parsed YAML mapping and build a :class:`Task`."""
+    if not isinstance(data, dict):
+        raise TaskError(f"{src}: expected a mapping at the top level, got {type(data).__name__}")
+    _check_keys(src, "", data, _TOP_KEYS, ("id", "version", "options", "instructions", "contexts"))
+    task_id = _str(src, "id", data["id"])
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", task_id):
+        raise _fail(src, "id", f"'{task_id}' must be lowercase letters, digits, '_' or '-'")
+    version = data["version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise _fail(src, "version", f"expected a positive integer, got {version!r}")
+    leading = data.get("leading_space", "both")
+    if leading not in LEADING_SPACE:
+        raise _fail(src, "leading_space", f"expected one of {', '.join(LEADING_SPACE)}, got {leading!r}")
+
+    parser = data.get("parser") or {}
+    if not isinstance(parser, dict):
+        raise _fail(src, "parser", f"expected a mapping, got {type(parser).__name__}")
+    _check_keys(src, "parser.", parser, _PARSER_KEYS, ())
+    case_sensitive = parser.get("case_sensitive", False)
+    if not isinstance(case_sensitive, bool):
+        raise _fail(src, "parser.case_sensitive", f"expected true or false, got {case_sensitive!r}")
+    preambles = DEFAULT_PREAMBLES
+    if "preambles" in parser:
+        extra = [_str(src, f"parser.preambles[{i}]", p) for i, p in enumerate(_list(src, "parser.preambles", parser["preambles"]))]
+        preambles = tuple(dict.fromkeys([*extra, *DEFAULT_PREAMBLES]))
+
+    options: list[Option] = []
+    owner: dict[str, str] = {}  # surface form (as the parser sees it) -> option label
+    for i, raw in enumerate(_list(src, "options", data["options"])):
+        where = f"options[{i}]"
+        if isinstance(raw, dict):
+            _check_keys(src, f"{where}.", raw, _OPTION_KEYS, ("label",))
+            label = _str(src, f"{where}.label", raw["label"])
+            extra = raw.get("forms", [])
+            forms = [label] + [_str(src, f"{where}.forms[{j}]", f) for j, f in enumerate(_list(src, f"{where}.forms", extra) if "forms" in raw else [])]
+        else:
+            label = _str(src, where, raw)
+            forms = [label]
+        if label in (o.label for o in options):
+            raise _fail(src, f"{where}.label", f"duplicate option '{label}'")
+        forms = list(dict.fromkeys(forms))
+        for f in forms:
+            if f != f.strip():
+                raise _fail(src, f"{where}.forms", f"surface form {f!r} has leading or trailing whitespace; use leading_space instead")
+            key = f if case_sensitive else f.casefold()
+            if key in owner and owner[key] != label:
+                raise _fail(src, f"{where}.forms", f"surface form {f!r} of option '{label}' is also a form of option '{owner[key]}'")
+            owner[key] = label
+        options.append(Option(label=label, forms=tuple(forms)))
+    if len(options) < 2:
+        raise _fail(src, "options", f"a random task needs at least 2 options, got {len(options)}")
+
+    instructions = tuple(_str(src, f"instructions[{i}]", s) for i, s in enumerate(_list(src, "instructions", data["instructions"])))
+    if len(set(instructions)) != len(instructions):
+        raise _fail(src, "instructions", "duplicate instruction")
+    contexts: list[Context] = []
+    for i, raw in enumerate(_list(src, "contexts", data["contexts"])):
+        where = f"contexts[{i}]"
+        if not isinstance(raw, dict):
+            raise _fail(src, where, f"expected a mapping with 'family' and 'text', got {type(raw).__name__}")
+        _check_keys(src, f"{where}.", raw, _CONTEXT_KEYS, _CONTEXT_KEYS)
+        contexts.append(Context(family=_str(src, f"{where}.family", raw["family"]), text=_str(src, f"{where}.text", raw["text"])))
+    if len({c.text for c in contexts}) != len(contexts):
+        raise _fail(src, "contexts", "duplicate context text")
+    metadata = data.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise _fail(src, "metadata", f"expected a mapping, got {type(metadata).__name__}")
+    return Task(
+        id=task_id,
+        version=version,
+        description=_str(src, "description", data.get("description", task_id)),
+        options=tuple(options),
+        instructions=instructions,
+        contexts=tuple(contexts),
+        leading_space=leading,
+        case_sensitive=case_sensitive,
+        preambles=preambles,
+        source=src,
+        metadata=dict(metadata),
+    )
+
+
+def load_task_file(path: str | Path) -> Task:
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TaskError(f"{path}: cannot read task file ({exc.strerror})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise TaskError(f"{path}: malformed YAML{at}: {problem}") from exc
+    task = task_from_dict(data, str(path))
+    if task.id != path.stem:
+        raise _fail(str(path), "id", f"'{task.id}' must match the file name '{path.stem}'")
+    return task
+
+
+def _task_files(tasks_dir: str | Path | None) -> dict[str, Path]:
+    files = {p.stem: p for p in sorted(BUILTIN_DIR.glob("*.yaml"))}
+    if tasks_dir is not None:
+        d = Path(tasks_dir)
+        if not d.is_dir():
+            raise UserError(f"--tasks-dir {d}: not a directory")
+        files.update({p.stem: p for p in sorted([*d.glob("*.yaml"), *d.glob("*.yml")])})
+    return files
+
+
+def task_ids(tasks_dir: str | Path | None = None) -> list[str]:
+    return sorted(_task_files(tasks_dir))
+
+
+@lru_cache(maxsize=256)
+def _load_cached(path: str, mtime: float) -> Task:
+    return load_task_file(path)
+
+
+def load_task(task_id: str, tasks_dir: str | Path | None = None) -> Task:
+    """Load a built-in task, or one from ``tasks_dir`` (which overrides a built-in of the same id)."""
+    files = _task_files(tasks_dir)
+    if task_id not in files:
+        close = difflib.get_close_matches(task_id, list(files), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else "; run `crystallab tasks` to list them"
+        raise UserError(f"unknown task '{task_id}'{hint}")
+    p = files[task_id]
+    return _load_cached(str(p), p.stat().st_mtime)
+
+
+def load_tasks(spec: str | list[str], tasks_dir: str | Path | None = None) -> list[Task]:
+    """Load a comma-separated list of task ids (or ``all``)."""
+    ids = spec.split(",") if isinstance(spec, str) else list(spec)
+    ids = [i.strip() for i in ids if i.strip()]
+    if ids == ["all"]:
+        ids = task_ids(tasks_dir)
+    if not ids:
+        raise UserError("no task given")
+    return [load_task(i, tasks_dir) for i in ids]
+
+
+__all__ = ["Task", "Option", "Context", "load_task", "load_tasks", "load_task_file", "task_from_dict", "task_ids", "DEFAULT_PREAMBLES"]
