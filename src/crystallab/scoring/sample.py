@@ -1,0 +1,122 @@
+"""The sampled estimator: N completions per prompt at temperature 1, parsed, counted.
+
+Completions are drawn from the same context tokens the exact scorer conditions on (trailing
+whitespace moved into the answer), so the two estimate the same distribution.
+
+Two parsers:
+  ``text``   (default) the task's parser: strip whitespace and the task's preambles, then the
+             first option surface form at the start, followed by a non-alphanumeric character
+             or the end. Lenient, as a human reading the answer would be.
+  ``tokens`` the exact event the exact scorer computes: the completion's tokens follow one
+             option's token path in the trie and then a boundary token (or end). Use it to check
+             the exact scorer; it counts tokenizations that are not canonical as ⊥.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+
+from crystallab.tasks import Task
+
+_LEAD = " \t\r\n\"'`*_([{>#."
+
+
+@lru_cache(maxsize=64)
+def _matchers(task: Task) -> tuple[tuple[tuple[str, int], ...], tuple[str, ...]]:
+    fold = (lambda s: s) if task.case_sensitive else str.casefold
+    forms = sorted(((fold(f), k) for k, o in enumerate(task.options) for f in o.forms), key=lambda x: -len(x[0]))
+    preambles = tuple(sorted((p.casefold() for p in task.preambles), key=len, reverse=True))
+    return tuple(forms), preambles
+
+
+def _word_end(s: str, i: int) -> bool:
+    return i >= len(s) or not s[i].isalnum()
+
+
+def parse_answer(text: str, task: Task) -> int | None:
+    """Index of the option the answer names, or None (⊥).
+
+    >>> from crystallab.tasks import load_task
+    >>> t = load_task("number_1_10")
+    >>> [parse_answer(s, t) for s in [" 7", "Sure! I pick **7**.", "10", "1", "107", "Seven.", "none"]]
+    [6, 6, 9, 0, None, 6, None]
+    """
+    forms, preambles = _matchers(task)
+    s = text
+    for _ in range(8):  # peel preambles and decoration, a few layers deep at most
+        s = s.lstrip(_LEAD)
+        low = s.casefold()
+        for p in preambles:
+            if low.startswith(p) and (not p[-1].isalnum() or _word_end(low, len(p))):
+                s = s[len(p) :]
+                break
+        else:
+            break
+    cmp = s if task.case_sensitive else s.casefold()
+    for f, k in forms:
+        if cmp.startswith(f) and _word_end(cmp, len(f)):
+            return k
+    return None
+
+
+def parse_tokens(tokens: Sequence[int], trie, boundary: np.ndarray, eos: set[int]) -> int | None:
+    """The exact scorer's event on a sampled token sequence: the tokens follow an option's path
+    in the trie, then leave it through a boundary token (or EOS). A boundary token that the trie
+    continues with leads on to a longer option, as in the exact scorer. A completion cut by
+    max_new_tokens inside or right after a path is ⊥ (callers allow one token past the deepest
+    path)."""
+    node, kids = -1, trie.root_children
+    for t in tokens:
+        if t in eos:
+            return trie.terminal.get(node) if node >= 0 else None
+        if t in kids:
+            node = kids[t]
+            kids = trie.children[node]
+            continue
+        return trie.terminal[node] if node >= 0 and node in trie.terminal and boundary[t] else None
+    return None
+
+
+@dataclass
+class SampleResult:
+    counts: np.ndarray  # [K + 1], ⊥ last
+    completions: list[str]
+    parsed: list[int | None]
+
+    @property
+    def probs(self) -> np.ndarray:
+        return self.counts / max(1, self.counts.sum())
+
+
+def sample_prompt(backend, prompt_text: str, task: Task, n: int, seed: int, parser: str = "text", temperature: float = 1.0, max_new_tokens: int | None = None) -> SampleResult:
+    """Draw ``n`` completions of one prompt and count the options they name."""
+    from crystallab.scoring.exact import build_trie
+
+    if n <= 0:
+        raise ValueError("the number of samples must be positive")
+    trie = build_trie(backend, prompt_text, task)
+    depth = max(trie_depths(trie), default=1)
+    if max_new_tokens is None:
+        max_new_tokens = depth + 1 if parser == "tokens" else max(16, depth + 8)
+    seqs = backend.sample(trie.context, n=n, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature)
+    texts = backend.tokenizer.batch_decode(seqs, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    K = len(task.options)
+    counts = np.zeros(K + 1, dtype=np.int64)
+    parsed: list[int | None] = []
+    boundary, eos = backend.boundary_mask(), backend.eos_ids()
+    for seq, text in zip(seqs, texts):
+        k = parse_tokens(seq, trie, boundary, eos) if parser == "tokens" else parse_answer(text, task)
+        parsed.append(k)
+        counts[K if k is None else k] += 1
+    return SampleResult(counts=counts, completions=texts, parsed=parsed)
+
+
+def trie_depths(trie) -> list[int]:
+    d: list[int] = []
+    for p in trie.parent:
+        d.append(1 if p < 0 else d[p] + 1)
+    return d
