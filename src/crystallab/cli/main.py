@@ -1,0 +1,49 @@
+"""The `crystallab` command. Each subcommand lives in its own module and imports heavy
+libraries only when it runs, so `crystallab --help` answers at once."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from crystallab import __version__
+
+COMMANDS = ("tasks", "measure")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from importlib import import_module
+
+    parser = argparse.ArgumentParser(prog="crystallab", description="Measure randomness crystallization in language models.")
+    parser.add_argument("--version", action="version", version=f"crystallab {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        import_module(f"crystallab.cli.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from crystallab.errors import UserError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    debug = args.debug or bool(os.environ.get("CRYSTALLAB_DEBUG"))
+    try:
+        return int(args.run(args) or 0)
+    except UserError as exc:
+        if debug:
+            raise
+        print(f"crystallab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("crystallab: interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

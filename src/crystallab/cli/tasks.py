@@ -1,0 +1,36 @@
+"""`crystallab tasks [ID] [--json]`: list the tasks, or print one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tasks", help="list the tasks, or print one as JSON", description="List the built-in (and --tasks-dir) tasks with option and prompt counts, or print one task.")
+    p.add_argument("id", nargs="?", help="a task id: print this task")
+    p.add_argument("--json", action="store_true", help="print JSON (the task, or the list)")
+    p.add_argument("--tasks-dir", help="a folder of extra task YAML files (overrides built-ins of the same id)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from crystallab.tasks import load_task, task_ids
+
+    if args.id:
+        task = load_task(args.id, args.tasks_dir)
+        if args.json:
+            print(json.dumps(task.to_json(), indent=2, ensure_ascii=False))
+        else:
+            print(f"{task.id} (version {task.version}): {task.description}")
+            print(f"  options ({len(task.options)}): {', '.join(task.labels)}")
+            print(f"  instructions: {len(task.instructions)}; contexts: {len(task.contexts)} in families {', '.join(task.families)}")
+        return 0
+    tasks = [load_task(i, args.tasks_dir) for i in task_ids(args.tasks_dir)]
+    if args.json:
+        print(json.dumps([{"id": t.id, "version": t.version, "options": len(t.options), "instructions": len(t.instructions), "contexts": len(t.contexts), "families": len(t.families)} for t in tasks], indent=2))
+        return 0
+    print(f"{'task':<22}{'ver':>4}{'options':>9}{'instr.':>8}{'contexts':>10}{'families':>10}  description")
+    for t in tasks:
+        print(f"{t.id:<22}{t.version:>4}{len(t.options):>9}{len(t.instructions):>8}{len(t.contexts):>10}{len(t.families):>10}  {t.description}")
+    return 0

@@ -1,0 +1,193 @@
+"""The results folder: a tidy distribution table in Parquet, plus a JSON manifest.
+
+    DIR/manifest.json           checkpoints (index, label, model, stage, load info), runs, tasks
+    DIR/distributions.parquet   the table every other part reads (consolidated from shards)
+    DIR/shards/*.parquet        what each measurement chunk wrote, renamed into place atomically
+    DIR/samples/*.parquet       raw completions of sampled measurements
+
+One row per (checkpoint, step, task, prompt, option, method); ``option == "⊥"`` holds the
+out-of-set mass and each prompt's probabilities sum to 1. See docs/results.md for the schema.
+A measurement resumes by skipping the (checkpoint, step, task, prompt, method) groups that a
+shard already holds. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from crystallab.errors import UserError
+
+OTHER = "⊥"
+FORMAT_VERSION = 1
+STAGES = ("base", "sft", "dpo", "rl", "other")
+
+SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("checkpoint", pa.string()),
+        ("checkpoint_index", pa.int32()),
+        ("stage", pa.string()),
+        ("step", pa.int64()),  # null outside training runs
+        ("task", pa.string()),
+        ("task_version", pa.int32()),
+        ("prompt_id", pa.string()),
+        ("prompt_kind", pa.string()),  # raw | chat
+        ("prompt_family", pa.string()),  # the context family, or "instruction" for chat prompts
+        ("prompt_text", pa.string()),  # exactly what the model saw (chat: the rendered template)
+        ("option", pa.string()),  # an option label, or ⊥
+        ("prob", pa.float64()),
+        ("method", pa.string()),  # exact | sample
+        ("n_samples", pa.int64()),  # 0 for exact rows
+        ("seed", pa.int64()),
+    ]
+)
+SAMPLE_SCHEMA = pa.schema(
+    [
+        ("checkpoint", pa.string()), ("checkpoint_index", pa.int32()), ("step", pa.int64()), ("task", pa.string()),
+        ("prompt_id", pa.string()), ("sample_index", pa.int32()), ("completion", pa.string()), ("option", pa.string()),
+    ]
+)
+GROUP = ("checkpoint", "step", "task", "prompt_id", "method")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_table(path: Path, table: pa.Table) -> None:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+class ResultStore:
+    """A results folder. Creating one on a new path makes the folder."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        try:
+            (self.root / "shards").mkdir(parents=True, exist_ok=True)
+            (self.root / "samples").mkdir(exist_ok=True)
+            probe = self.root / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise UserError(f"cannot write results to {self.root}: {exc.strerror or exc}") from exc
+        self.manifest = self._read_manifest()
+
+    # ---- manifest ----------------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def _read_manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.exists():
+            return {"format": FORMAT_VERSION, "checkpoints": [], "tasks": {}, "runs": []}
+        try:
+            m = json.loads(self.manifest_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"{self.manifest_path}: unreadable manifest ({exc})") from exc
+        if m.get("format") != FORMAT_VERSION:
+            raise UserError(f"{self.root} was written by an incompatible crystallab (results format {m.get('format')!r}, this version reads {FORMAT_VERSION})")
+        return m
+
+    def save_manifest(self) -> None:
+        atomic_write_bytes(self.manifest_path, (json.dumps(self.manifest, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+    def checkpoint(self, label: str, model: str, stage: str, info: dict[str, Any]) -> int:
+        """The index of checkpoint ``label``: its existing index, or the next one."""
+        if stage not in STAGES:
+            raise UserError(f"unknown stage '{stage}'; use one of {', '.join(STAGES)}")
+        for c in self.manifest["checkpoints"]:
+            if c["label"] == label:
+                if c["model"] != model:
+                    raise UserError(f"checkpoint label '{label}' already names model '{c['model']}' in {self.root}; choose another --label")
+                c["stage"], c["info"] = stage, info
+                return int(c["index"])
+        index = len(self.manifest["checkpoints"])
+        self.manifest["checkpoints"].append({"index": index, "label": label, "model": model, "stage": stage, "info": info})
+        return index
+
+    def register_task(self, task_id: str, version: int, prompts: dict[str, str]) -> None:
+        known = self.manifest["tasks"].get(task_id)
+        if known and known["version"] != version:
+            raise UserError(f"task '{task_id}' version {version} differs from version {known['version']} already measured in {self.root}; use a new --out")
+        entry = self.manifest["tasks"].setdefault(task_id, {"version": version, "prompts": {}})
+        entry["prompts"].update(prompts)
+
+    # ---- rows --------------------------------------------------------------------------------
+    def _shards(self, sub: str = "shards") -> list[Path]:
+        return sorted((self.root / sub).glob("*.parquet"))
+
+    def done_groups(self) -> set[tuple]:
+        """(checkpoint, step, task, prompt_id, method) groups already written."""
+        done: set[tuple] = set()
+        for f in self._shards():
+            t = pq.read_table(f, columns=list(GROUP))
+            cols = [t.column(c).to_pylist() for c in GROUP]
+            done.update(zip(*cols))
+        return done
+
+    def write_rows(self, rows: list[dict[str, Any]], samples: list[dict[str, Any]] | None = None) -> None:
+        """Write one chunk as its own shard; the rename makes it all-or-nothing. Completions are
+        written first, so a table row never exists without its completions."""
+        if not rows:
+            return
+        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:10]}.parquet"
+        if samples:
+            atomic_write_table(self.root / "samples" / name, pa.Table.from_pylist(samples, schema=SAMPLE_SCHEMA))
+        atomic_write_table(self.root / "shards" / name, pa.Table.from_pylist(rows, schema=SCHEMA))
+
+    def consolidate(self) -> pa.Table:
+        """Rewrite distributions.parquet from the shards (atomically) and return it."""
+        table = read_shards(self._shards())
+        atomic_write_table(self.root / "distributions.parquet", table)
+        return table
+
+
+def read_shards(files: Iterable[Path]) -> pa.Table:
+    tables = [pq.read_table(f, schema=SCHEMA) for f in files]
+    if not tables:
+        return SCHEMA.empty_table()
+    t = pa.concat_tables(tables)
+    # a group written twice (two runs racing before locks existed) keeps one copy
+    import pyarrow.compute as pc
+
+    key = pc.binary_join_element_wise(*[pc.cast(pc.fill_null(pc.cast(t[c], pa.string()), "∅"), pa.string()) for c in (*GROUP, "option")], "\x1f")
+    _, first = _unique_first(key)
+    t = t.take(first)
+    return t.sort_by([("checkpoint_index", "ascending"), ("step", "ascending"), ("task", "ascending"), ("method", "ascending"), ("prompt_kind", "descending"), ("prompt_id", "ascending")])
+
+
+def _unique_first(key: pa.Array) -> tuple[list, list[int]]:
+    seen: dict[str, int] = {}
+    for i, k in enumerate(key.to_pylist()):
+        seen.setdefault(k, i)
+    return list(seen), sorted(seen.values())
+
+
+def read_table(path: str | Path) -> pa.Table:
+    """Read a results folder's table (or a Parquet file). Raises UserError if it is missing."""
+    p = Path(path)
+    f = p / "distributions.parquet" if p.is_dir() else p
+    if not f.is_file():
+        raise UserError(f"no results table at {f}; run `crystallab measure --out {p}` first")
+    return pq.read_table(f)
