@@ -65,7 +65,7 @@ def _prompts(task, backend, n_raw=6, n_chat=3):
     return [c.text for c in task.contexts[:n_raw]] + [backend.render_chat(i)[0] for i in task.instructions[:n_chat]]
 
 
-@pytest.mark.parametrize("arch,tok,chat", [("llama", "digits", False), ("gpt2", "bpe", False), ("llama", "bpe", True)])
+@pytest.mark.parametrize("arch,tok,chat", [("llama", "digits", False), ("gpt2", "bpe", False), ("llama", "bpe", True), ("llama", "llama3", True)])
 def test_exact_matches_brute_force(tiny_ckpt, backend_of, arch, tok, chat):
     be = backend_of(tiny_ckpt(arch, tok, chat_template=chat))
     task = load_task("number_1_10")
@@ -76,6 +76,18 @@ def test_exact_matches_brute_force(tiny_ckpt, backend_of, arch, tok, chat):
     for e in exact:
         assert abs(e.sum() - 1) < 1e-9 and (e >= 0).all()
     assert max(e[:-1].sum() for e in exact) > 1e-3  # the check is not vacuous: options carry mass
+
+
+def test_merged_newline_keeps_whitespace_in_context(tiny_ckpt, backend_of):
+    """Under Llama 3's regex ')\n' is one token: moving the newline into the answer would score
+    ')' + '\n' + '7', a path the model never produces. The scorer keeps it in the context."""
+    be = backend_of(tiny_ckpt("llama", "llama3", chat_template=True))
+    task = load_task("number_1_10")
+    prompt = ">>> import random\n>>> random.randint(1, 10)\n"
+    assert be.tokenizer.convert_ids_to_tokens(be.encode(prompt))[-1] == ")Ċ"
+    trie = build_trie(be, prompt, task)
+    assert trie.split == "kept-whitespace" and trie.context == be.encode(prompt)
+    assert np.abs(score_exact(be, [prompt], task)[0] - brute_force(be, prompt, task)).max() <= TOL
 
 
 def test_tokenizers_differ_as_intended(tiny_ckpt, backend_of):

@@ -12,6 +12,9 @@ CHAT_TEMPLATE = (
 )
 
 
+LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+
+
 def corpus(n: int = 400, seed: int = 0) -> list[str]:
     from crystallab.tasks import load_task
 
@@ -26,13 +29,16 @@ def corpus(n: int = 400, seed: int = 0) -> list[str]:
     for _ in range(n):
         lines.append(" ".join(str(rng.randint(0, 100)) for _ in range(8)))
         lines.append(", ".join(rng.choice(["heads", "tails", "Heads", "red", "blue", "seven", "ten"]) for _ in range(4)))
+        lines.append(f">>> random.randint(1, 10)\n{rng.randint(1, 10)}\n>>> f(x)\n")
     return lines
 
 
 def make_tokenizer(kind: str, out: Path, chat_template: bool = False):
-    """kind='digits': every digit is its own token (like Gemma, Llama 3 splits 3-digit groups);
-    kind='bpe': byte-level BPE whose merges make multi-digit tokens ('10', 'Ġ10')."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    """kind='digits': every digit is its own token (like Gemma);
+    kind='bpe': byte-level BPE whose merges make multi-digit tokens ('10', 'Ġ10');
+    kind='llama3': Llama 3's pre-tokenizer regex (also OLMo 2's and Qwen's), under which
+    punctuation and the newlines after it are one pre-token, so ')\n' becomes one token."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tk = Tokenizer(models.BPE(unk_token=None))
@@ -40,6 +46,8 @@ def make_tokenizer(kind: str, out: Path, chat_template: bool = False):
         tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
     elif kind == "bpe":
         tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    elif kind == "llama3":
+        tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     else:
         raise ValueError(kind)
     tk.decoder = decoders.ByteLevel()

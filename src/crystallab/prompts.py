@@ -32,12 +32,22 @@ class Prompt:
 
 
 def render_prompts(task: Task, which: str = "all", renderer: ChatRenderer | None = None, limit: int | None = None) -> list[Prompt]:
-    """The task's prompts of one set (raw, chat or all); ``limit`` keeps the first N of each kind."""
+    """The task's prompts of one set (raw, chat or all). ``limit`` keeps N of each kind: the first
+    N instructions, and N contexts taken round-robin over the families so that a small limit
+    still shows the repertoire."""
     if which not in PROMPT_SETS:
         raise UserError(f"unknown prompt set '{which}'; use raw, chat or all")
     out: list[Prompt] = []
     if which in ("raw", "all"):
-        out += [Prompt(f"raw-{i:02d}", "raw", c.family, c.text) for i, c in enumerate(task.contexts[:limit])]
+        raw = [Prompt(f"raw-{i:02d}", "raw", c.family, c.text) for i, c in enumerate(task.contexts)]
+        if limit is not None:
+            by_family: dict[str, list[Prompt]] = {}
+            for p in raw:
+                by_family.setdefault(p.family, []).append(p)
+            queues = list(by_family.values())
+            picked = [q[r] for r in range(max(map(len, queues))) for q in queues if r < len(q)][:limit]
+            raw = sorted(picked, key=lambda p: p.id)
+        out += raw
     if which in ("chat", "all"):
         if renderer is None:
             raise ValueError("chat prompts need a renderer (the model's chat template)")

@@ -379,8 +379,10 @@ class HFBackend:
         generation_config says."""
         from transformers import GenerationConfig
 
+        # top_k must be 0, not None: generate() fills None from its global default (top_k=50),
+        # which would silently truncate the distribution being estimated
         cfg = GenerationConfig(
-            do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k or None, max_new_tokens=max_new_tokens,
+            do_sample=True, temperature=temperature, top_p=top_p, top_k=int(top_k), max_new_tokens=max_new_tokens,
             pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(self.eos_ids()),
             repetition_penalty=None, num_beams=1,
         )

@@ -140,7 +140,7 @@ def task_from_dict(data: Any, src: str = "<task>") -> Task:
     if leading not in LEADING_SPACE:
         raise _fail(src, "leading_space", f"expected one of {', '.join(LEADING_SPACE)}, got {leading!r}")
 
-    parser = data.get("parser") or {}
+    parser = data.get("parser", {})
     if not isinstance(parser, dict):
         raise _fail(src, "parser", f"expected a mapping, got {type(parser).__name__}")
     _check_keys(src, "parser.", parser, _PARSER_KEYS, ())
@@ -166,6 +166,8 @@ def task_from_dict(data: Any, src: str = "<task>") -> Task:
             forms = [label]
         if label in (o.label for o in options):
             raise _fail(src, f"{where}.label", f"duplicate option '{label}'")
+        if label != label.strip():
+            raise _fail(src, f"{where}.label" if isinstance(raw, dict) else where, f"label {label!r} has leading or trailing whitespace")
         forms = list(dict.fromkeys(forms))
         for f in forms:
             if f != f.strip():
@@ -190,7 +192,7 @@ def task_from_dict(data: Any, src: str = "<task>") -> Task:
         contexts.append(Context(family=_str(src, f"{where}.family", raw["family"]), text=_str(src, f"{where}.text", raw["text"])))
     if len({c.text for c in contexts}) != len(contexts):
         raise _fail(src, "contexts", "duplicate context text")
-    metadata = data.get("metadata") or {}
+    metadata = data.get("metadata", {})
     if not isinstance(metadata, dict):
         raise _fail(src, "metadata", f"expected a mapping, got {type(metadata).__name__}")
     return Task(
@@ -235,7 +237,12 @@ def _task_files(tasks_dir: str | Path | None) -> dict[str, Path]:
         d = Path(tasks_dir)
         if not d.is_dir():
             raise UserError(f"--tasks-dir {d}: not a directory")
-        files.update({p.stem: p for p in sorted([*d.glob("*.yaml"), *d.glob("*.yml")])})
+        user: dict[str, Path] = {}
+        for p in sorted([*d.glob("*.yaml"), *d.glob("*.yml")]):
+            if p.stem in user:
+                raise TaskError(f"{p}: field 'id': task '{p.stem}' is defined twice in {d} ({user[p.stem].name} and {p.name})")
+            user[p.stem] = p
+        files.update(user)
     return files
 
 
