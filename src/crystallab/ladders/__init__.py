@@ -1,0 +1,1 @@
+"""Preset ladders (YAML), read by crystallab.ladder."""
