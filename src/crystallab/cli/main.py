@@ -9,7 +9,7 @@ import sys
 
 from crystallab import __version__
 
-COMMANDS = ("tasks", "measure")
+COMMANDS = ("tasks", "measure", "analyze", "ladder")
 
 
 def build_parser() -> argparse.ArgumentParser:
