@@ -100,3 +100,17 @@ def test_mixed_task_versions_are_refused(tmp_path):
             r["task_version"] = 2
     with pytest.raises(Exception, match="different versions"):
         analyze(pa.Table.from_pylist(rows, schema=SCHEMA))
+
+
+def test_sampled_rows_get_wider_intervals_than_exact():
+    """Intervals of sampled rows include the sampling noise: at N=20 they are wider than the
+    same distributions measured exactly."""
+    rows = [r for r in ladder("planted") if r["checkpoint"] == "base"]
+    exact = analyze(pa.Table.from_pylist(rows, schema=SCHEMA), Thresholds(n_boot=300, n_perm=100))
+    for r in rows:
+        r["method"], r["n_samples"] = "sample", 20
+    sampled = analyze(pa.Table.from_pylist(rows, schema=SCHEMA), Thresholds(n_boot=300, n_perm=100))
+    assert sampled["method"] == "sample"
+    e = exact["states"][0]["sets"]["raw"]["params"]["entropy_norm"]
+    s = sampled["states"][0]["sets"]["raw"]["params"]["entropy_norm"]
+    assert e[0] == s[0] and (s[2] - s[1]) > (e[2] - e[1])

@@ -328,7 +328,7 @@ def susceptibility(E: ArrayLike) -> float:
     return float(_dist(E, "E").var())
 
 
-def order_parameters(P: ArrayLike, valid: ArrayLike | None = None, k: int = 3) -> dict[str, float]:
+def order_parameters(P: ArrayLike, valid: ArrayLike | None = None, k: int = 3, tau: float = 0.1) -> dict[str, float]:
     """All order parameters of one prompt set (``P``: one renormalised distribution per row).
 
     ``entropy_norm``, ``n_eff``, ``top1``, ``topk_mass`` (top ``k``), ``collision`` and
@@ -353,7 +353,7 @@ def order_parameters(P: ArrayLike, valid: ArrayLike | None = None, k: int = 3) -
         "collision": float((agg**2).sum()),
         "chi2_uniform": float(_chi2_rows(agg)),
         "diversity": diversity(A),
-        "n_distinct": float(n_distinct(A)),
+        "n_distinct": float(n_distinct(A, tau)),
         "valid_mass": v_mass,
         "n_prompts": float(A.shape[0]),
     }

@@ -79,10 +79,12 @@ class PromptSet:
     kinds: list[str]
     texts: list[str]
     probs: np.ndarray  # [n, K + 1] with ⊥ last
+    n_samples: np.ndarray | None = None  # [n] completions per prompt, for sampled rows
 
     def subset(self, which: str) -> "PromptSet":
         keep = [i for i, k in enumerate(self.kinds) if which == "all" or k == which]
-        return PromptSet([self.ids[i] for i in keep], [self.kinds[i] for i in keep], [self.texts[i] for i in keep], self.probs[keep])
+        ns = None if self.n_samples is None else self.n_samples[keep]
+        return PromptSet([self.ids[i] for i in keep], [self.kinds[i] for i in keep], [self.texts[i] for i in keep], self.probs[keep], ns)
 
     def renormalised(self) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """(P̃ of the prompts with valid mass, valid mass of every prompt, their indices)."""
@@ -95,7 +97,7 @@ class PromptSet:
 
 def _groups(table) -> tuple[dict, list[dict], dict[str, list[str]]]:
     """{(checkpoint_index, step, task): PromptSet}, the checkpoints in ladder order, options per task."""
-    cols = table.select(["checkpoint", "checkpoint_index", "stage", "model", "step", "task", "task_version", "prompt_id", "prompt_kind", "prompt_text", "option", "prob"]).to_pydict()
+    cols = table.select(["checkpoint", "checkpoint_index", "stage", "model", "step", "task", "task_version", "prompt_id", "prompt_kind", "prompt_text", "option", "prob", "n_samples"]).to_pydict()
     options: dict[str, list[str]] = {}
     versions: dict[str, dict[int, set]] = {}
     rows: dict[tuple, dict[str, Any]] = {}
@@ -109,7 +111,7 @@ def _groups(table) -> tuple[dict, list[dict], dict[str, list[str]]]:
             options[task].append(opt)
         key = (ci, cols["step"][i], task)
         g = rows.setdefault(key, {})
-        p = g.setdefault(cols["prompt_id"][i], {"kind": cols["prompt_kind"][i], "text": cols["prompt_text"][i], "probs": {}})
+        p = g.setdefault(cols["prompt_id"][i], {"kind": cols["prompt_kind"][i], "text": cols["prompt_text"][i], "probs": {}, "n": int(cols["n_samples"][i] or 0)})
         p["probs"][opt] = float(cols["prob"][i])
     for task, v in versions.items():
         if len(v) > 1:
@@ -120,7 +122,8 @@ def _groups(table) -> tuple[dict, list[dict], dict[str, list[str]]]:
         opts = [*options[key[2]], OTHER]
         ids = sorted(g, key=lambda pid: (g[pid]["kind"] != "raw", pid))
         probs = np.array([[g[pid]["probs"].get(o, 0.0) for o in opts] for pid in ids])
-        sets[key] = PromptSet(ids, [g[pid]["kind"] for pid in ids], [g[pid]["text"] for pid in ids], probs)
+        ns = np.array([g[pid]["n"] for pid in ids])
+        sets[key] = PromptSet(ids, [g[pid]["kind"] for pid in ids], [g[pid]["text"] for pid in ids], probs, ns if ns.any() else None)
     return sets, [ckpts[i] for i in sorted(ckpts)], options
 
 
@@ -139,11 +142,38 @@ def set_summary(ps: PromptSet, th: Thresholds) -> dict[str, Any]:
     if not keep:
         out.update(params={p: [None, None, None] for p in PARAMS} | {"valid_mass": _interval([valid.mean() if len(valid) else 0.0, *vm])}, aggregate=None)
         return out
-    boot = M.bootstrap_order_parameters(P, n_boot=th.n_boot, level=th.level, seed=th.seed, tau=th.tau)
+    if ps.n_samples is not None:
+        boot = sampled_bootstrap(ps, th)
+    else:
+        boot = M.bootstrap_order_parameters(P, n_boot=th.n_boot, level=th.level, seed=th.seed, tau=th.tau)
     params = {p: _interval(boot[p]) for p in PARAMS}
     params["valid_mass"] = _interval([float(valid.mean()), *vm])
     out.update(params=params, aggregate=[float(x) for x in M.aggregate(P)])
     return out
+
+
+def sampled_bootstrap(ps: PromptSet, th: Thresholds, max_boot: int = 400) -> dict[str, tuple[float, float, float]]:
+    """Two-level bootstrap for sampled rows: resample prompts, then redraw each chosen prompt's
+    counts from its multinomial (N = its n_samples), so intervals carry both the prompt-to-
+    prompt spread and the sampling noise. At most ``max_boot`` replicates (each recomputes all
+    order parameters, n_distinct's clustering included)."""
+    P, _, keep = ps.renormalised()
+    point = M.order_parameters(P, tau=th.tau)
+    rng = np.random.default_rng(th.seed)
+    n = len(ps.ids)
+    reps: dict[str, list[float]] = {p: [] for p in PARAMS}
+    for _ in range(min(th.n_boot, max_boot)):
+        rows = []
+        for i in rng.integers(0, n, size=n):
+            c = rng.multinomial(int(ps.n_samples[i]), ps.probs[i] / ps.probs[i].sum())[:-1]
+            if c.sum() > 0:
+                rows.append(c / c.sum())
+        if rows:
+            op = M.order_parameters(np.array(rows), tau=th.tau)
+            for p in PARAMS:
+                reps[p].append(op[p])
+    a = (1 - th.level) / 2
+    return {p: (point[p], *(np.quantile(reps[p], [a, 1 - a]) if reps[p] else (math.nan, math.nan))) for p in PARAMS}
 
 
 def _point(summary: dict | None, name: str, bound: int = 0) -> float | None:
