@@ -260,14 +260,19 @@ def test_bootstrap_order_parameters_matches_generic_bootstrap():
     }
     for name, stat in direct.items():
         slow = M.bootstrap_ci(P, stat, n_boot=400, seed=3)
-        assert fast[name][1:] == pytest.approx(slow, abs=1e-9), name
+        # same replicates: the same percentile interval, shifted by the bootstrap bias estimate
+        reps = np.array([stat(P[i]) for i in M._boot_indices(len(P), 400, 3)])
+        shift = M.order_parameters(P)[name] - reps.mean()
+        expect = (max(slow[0] + shift, 0.0), slow[1] + shift)
+        assert fast[name][1:] == pytest.approx(expect, abs=1e-9), name
         assert fast[name][0] == pytest.approx(M.order_parameters(P)[name])
     lo, hi = fast["valid_mass"][1:]
     assert lo <= valid.mean() <= hi
     # n_distinct: the interval comes from the first 200 of the same resamples
     idx = M._boot_indices(25, 400, 3)[:200]
     nd = np.array([M.n_distinct(P[i]) for i in idx])
-    assert fast["n_distinct"][1:] == pytest.approx(tuple(np.quantile(nd, [0.025, 0.975])))
+    shift = fast["n_distinct"][0] - nd.mean()
+    assert fast["n_distinct"][1:] == pytest.approx(tuple(np.quantile(nd, [0.025, 0.975]) + shift))
 
 
 def test_bootstrap_order_parameters_is_fast():
@@ -418,3 +423,18 @@ def test_logistic_failure_is_reported(monkeypatch):
     assert fit["rss"] == math.inf and "failed" in fit["note"]
     out = M.transition_statistics(STEPS, STEPS / 100)
     assert out["method"] == "piecewise" and out["rss_logistic"] == math.inf
+
+
+def test_bias_corrected_intervals_contain_their_point():
+    """A plain percentile interval of diversity can exclude its own point (resampling
+    duplicates prompts, which looks less diverse); the bias-corrected one does not."""
+    plain_misses = 0
+    for seed in range(5):
+        P = np.random.default_rng(seed).dirichlet(np.full(100, 0.05), size=30)  # sparse rows, K=100
+        b = M.bootstrap_order_parameters(P, n_boot=500, seed=1)
+        plain = M.bootstrap_ci(P, lambda X: M.entropy_norm(M.aggregate(X)), n_boot=500, seed=1)
+        plain_misses += not (plain[0] <= b["entropy_norm"][0] <= plain[1])
+        for name in ("diversity", "entropy_norm", "n_distinct"):
+            pt, lo, hi = b[name]
+            assert lo <= pt <= hi, (seed, name, pt, lo, hi)
+    assert plain_misses >= 1  # the defect this guards against does occur

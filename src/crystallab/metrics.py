@@ -424,7 +424,8 @@ def bootstrap_order_parameters(
     tau: float = 0.1,
     n_boot_distinct: int = N_BOOT_DISTINCT,
 ) -> dict[str, tuple[float, float, float]]:
-    """``{name: (point, lo, hi)}`` for every order parameter, percentile bootstrap over prompts.
+    """``{name: (point, lo, hi)}`` for every order parameter: a bias-corrected percentile
+    bootstrap over prompts (see :func:`_bias_corrected_interval`).
 
     Vectorised: all resampled aggregates are one matrix product. ``n_distinct`` needs one
     clustering per resample, so its interval uses only the first ``n_boot_distinct`` (default
@@ -477,7 +478,35 @@ def bootstrap_order_parameters(
     else:
         boot["valid_mass"] = np.full(n_boot, math.nan)
     boot["n_prompts"] = np.full(n_boot, float(n))
-    return {name: (point[name], *_percentile_interval(boot[name], level)) for name in point}
+    return {name: (point[name], *_bias_corrected_interval(point[name], boot[name], level, name)) for name in point}
+
+
+_UNIT = {"entropy_norm", "top1", "topk_mass", "collision", "diversity", "valid_mass"}
+
+
+def _bias_corrected_interval(point: float, reps: np.ndarray, level: float, name: str = "") -> tuple[float, float]:
+    """The percentile interval shifted by the bootstrap's estimate of bias (mean of the
+    replicates minus the point), clipped to the parameter's range.
+
+    Plug-in entropies, diversity and n_distinct are biased under resampling with replacement
+    (duplicated prompts look less diverse), so a plain percentile interval can exclude its own
+    point estimate; the shift removes that first-order bias.
+
+    >>> reps = np.array([0.4, 0.45, 0.5, 0.55, 0.6])
+    >>> tuple(round(x, 3) for x in _bias_corrected_interval(0.7, reps, 0.9, "diversity"))
+    (0.61, 0.79)
+    """
+    lo, hi = _percentile_interval(reps, level)
+    finite = reps[np.isfinite(reps)]
+    if finite.size and math.isfinite(point) and math.isfinite(lo):
+        bias = float(finite.mean()) - point
+        lo, hi = lo - bias, hi - bias
+    lo, hi = max(lo, 0.0), hi
+    if name in _UNIT:
+        hi = min(hi, 1.0)
+    if name == "n_distinct":
+        lo = max(lo, 1.0)
+    return lo, hi
 
 
 def dirichlet_ci(
