@@ -9,7 +9,7 @@ import sys
 
 from crystallab import __version__
 
-COMMANDS = ("tasks", "measure", "analyze", "ladder")
+COMMANDS = ("tasks", "measure", "analyze", "ladder", "lab", "demo", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

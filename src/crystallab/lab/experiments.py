@@ -1,0 +1,242 @@
+"""The lab's experiments as one readable function: pretrain (or load) → measure the base →
+SFT with tracking → GRPO with tracking → analyze → report.
+
+- planted-seed: SFT onto the planted distribution of one family of the toy universe; the
+  analysis must name that family's prompt as the seed.
+- forced-seed: SFT onto a chosen distribution that is in the base repertoire
+  (``--seed-from base-prompt``) or not (``outside``), then RL rewarded for options outside the
+  seed's support: can RL escape the support SFT forced?
+- variants: ``sft_data="diverse"`` keeps the base diversity (each instruction its own family's
+  distribution), ``"format"`` has no random task at all.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crystallab.errors import UserError
+
+OUTSIDE = np.array([0.02, 0.4, 0.02, 0.02, 0.4, 0.02, 0.02, 0.05, 0.03, 0.02])  # favours 2 and 5: no family does
+SFT_DATA = ("planted", "outside", "diverse", "format")
+RL_TARGETS = ("seed-top", "outside-support")
+
+
+@dataclass
+class LabConfig:
+    out: str
+    seed: int = 0
+    sft_data: str = "planted"  # planted | outside | diverse | format
+    seed_family: str | None = None  # planted: which family (default: drawn with the seed)
+    rl: bool = True
+    rl_target: str = "seed-top"  # seed-top: the SFT aggregate's top 2 | outside-support: options outside its 90 % support
+    rl_rewards: tuple[str, ...] = ("validity", "target")
+    base_model: str | None = None  # measure this checkpoint instead of pretraining the toy
+    task: str = "toy_number"
+    pretrain_steps: int = 250
+    sft_steps: int = 60
+    sft_examples: int = 400
+    rl_steps: int = 40
+    track_every: int = 10
+    lora: bool = False
+    limit: int | None = None  # prompts of each kind to track (None: all)
+    report: bool = True
+    n_boot: int = 1000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def quick(cls, **kw) -> "LabConfig":
+        """A fast version for tests: fewer steps everywhere, fewer bootstrap draws."""
+        base = dict(pretrain_steps=120, sft_steps=30, sft_examples=200, rl_steps=12, track_every=4, n_boot=200)
+        base.update(kw)
+        return cls(**base)
+
+    def validate(self) -> None:
+        from crystallab.lab.universe import FAMILIES
+
+        if self.sft_data not in SFT_DATA:
+            raise UserError(f"unknown SFT data '{self.sft_data}'; use one of {', '.join(SFT_DATA)}")
+        if self.rl_target not in RL_TARGETS:
+            raise UserError(f"unknown RL target '{self.rl_target}'; use one of {', '.join(RL_TARGETS)}")
+        if self.seed_family and self.seed_family not in {f.name for f in FAMILIES}:
+            raise UserError(f"unknown family '{self.seed_family}'; use one of {', '.join(f.name for f in FAMILIES)}")
+        for name in ("pretrain_steps", "sft_steps", "sft_examples", "rl_steps", "track_every"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"{name.replace('_', '-')} must be positive")
+
+
+def _chat_aggregate(results: Path, label: str, task: str) -> np.ndarray:
+    """The measured chat aggregate (renormalised) of a checkpoint's last tracked step."""
+    from crystallab.store import read_table
+
+    rows = [r for r in read_table(results).to_pylist() if r["checkpoint"] == label and r["task"] == task and r["prompt_kind"] == "chat"]
+    last = max(r["step"] or 0 for r in rows)
+    by: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if (r["step"] or 0) == last:
+            by.setdefault(r["prompt_id"], {})[r["option"]] = r["prob"]
+    opts = [o for o in by[next(iter(by))] if o != "⊥"]
+    P = np.array([[d[o] for o in opts] for d in by.values()])
+    P = P[P.sum(1) > 0]
+    return (P / P.sum(1, keepdims=True)).mean(0)
+
+
+def run_lab(cfg: LabConfig, log=print) -> dict[str, Any]:
+    """Run one experiment into ``cfg.out``; returns its summary (also in summary.json)."""
+    from crystallab.cli.analyze import analyze_dir
+    from crystallab.lab import universe as U
+    from crystallab.lab.rl import GRPORecipe, run_grpo
+    from crystallab.lab.sft import SFTRecipe, run_sft
+    from crystallab.lab.tracker import PhaseTracker
+    from crystallab.measure import MeasureConfig, measure
+    from crystallab.metrics import support_set
+    from crystallab.tasks import load_task
+
+    cfg.validate()
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    ck, results, tasks_dir = out / "checkpoints", out / "results", out / "tasks"
+    rng = random.Random(cfg.seed)
+    timings: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        timings[name] = round(time.perf_counter() - since, 1)
+        return time.perf_counter()
+
+    # 1. the base model
+    t = time.perf_counter()
+    if cfg.base_model:
+        base = cfg.base_model
+    else:
+        U.write_task(tasks_dir)
+        base_dir = Path(cfg.extra.get("base_dir", ck / "base"))  # several seeds may share one universe
+        base = str(base_dir if (base_dir / "config.json").exists() else U.pretrain(base_dir, seed=cfg.extra.get("universe_seed", cfg.seed), steps=cfg.pretrain_steps, log=log))
+    task = load_task(cfg.task, tasks_dir if tasks_dir.exists() else None)
+    mcfg = MeasureConfig(model=base, tasks=[cfg.task], out=str(results), tasks_dir=str(tasks_dir) if tasks_dir.exists() else None, limit=cfg.limit, progress=False)
+    measure(MeasureConfig(**{**asdict(mcfg), "label": "base", "stage": "base"}), log=lambda s: None)
+    t = lap("pretrain_and_measure_base", t)
+
+    # 2. SFT, tracked
+    family = None
+    answers, per_instruction = None, None
+    if cfg.sft_data == "planted":
+        family = cfg.seed_family or rng.choice([f.name for f in U.FAMILIES])
+        answers = next(f.planted for f in U.FAMILIES if f.name == family).tolist()
+    elif cfg.sft_data == "outside":
+        answers = OUTSIDE.tolist()
+    elif cfg.sft_data == "diverse":
+        per_instruction = [f.planted.tolist() for f in U.FAMILIES]
+    if cfg.task != "toy_number" and (answers is not None or per_instruction is not None) and len(task.options) != len(U.OPTIONS):
+        raise UserError(f"SFT data '{cfg.sft_data}' is defined over 1..10; use --sft-data format for task {cfg.task}")
+    tracker = PhaseTracker(MeasureConfig(**{**asdict(mcfg), "model": "sft-run", "label": "sft", "stage": "sft"}), every=cfg.track_every)
+    recipe = SFTRecipe(model=base, out=str(ck / "sft"), instructions=task.instructions, options=task.labels, answers=answers, per_instruction=per_instruction,
+                       n_examples=cfg.sft_examples, steps=cfg.sft_steps, lora=cfg.lora, seed=cfg.seed, callbacks=[tracker])
+    sft_ckpt = run_sft(recipe, log=log)
+    t = lap("sft", t)
+
+    # 3. RL, tracked
+    rl_info: dict[str, Any] = {}
+    if cfg.rl:
+        q_sft = _chat_aggregate(results, "sft", cfg.task)
+        S = set(support_set(q_sft, 0.9).tolist())
+        if cfg.rl_target == "seed-top":
+            target = {task.labels[i] for i in np.argsort(q_sft)[::-1][:2]}
+        else:
+            target = {task.labels[i] for i in range(len(task.labels)) if i not in S}
+        rl_info = {"target": sorted(target, key=task.labels.index), "sft_support": [task.labels[i] for i in sorted(S)], "rewards": list(cfg.rl_rewards)}
+        tracker = PhaseTracker(MeasureConfig(**{**asdict(mcfg), "model": "rl-run", "label": "rl", "stage": "rl"}), every=cfg.track_every)
+        grpo = GRPORecipe(model=str(sft_ckpt), out=str(ck / "rl"), task=task, rewards=cfg.rl_rewards, target=target, steps=cfg.rl_steps, lora=cfg.lora, seed=cfg.seed, callbacks=[tracker])
+        run_grpo(grpo, log=log)
+        t = lap("rl", t)
+
+    # 4. analysis and report
+    th_file = out / "thresholds.yaml"
+    th_file.write_text(f"n_boot: {cfg.n_boot}\nn_perm: {max(200, cfg.n_boot)}\nseed: {cfg.seed}\n")
+    analysis = analyze_dir(str(results), str(th_file))["analysis"]
+    report = None
+    if cfg.report:
+        try:
+            from crystallab.report import write_report
+        except ImportError:
+            write_report = None
+        if write_report:
+            report = str(write_report(results))
+    lap("analyze_and_report", t)
+    summary = _summarise(cfg, analysis, family, rl_info, results, report)
+    summary["timings"] = timings | {"total": round(time.perf_counter() - t0, 1)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def _summarise(cfg: LabConfig, analysis: dict, family: str | None, rl_info: dict, results: Path, report: str | None) -> dict[str, Any]:
+    from crystallab.lab import universe as U
+    from crystallab.metrics import js_distance
+
+    task = cfg.task
+    v = analysis["verdicts"].get(task, {})
+    trans = [t for t in analysis["transitions"] if t["task"] == task]
+    seed = trans[0]["seed"] if trans else None
+    base_state = next((s for s in analysis["states"] if s["task"] == task), None)
+    named_family = None
+    if seed:
+        from crystallab.store import read_table
+
+        fam = {r["prompt_id"]: r["prompt_family"] for r in read_table(results).to_pylist() if r["checkpoint"] == "base" and r["task"] == task}
+        named_family = fam.get(seed["prompt_id"])
+    planted = {}
+    if not cfg.base_model:
+        P = _base_family_means(results, task)
+        planted = {f.name: round(float(js_distance(P[f.name], f.planted)), 4) for f in U.FAMILIES if f.name in P}
+    return {
+        "config": asdict(cfg), "results": str(results), "report": report, "verdicts": {k: x["value"] for k, x in v.items()},
+        "why": {k: x["why"] for k, x in v.items()}, "states": [s["state"] for s in analysis["states"] if s["task"] == task],
+        "planted_family": family, "named_seed": seed, "named_family": named_family, "seed_named_correctly": family is not None and family == named_family,
+        "base_state": base_state and base_state["state"], "planted_js_distance": planted, "rl": rl_info,
+        "settling": {k: trans[-1].get(k) for k in ("retention", "new_mass", "redistribution", "support")} if len(trans) > 1 else None,
+        "dynamics": [{k: d.get(k) for k in ("checkpoint", "transition_step", "sharpness", "susceptibility_peak_step", "method")} for d in analysis["dynamics"]],
+    }
+
+
+def _base_family_means(results: Path, task: str) -> dict[str, np.ndarray]:
+    from crystallab.store import read_table
+
+    by: dict[str, dict[str, dict[str, float]]] = {}
+    for r in read_table(results).to_pylist():
+        if r["checkpoint"] == "base" and r["task"] == task and r["prompt_kind"] == "raw":
+            by.setdefault(r["prompt_family"], {}).setdefault(r["prompt_id"], {})[r["option"]] = r["prob"]
+    out = {}
+    for fam, prompts in by.items():
+        rows = np.array([[d[o] for o in d if o != "⊥"] for d in prompts.values()])
+        rows = rows[rows.sum(1) > 0]
+        if len(rows):
+            out[fam] = (rows / rows.sum(1, keepdims=True)).mean(0)
+    return out
+
+
+def summary_text(s: dict[str, Any]) -> str:
+    lines = [f"states along base → sft → rl: {' → '.join(s['states'])}"]
+    for claim in ("liquid", "nucleation", "settling"):
+        if claim in s["verdicts"]:
+            lines.append(f"  {claim:<10} {s['verdicts'][claim]:<12} {s['why'][claim]}")
+    if s.get("planted_js_distance"):
+        lines.append("base vs planted (JS distance per family): " + ", ".join(f"{k} {v:.3f}" for k, v in s["planted_js_distance"].items()))
+    if s.get("planted_family"):
+        ok = "named correctly" if s["seed_named_correctly"] else f"analysis named '{s['named_family']}'"
+        lines.append(f"planted seed family: {s['planted_family']} ({ok}; seed prompt {s['named_seed']['prompt_id']}, distance {s['named_seed']['distance']:.3f}, p = {s['named_seed']['p_value']:.3g})")
+    if s.get("rl"):
+        st = s.get("settling") or {}
+        ret = st.get("retention")
+        lines.append(f"RL target {s['rl']['target']} vs SFT support {s['rl']['sft_support']}: retention {ret:.3f}, new mass {st.get('new_mass', float('nan')):.3f}" if ret is not None else "RL: no retention measured")
+    for d in s.get("dynamics", []):
+        if d.get("transition_step") is not None:
+            lines.append(f"{d['checkpoint']}: transition at step {d['transition_step']:.0f} (sharpness {d['sharpness'] or float('nan'):.3g}, {d['method']})")
+    if s.get("report"):
+        lines.append(f"report: {s['report']}")
+    lines.append(f"took {s['timings']['total']:.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in s["timings"].items() if k != "total"))
+    return "\n".join(lines)

@@ -1,0 +1,143 @@
+"""RL (TRL's GRPOTrainer) and preference tuning (TRL's DPOTrainer) for any causal LM.
+
+Reward functions are plain functions of the completions (TRL's signature), built for a task:
+
+- ``validity``: 1 when the completion names an option (the task's text parser), else 0;
+- ``target``: 1 when it names an option in a target set;
+- ``diversity``: 1 - the share of the prompt's group that gave the same answer (rewards spread).
+
+>>> from crystallab.tasks import load_task
+>>> r = make_rewards(load_task("coin_flip"), ["validity", "target"], target={"heads"})
+>>> [f(completions=[" heads", " tails", " maybe"]) for f in r]
+[[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from crystallab.errors import UserError
+from crystallab.lab.sft import load_for_training, lora_config, save_checkpoint
+from crystallab.scoring.sample import parse_answer
+from crystallab.tasks import Task
+
+REWARDS = ("validity", "target", "diversity")
+
+
+def make_rewards(task: Task, names: Sequence[str], target: set[str] | None = None) -> list[Callable]:
+    """TRL reward functions (``f(completions, **kw) -> list[float]``) for a task."""
+
+    def label(c) -> str | None:
+        text = c if isinstance(c, str) else c[-1]["content"]
+        k = parse_answer(text, task)
+        return None if k is None else task.labels[k]
+
+    def validity(completions, **kw):
+        return [0.0 if label(c) is None else 1.0 for c in completions]
+
+    def target_set(completions, **kw):
+        return [1.0 if label(c) in (target or set()) else 0.0 for c in completions]
+
+    def diversity(completions, prompts=None, **kw):
+        labels = [label(c) for c in completions]
+        keys = prompts if prompts is not None else [0] * len(labels)
+        groups: dict = {}
+        for k, lab in zip(keys, labels):
+            groups.setdefault(str(k), Counter())[lab] += 1
+        return [0.0 if lab is None else 1.0 - groups[str(k)][lab] / sum(groups[str(k)].values()) for k, lab in zip(keys, labels)]
+
+    table = {"validity": validity, "target": target_set, "diversity": diversity}
+    for n in names:
+        if n not in table:
+            raise UserError(f"unknown reward '{n}'; use {', '.join(REWARDS)}")
+    if "target" in names and not target:
+        raise UserError("the 'target' reward needs a target option set")
+    return [table[n] for n in names]
+
+
+@dataclass
+class GRPORecipe:
+    model: str
+    out: str
+    task: Task
+    instructions: Sequence[str] = ()
+    rewards: Sequence[str] = ("validity", "target")
+    target: set[str] | None = None
+    steps: int = 40
+    num_generations: int = 8
+    prompts_per_step: int = 2
+    max_completion_length: int = 6
+    learning_rate: float = 5e-4
+    beta: float = 0.0  # KL to the reference model; 0 skips the reference forward
+    lora: bool = False
+    seed: int = 0
+    callbacks: list = field(default_factory=list)
+
+
+def run_grpo(r: GRPORecipe, log=print) -> Path:
+    import torch
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import GRPOConfig, GRPOTrainer
+
+    set_seed(r.seed)
+    backend, model, tok = load_for_training(r.model)
+    instructions = list(r.instructions or r.task.instructions)
+    data = Dataset.from_list([{"prompt": backend.render_chat(ins)[0]} for ins in instructions] * max(1, r.steps * r.prompts_per_step // len(instructions) + 1))
+    args = GRPOConfig(
+        output_dir=str(Path(r.out) / "trainer"), max_steps=r.steps, per_device_train_batch_size=r.num_generations * r.prompts_per_step,
+        num_generations=r.num_generations, max_completion_length=r.max_completion_length, temperature=1.0, learning_rate=r.learning_rate,
+        beta=r.beta, logging_steps=max(1, r.steps // 5), save_strategy="no", report_to=[], seed=r.seed, bf16=False, fp16=False,
+        use_cpu=not torch.cuda.is_available(), disable_tqdm=True, dataloader_num_workers=0, lr_scheduler_type="constant",
+    )
+    trainer = GRPOTrainer(model=model, reward_funcs=make_rewards(r.task, r.rewards, r.target), args=args, train_dataset=data, processing_class=tok,
+                          peft_config=lora_config() if r.lora else None, callbacks=list(r.callbacks))
+    result = trainer.train()
+    log(f"GRPO {r.steps} steps, rewards {'+'.join(r.rewards)}{' (LoRA)' if r.lora else ''}: loss {result.training_loss:.4f}")
+    return save_checkpoint(trainer.model, tok, r.out)
+
+
+@dataclass
+class DPORecipe:
+    model: str
+    out: str
+    task: Task
+    chosen: set[str]  # preferred answers
+    n_pairs: int = 200
+    steps: int = 30
+    beta: float = 0.1
+    learning_rate: float = 5e-4
+    batch_size: int = 8
+    lora: bool = False
+    seed: int = 0
+    callbacks: list = field(default_factory=list)
+
+
+def run_dpo(r: DPORecipe, log=print) -> Path:
+    """Preference tuning: answers in ``chosen`` preferred over the other options."""
+    import torch
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import DPOConfig, DPOTrainer
+
+    set_seed(r.seed)
+    backend, model, tok = load_for_training(r.model)
+    rng = random.Random(r.seed)
+    good = [o for o in r.task.labels if o in r.chosen]
+    bad = [o for o in r.task.labels if o not in r.chosen]
+    if not good or not bad:
+        raise UserError("DPO needs both chosen and rejected options")
+    rows = [{"prompt": backend.render_chat(rng.choice(r.task.instructions))[0], "chosen": " " + rng.choice(good), "rejected": " " + rng.choice(bad)} for _ in range(r.n_pairs)]
+    args = DPOConfig(
+        output_dir=str(Path(r.out) / "trainer"), max_steps=r.steps, per_device_train_batch_size=r.batch_size, learning_rate=r.learning_rate, beta=r.beta,
+        logging_steps=max(1, r.steps // 5), save_strategy="no", report_to=[], seed=r.seed, bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True, dataloader_num_workers=0, max_length=128,
+    )
+    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=lora_config() if r.lora else None, callbacks=list(r.callbacks))
+    result = trainer.train()
+    log(f"DPO {r.steps} steps on {len(rows)} pairs{' (LoRA)' if r.lora else ''}: loss {result.training_loss:.4f}")
+    return save_checkpoint(trainer.model, tok, r.out)

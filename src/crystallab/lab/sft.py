@@ -1,0 +1,104 @@
+"""Supervised fine-tuning with TRL's SFTTrainer on assistant-format data, for any causal LM.
+
+The data are prompt/completion pairs: an instruction rendered with the model's chat template
+(the plain ``User: ...\\nAssistant:`` one for models without a template), and an answer drawn
+from a chosen distribution over the task's options. Or, with ``answers=None``, format-only
+data with no random task in it (deterministic questions), to see what SFT does on its own.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+FORMAT_ONLY = (  # deterministic Q/A: teaches the assistant format, no random choice anywhere
+    ("What is {a} plus {b}?", lambda a, b: str(a + b)),
+    ("Repeat the word {w}.", None),
+    ("What comes after {a}?", lambda a, b: str(a + 1)),
+    ("Spell the word {w} backwards.", None),
+)
+WORDS = ("river", "stone", "garden", "letter", "window", "music", "table", "cloud")
+
+
+@dataclass
+class SFTRecipe:
+    model: str  # a local checkpoint dir or any model spec crystallab loads
+    out: str
+    instructions: Sequence[str] = ()
+    options: Sequence[str] = ()
+    answers: Sequence[float] | None = None  # distribution over options; None: format-only data
+    per_instruction: Sequence[Sequence[float]] | None = None  # one distribution per instruction (keeps diversity)
+    n_examples: int = 400
+    steps: int = 60
+    learning_rate: float = 1e-3
+    batch_size: int = 16
+    lora: bool = False
+    lora_r: int = 8
+    seed: int = 0
+    callbacks: list = field(default_factory=list)
+
+
+def sft_examples(r: SFTRecipe, render) -> list[dict[str, str]]:
+    """Prompt/completion pairs; ``render(instruction) -> prompt text``."""
+    rng = random.Random(r.seed)
+    out = []
+    for i in range(r.n_examples):
+        if r.answers is None and r.per_instruction is None:
+            q, f = FORMAT_ONLY[i % len(FORMAT_ONLY)]
+            a, b, w = rng.randint(1, 5), rng.randint(1, 4), rng.choice(WORDS)
+            ans = f(a, b) if f else (w if "Repeat" in q else w[::-1])
+            out.append({"prompt": render(q.format(a=a, b=b, w=w)), "completion": " " + ans})
+            continue
+        j = rng.randrange(len(r.instructions))
+        dist = r.per_instruction[j % len(r.per_instruction)] if r.per_instruction is not None else r.answers
+        out.append({"prompt": render(r.instructions[j]), "completion": " " + rng.choices(list(r.options), weights=dist)[0]})
+    return out
+
+
+def lora_config(r: int = 8):
+    from crystallab.errors import require
+
+    peft = require("peft", "lab")
+    return peft.LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def load_for_training(spec: str):
+    """A model and tokenizer to train, through crystallab's loader (GGUF and builtins included)."""
+    from crystallab.models.hf import LoadSettings, load_backend
+
+    be = load_backend(spec, LoadSettings(dtype="float32"))
+    return be, be.model, be.tokenizer
+
+
+def save_checkpoint(model: Any, tokenizer: Any, out: str | Path) -> Path:
+    """Save a plain safetensors checkpoint (LoRA merged) that loads like any other model."""
+    out = Path(out)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def run_sft(r: SFTRecipe, log=print) -> Path:
+    """Fine-tune and save to ``r.out``; returns the checkpoint dir."""
+    import torch
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    set_seed(r.seed)
+    backend, model, tok = load_for_training(r.model)
+    data = Dataset.from_list(sft_examples(r, lambda ins: backend.render_chat(ins)[0]))
+    args = SFTConfig(
+        output_dir=str(Path(r.out) / "trainer"), max_steps=r.steps, per_device_train_batch_size=r.batch_size, learning_rate=r.learning_rate,
+        lr_scheduler_type="constant_with_warmup", warmup_steps=min(5, r.steps // 5), logging_steps=max(1, r.steps // 5), save_strategy="no",
+        report_to=[], seed=r.seed, bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), max_length=128, packing=False,
+        completion_only_loss=True, disable_tqdm=True, dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=lora_config(r.lora_r) if r.lora else None, callbacks=list(r.callbacks))
+    result = trainer.train()
+    log(f"SFT {r.steps} steps on {len(data)} examples{' (LoRA)' if r.lora else ''}: loss {result.training_loss:.3f}")
+    return save_checkpoint(trainer.model, tok, r.out)

@@ -1,0 +1,49 @@
+"""PhaseTracker: a TrainerCallback that measures a fixed prompt set with the exact scorer every
+N steps and appends step-indexed rows to the run's distribution table, so order parameters
+can be followed through training (SCIENCE.md, "Dynamics during training")."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from transformers import TrainerCallback
+
+from crystallab.measure import MeasureConfig, measure
+
+
+class PhaseTracker(TrainerCallback):
+    """Measure ``cfg`` (its tasks, prompts and out dir) at step 0, every ``every`` steps and at
+    the end. ``cfg.label``/``cfg.stage`` name the run; each measurement gets ``step``."""
+
+    def __init__(self, cfg: MeasureConfig, tokenizer: Any = None, every: int = 10, log=None):
+        self.cfg = replace(cfg, progress=False)
+        self.tokenizer = tokenizer
+        self.every = max(1, int(every))
+        self.measured: list[int] = []
+        self.log = log or (lambda s: None)
+
+    def _measure(self, model: Any, step: int, processing_class: Any = None) -> None:
+        from crystallab.models.hf import HFBackend, LoadSettings
+
+        if step in self.measured:
+            return
+        self.tokenizer = self.tokenizer or processing_class  # the trainer's own tokenizer by default
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: LoRA layers stay active
+        was_training = inner.training
+        backend = HFBackend(inner, self.tokenizer, {"model": self.cfg.model, "kind": "training", "label": self.cfg.label, "step": step}, LoadSettings())
+        try:
+            measure(replace(self.cfg, step=step), backend=backend, log=self.log)
+        finally:
+            inner.train(was_training)
+        self.measured.append(step)
+
+    def on_train_begin(self, args, state, control, model=None, processing_class=None, **kw):
+        self._measure(model, 0, processing_class)
+
+    def on_step_end(self, args, state, control, model=None, processing_class=None, **kw):
+        if state.global_step % self.every == 0:
+            self._measure(model, state.global_step, processing_class)
+
+    def on_train_end(self, args, state, control, model=None, processing_class=None, **kw):
+        self._measure(model, state.global_step, processing_class)

@@ -1,0 +1,121 @@
+"""The lab: trainer wrappers change parameters, the tracker writes one slice per tracked step,
+and the toy pipeline runs end to end with verdicts that depend on the data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from crystallab.cli.main import main
+from crystallab.lab.rl import DPORecipe, GRPORecipe, run_dpo, run_grpo
+from crystallab.lab.sft import SFTRecipe, run_sft
+from crystallab.lab.tracker import PhaseTracker
+from crystallab.measure import MeasureConfig
+from crystallab.tasks import load_task
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def changed(before: Path, after: Path) -> list[str]:
+    a, b = weights(before), weights(after)
+    assert set(a) == set(b)
+    return [k for k in a if not torch.equal(a[k], b[k])]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_ckpt):
+    return tiny_ckpt("llama", "digits", chat_template=True, seed=5)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_sft_changes_parameters(tiny, tmp_path, lora):
+    task = load_task("number_1_10")
+    out = run_sft(SFTRecipe(model=str(tiny), out=str(tmp_path / "sft"), instructions=task.instructions, options=task.labels, answers=[0.1] * 10,
+                            n_examples=32, steps=3, batch_size=8, lora=lora), log=lambda s: None)
+    diff = changed(tiny, out)
+    assert diff, "SFT changed no parameter"
+    if lora:  # merged LoRA touches the adapted linear layers, never the embeddings
+        assert all("embed" not in k for k in diff)
+
+
+def test_grpo_changes_parameters(tiny, tmp_path):
+    task = load_task("number_1_10")
+    out = run_grpo(GRPORecipe(model=str(tiny), out=str(tmp_path / "rl"), task=task, rewards=("validity", "diversity"), steps=2, num_generations=4,
+                              prompts_per_step=1, learning_rate=1e-2), log=lambda s: None)
+    assert changed(tiny, out)
+
+
+def test_dpo_changes_parameters(tiny, tmp_path):
+    task = load_task("number_1_10")
+    out = run_dpo(DPORecipe(model=str(tiny), out=str(tmp_path / "dpo"), task=task, chosen={"7"}, n_pairs=16, steps=2, batch_size=4), log=lambda s: None)
+    assert changed(tiny, out)
+
+
+def test_tracker_writes_one_slice_per_tracked_step(tiny, tmp_path):
+    task = load_task("coin_flip")
+    results = tmp_path / "results"
+    tracker = PhaseTracker(MeasureConfig(model="run", tasks=["coin_flip"], out=str(results), label="sft", stage="sft", limit=3), every=2)
+    run_sft(SFTRecipe(model=str(tiny), out=str(tmp_path / "sft"), instructions=task.instructions, options=task.labels, answers=[0.9, 0.1],
+                      n_examples=32, steps=5, batch_size=8, callbacks=[tracker]), log=lambda s: None)
+    rows = pq.read_table(results / "distributions.parquet").to_pylist()
+    steps = sorted({r["step"] for r in rows})
+    assert steps == [0, 2, 4, 5]  # start, every 2 steps, and the end
+    for s in steps:
+        prompts = {r["prompt_id"] for r in rows if r["step"] == s}
+        assert len(prompts) == 6  # 3 raw + 3 chat prompts at every tracked step
+        assert len([r for r in rows if r["step"] == s]) == 6 * 3  # heads, tails, ⊥
+
+
+def test_bad_rewards_are_user_errors():
+    from crystallab.errors import UserError
+    from crystallab.lab.rl import make_rewards
+
+    task = load_task("coin_flip")
+    with pytest.raises(UserError, match="unknown reward"):
+        make_rewards(task, ["validty"])
+    with pytest.raises(UserError, match="target option set"):
+        make_rewards(task, ["target"])
+
+
+@pytest.fixture(scope="module")
+def universe(tmp_path_factory):
+    """One quick toy universe shared by the pipeline tests (pretraining is the slow part)."""
+    from crystallab.lab.universe import pretrain
+
+    return pretrain(tmp_path_factory.mktemp("universe") / "base", seed=0, steps=120, log=lambda s: None)
+
+
+def test_demo_quick_end_to_end(universe, tmp_path, capsys, monkeypatch):
+    import crystallab.lab.experiments as E
+
+    real = E.LabConfig.quick
+    monkeypatch.setattr(E.LabConfig, "quick", classmethod(lambda cls, **kw: real(**{**kw, "extra": {"base_dir": str(universe)}})))
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "report.html" in printed and "liquid" in printed and "nucleation" in printed and "settling" in printed
+    s = json.loads((out / "summary.json").read_text())
+    assert len(s["states"]) == 3 and set(s["verdicts"]) == {"liquid", "nucleation", "settling"}
+    assert all(v in ("holds", "fails", "inconclusive") for v in s["verdicts"].values())
+    assert s["base_state"] == "liquid"  # the planted universe is liquid
+    assert max(s["planted_js_distance"].values()) < 0.35 and len(s["planted_js_distance"]) == 6
+    for ck in ("sft", "rl"):
+        assert (out / "checkpoints" / ck / "model.safetensors").exists()
+    analysis = json.loads((out / "results" / "analysis.json").read_text())
+    assert {d["checkpoint"] for d in analysis["dynamics"]} == {"sft", "rl"}
+    assert (out / "results" / "report.html").exists()
+
+
+def test_sft_that_keeps_base_diversity_fails_nucleation(universe, tmp_path):
+    from crystallab.lab.experiments import LabConfig, run_lab
+
+    s = run_lab(LabConfig.quick(out=str(tmp_path / "diverse"), sft_data="diverse", rl=False, report=False, sft_steps=40, extra={"base_dir": str(universe)}), log=lambda s: None)
+    assert s["verdicts"]["nucleation"] == "fails", s["why"]
