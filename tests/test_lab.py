@@ -119,3 +119,41 @@ def test_sft_that_keeps_base_diversity_fails_nucleation(universe, tmp_path):
 
     s = run_lab(LabConfig.quick(out=str(tmp_path / "diverse"), sft_data="diverse", rl=False, report=False, sft_steps=40, extra={"base_dir": str(universe)}), log=lambda s: None)
     assert s["verdicts"]["nucleation"] == "fails", s["why"]
+
+
+def test_forced_seed_outside_reports_whether_rl_escaped(universe, tmp_path, capsys, monkeypatch):
+    import crystallab.lab.experiments as E
+
+    real = E.LabConfig.quick
+    monkeypatch.setattr(E.LabConfig, "quick", classmethod(lambda cls, **kw: real(**{**kw, "extra": {"base_dir": str(universe)}, "report": False})))
+    out = tmp_path / "forced"
+    assert main(["lab", "forced-seed", "--seed-from", "outside", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "can RL escape the forced seed's support?" in printed
+    s = json.loads((out / "summary.json").read_text())
+    assert s["forced"]["kind"] == "outside" and s["forced"]["nearest_base_js_distance"] > 0.2  # really outside the repertoire
+    assert set(s["rl"]["target"]).isdisjoint(s["rl"]["sft_support"])  # rewarded only outside the SFT support
+    assert 0.0 <= s["settling"]["retention"] <= 1.0
+
+
+def test_lab_config_file(tmp_path, capsys):
+    from crystallab.lab.experiments import LabConfig
+
+    f = tmp_path / "c.yaml"
+    f.write_text("base_model: builtin:gemma-3-270m\ntask: number_1_10\nsft_data: base-prompt\nlora: true\nrl_rewards: [validity, target]\n")
+    cfg = LabConfig.from_yaml(str(f), out="x")
+    assert cfg.lora and cfg.rl_rewards == ("validity", "target") and cfg.out == "x"
+    f.write_text("sft_stepz: 3\n")
+    assert main(["lab", "forced-seed", "--config", str(f)]) == 2
+    assert "did you mean 'sft_steps'" in capsys.readouterr().err
+
+
+def test_shipped_lab_configs_parse():
+    from crystallab.lab.experiments import LabConfig
+
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert {c.name for c in configs} >= {"gemma-270m-cpu.yaml", "olmo2-1b-gpu.yaml"}
+    for c in configs:
+        cfg = LabConfig.from_yaml(str(c))
+        cfg.validate()
+        assert cfg.base_model and cfg.sft_data == "base-prompt"

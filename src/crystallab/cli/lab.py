@@ -8,12 +8,14 @@ from pathlib import Path
 
 
 def add_lab_options(p: argparse.ArgumentParser, default_out: str) -> None:
-    p.add_argument("--out", default=default_out, help=f"run folder (default: {default_out})")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", help="YAML file of lab settings (see configs/); flags given here override it")
+    p.add_argument("--out", default=None, help=f"run folder (default: {default_out})")
+    p.set_defaults(default_out=default_out)
+    p.add_argument("--seed", type=int)
     p.add_argument("--quick", action="store_true", help="a fast, rough version (for tests and a first look)")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of all weights")
     p.add_argument("--base-model", help="start from this checkpoint instead of the toy universe (e.g. builtin:gemma-3-270m)")
-    p.add_argument("--task", default="toy_number", help="task to measure and train on (default: the toy universe's)")
+    p.add_argument("--task", help="task to measure and train on (default: toy_number, the toy universe's)")
     p.add_argument("--pretrain-steps", type=int)
     p.add_argument("--sft-steps", type=int)
     p.add_argument("--rl-steps", type=int)
@@ -22,14 +24,20 @@ def add_lab_options(p: argparse.ArgumentParser, default_out: str) -> None:
 
 
 def lab_config(args: argparse.Namespace, **kw):
+    """LabConfig from --config (if any), then the flags given, then ``kw`` (the experiment's)."""
     from crystallab.lab.experiments import LabConfig
 
     fields = {k: v for k, v in {
-        "out": args.out, "seed": args.seed, "lora": args.lora, "base_model": args.base_model, "task": args.task, "pretrain_steps": args.pretrain_steps,
+        "out": args.out, "seed": args.seed, "lora": args.lora or None, "base_model": args.base_model, "task": args.task, "pretrain_steps": args.pretrain_steps,
         "sft_steps": args.sft_steps, "rl_steps": args.rl_steps, "track_every": args.track_every, "limit": args.limit,
     }.items() if v is not None}
-    fields.update(kw)
-    return LabConfig.quick(**fields) if args.quick else LabConfig(**fields)
+    fields.update({k: v for k, v in kw.items() if v is not None})
+    if args.config:
+        cfg = LabConfig.from_yaml(args.config, **fields)
+    else:
+        cfg = LabConfig.quick(**fields) if args.quick else LabConfig(**fields)
+    cfg.out = cfg.out or args.default_out
+    return cfg
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ps.set_defaults(run=run_planted)
     fs = exp.add_parser("forced-seed", help="SFT onto a chosen distribution, then RL rewarded outside its support: can RL escape?")
     add_lab_options(fs, "runs/forced-seed")
-    fs.add_argument("--seed-from", default="base-prompt", choices=["base-prompt", "outside"], help="the forced distribution: a base prompt's (planted) or one outside the base repertoire")
+    fs.add_argument("--seed-from", default="base-prompt", choices=["base-prompt", "outside"], help="the forced distribution: one base prompt's measured distribution, or mass on the two options the base likes least")
     fs.add_argument("--family", help="with --seed-from base-prompt: which family (default: drawn with the seed)")
     fs.set_defaults(run=run_forced)
 
@@ -56,12 +64,13 @@ def run_planted(args: argparse.Namespace) -> int:
         from crystallab.errors import UserError
 
         raise UserError("--seeds must be positive")
-    out = Path(args.out)
+    out = Path(args.out or args.default_out)
     summaries = []
+    first = args.seed or 0
     for k in range(args.seeds):
-        seed = args.seed + k
+        seed = first + k
         run_out = out if args.seeds == 1 else out / f"seed-{seed}"
-        extra = {} if args.seeds == 1 else {"base_dir": str(out / "universe"), "universe_seed": args.seed}
+        extra = {} if args.seeds == 1 else {"base_dir": str(out / "universe"), "universe_seed": first}
         cfg = lab_config(args, out=str(run_out), seed=seed, sft_data=args.sft_data, seed_family=args.family, rl=not args.no_rl, extra=extra)
         s = run_lab(cfg)
         summaries.append(s)
@@ -80,7 +89,7 @@ def run_planted(args: argparse.Namespace) -> int:
 def run_forced(args: argparse.Namespace) -> int:
     from crystallab.lab.experiments import run_lab, summary_text
 
-    cfg = lab_config(args, sft_data="planted" if args.seed_from == "base-prompt" else "outside", seed_family=args.family, rl_target="outside-support")
+    cfg = lab_config(args, sft_data=args.seed_from, seed_family=args.family, rl_target="outside-support")
     s = run_lab(cfg)
     print(summary_text(s))
     st = s.get("settling") or {}

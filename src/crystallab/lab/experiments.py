@@ -22,26 +22,26 @@ from typing import Any
 import numpy as np
 
 from crystallab.errors import UserError
+from crystallab.metrics import js_distance
 
-OUTSIDE = np.array([0.02, 0.4, 0.02, 0.02, 0.4, 0.02, 0.02, 0.05, 0.03, 0.02])  # favours 2 and 5: no family does
-SFT_DATA = ("planted", "outside", "diverse", "format")
+SFT_DATA = ("planted", "base-prompt", "outside", "diverse", "format")
 RL_TARGETS = ("seed-top", "outside-support")
 
 
 @dataclass
 class LabConfig:
-    out: str
+    out: str = ""  # the run folder (the CLI fills in its default)
     seed: int = 0
-    sft_data: str = "planted"  # planted | outside | diverse | format
+    sft_data: str = "planted"  # planted (toy) | base-prompt | outside | diverse | format
     seed_family: str | None = None  # planted: which family (default: drawn with the seed)
     rl: bool = True
     rl_target: str = "seed-top"  # seed-top: the SFT aggregate's top 2 | outside-support: options outside its 90 % support
     rl_rewards: tuple[str, ...] = ("validity", "target")
     base_model: str | None = None  # measure this checkpoint instead of pretraining the toy
     task: str = "toy_number"
-    pretrain_steps: int = 250
-    sft_steps: int = 60
-    sft_examples: int = 400
+    pretrain_steps: int = 400
+    sft_steps: int = 100
+    sft_examples: int = 800
     rl_steps: int = 40
     track_every: int = 10
     lora: bool = False
@@ -56,6 +56,30 @@ class LabConfig:
         base = dict(pretrain_steps=120, sft_steps=30, sft_examples=200, rl_steps=12, track_every=4, n_boot=200)
         base.update(kw)
         return cls(**base)
+
+    @classmethod
+    def from_yaml(cls, path: str, **override) -> "LabConfig":
+        """A YAML file of LabConfig fields (see configs/); keyword arguments override it."""
+        import difflib
+
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise UserError(f"cannot read lab config {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: malformed YAML ({str(exc).splitlines()[0]})") from exc
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: expected a mapping of lab settings")
+        known = [f for f in cls.__dataclass_fields__ if f != "extra"]
+        for k in data:
+            if k not in known:
+                close = difflib.get_close_matches(str(k), known, n=1)
+                raise UserError(f"{path}: unknown lab setting '{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        if "rl_rewards" in data:
+            data["rl_rewards"] = tuple(data["rl_rewards"])
+        return cls(**{**data, **override})
 
     def validate(self) -> None:
         from crystallab.lab.universe import FAMILIES
@@ -118,22 +142,12 @@ def run_lab(cfg: LabConfig, log=print) -> dict[str, Any]:
         base_dir = Path(cfg.extra.get("base_dir", ck / "base"))  # several seeds may share one universe
         base = str(base_dir if (base_dir / "config.json").exists() else U.pretrain(base_dir, seed=cfg.extra.get("universe_seed", cfg.seed), steps=cfg.pretrain_steps, log=log))
     task = load_task(cfg.task, tasks_dir if tasks_dir.exists() else None)
-    mcfg = MeasureConfig(model=base, tasks=[cfg.task], out=str(results), tasks_dir=str(tasks_dir) if tasks_dir.exists() else None, limit=cfg.limit, progress=False)
+    mcfg = MeasureConfig(model=base, tasks=[cfg.task], out=str(results), tasks_dir=str(tasks_dir) if tasks_dir.exists() else None, limit=cfg.limit, progress=False, device="auto")
     measure(MeasureConfig(**{**asdict(mcfg), "label": "base", "stage": "base"}), log=lambda s: None)
     t = lap("pretrain_and_measure_base", t)
 
-    # 2. SFT, tracked
-    family = None
-    answers, per_instruction = None, None
-    if cfg.sft_data == "planted":
-        family = cfg.seed_family or rng.choice([f.name for f in U.FAMILIES])
-        answers = next(f.planted for f in U.FAMILIES if f.name == family).tolist()
-    elif cfg.sft_data == "outside":
-        answers = OUTSIDE.tolist()
-    elif cfg.sft_data == "diverse":
-        per_instruction = [f.planted.tolist() for f in U.FAMILIES]
-    if cfg.task != "toy_number" and (answers is not None or per_instruction is not None) and len(task.options) != len(U.OPTIONS):
-        raise UserError(f"SFT data '{cfg.sft_data}' is defined over 1..10; use --sft-data format for task {cfg.task}")
+    # 2. SFT onto the chosen answers, tracked
+    family, answers, per_instruction, forced = _sft_answers(cfg, results, task, rng)
     tracker = PhaseTracker(MeasureConfig(**{**asdict(mcfg), "model": "sft-run", "label": "sft", "stage": "sft"}), every=cfg.track_every)
     recipe = SFTRecipe(model=base, out=str(ck / "sft"), instructions=task.instructions, options=task.labels, answers=answers, per_instruction=per_instruction,
                        n_examples=cfg.sft_examples, steps=cfg.sft_steps, lora=cfg.lora, seed=cfg.seed, callbacks=[tracker])
@@ -169,14 +183,58 @@ def run_lab(cfg: LabConfig, log=print) -> dict[str, Any]:
             report = str(write_report(results))
     lap("analyze_and_report", t)
     summary = _summarise(cfg, analysis, family, rl_info, results, report)
+    summary["forced"] = forced
     summary["timings"] = timings | {"total": round(time.perf_counter() - t0, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
 
 
+def _base_prompts(results: Path, task: str) -> list[tuple[str, str, np.ndarray, float]]:
+    """The base checkpoint's raw prompts: (prompt_id, family, p̃ over options, valid mass)."""
+    from crystallab.store import read_table
+
+    by: dict[str, dict] = {}
+    for r in read_table(results).to_pylist():
+        if r["checkpoint"] == "base" and r["task"] == task and r["prompt_kind"] == "raw":
+            by.setdefault(r["prompt_id"], {"family": r["prompt_family"], "p": {}})["p"][r["option"]] = r["prob"]
+    out = []
+    for pid, d in sorted(by.items()):
+        p = np.array([v for o, v in d["p"].items() if o != "⊥"])
+        if p.sum() > 0:
+            out.append((pid, d["family"], p / p.sum(), float(p.sum())))
+    return out
+
+
+def _sft_answers(cfg: LabConfig, results: Path, task, rng: random.Random) -> tuple[str | None, list | None, list | None, dict]:
+    """(seed family, answer distribution, per-instruction distributions, what was forced)."""
+    from crystallab.lab import universe as U
+
+    base = _base_prompts(results, cfg.task)
+    if cfg.sft_data == "planted":
+        if cfg.base_model or cfg.task != "toy_number":
+            raise UserError("--sft-data planted needs the toy universe; on a real model use base-prompt")
+        family = cfg.seed_family or rng.choice([f.name for f in U.FAMILIES])
+        return family, next(f.planted for f in U.FAMILIES if f.name == family).tolist(), None, {"kind": "planted", "family": family}
+    if cfg.sft_data == "base-prompt":  # a distribution the base model already has on one of its prompts
+        pool = [b for b in base if b[3] >= 0.3 and (cfg.seed_family is None or b[1] == cfg.seed_family)] or base
+        if not pool:
+            raise UserError("no base prompt has valid mass: nothing to force")
+        pid, fam, p, _ = rng.choice(pool)
+        return fam, p.tolist(), None, {"kind": "base-prompt", "prompt_id": pid, "family": fam}
+    if cfg.sft_data == "outside":  # mass on the two options the base likes least: in no base prompt's repertoire
+        agg = np.mean([b[2] for b in base], axis=0) if base else np.full(len(task.options), 1 / len(task.options))
+        q = np.full(len(agg), 0.1 / max(1, len(agg) - 2))
+        q[np.argsort(agg)[:2]] = 0.45
+        nearest = min((float(js_distance(q, b[2])) for b in base), default=float("nan"))
+        return None, (q / q.sum()).tolist(), None, {"kind": "outside", "options": [task.labels[i] for i in np.argsort(agg)[:2]], "nearest_base_js_distance": nearest}
+    if cfg.sft_data == "diverse":  # every instruction its own base prompt's distribution: keeps the diversity
+        picks = rng.sample(base, k=min(len(base), len(task.instructions)))
+        return None, None, [b[2].tolist() for b in picks], {"kind": "diverse", "prompt_ids": [b[0] for b in picks]}
+    return None, None, None, {"kind": "format"}
+
+
 def _summarise(cfg: LabConfig, analysis: dict, family: str | None, rl_info: dict, results: Path, report: str | None) -> dict[str, Any]:
     from crystallab.lab import universe as U
-    from crystallab.metrics import js_distance
 
     task = cfg.task
     v = analysis["verdicts"].get(task, {})
@@ -204,19 +262,10 @@ def _summarise(cfg: LabConfig, analysis: dict, family: str | None, rl_info: dict
 
 
 def _base_family_means(results: Path, task: str) -> dict[str, np.ndarray]:
-    from crystallab.store import read_table
-
-    by: dict[str, dict[str, dict[str, float]]] = {}
-    for r in read_table(results).to_pylist():
-        if r["checkpoint"] == "base" and r["task"] == task and r["prompt_kind"] == "raw":
-            by.setdefault(r["prompt_family"], {}).setdefault(r["prompt_id"], {})[r["option"]] = r["prob"]
-    out = {}
-    for fam, prompts in by.items():
-        rows = np.array([[d[o] for o in d if o != "⊥"] for d in prompts.values()])
-        rows = rows[rows.sum(1) > 0]
-        if len(rows):
-            out[fam] = (rows / rows.sum(1, keepdims=True)).mean(0)
-    return out
+    groups: dict[str, list[np.ndarray]] = {}
+    for _, fam, p, _ in _base_prompts(results, task):
+        groups.setdefault(fam, []).append(p)
+    return {fam: np.mean(rows, axis=0) for fam, rows in groups.items()}
 
 
 def summary_text(s: dict[str, Any]) -> str:

@@ -111,7 +111,7 @@ def build_tokenizer(texts: list[str], out: Path):
     return tok
 
 
-def pretrain(out: Path, seed: int = 0, n_docs: int = 4000, steps: int = 250, batch: int = 16, hidden: int = 128, layers: int = 4, log=print) -> Path:
+def pretrain(out: Path, seed: int = 0, n_docs: int = 4000, steps: int = 400, batch: int = 32, hidden: int = 128, layers: int = 4, log=print) -> Path:
     """Pretrain the toy model with the transformers Trainer; returns the saved checkpoint dir."""
     import torch
     from datasets import Dataset
