@@ -46,24 +46,10 @@ class Thresholds:
 
     @classmethod
     def from_file(cls, path: str) -> "Thresholds":
-        import difflib
+        from crystallab.yamlconf import read_settings
 
-        import yaml
-
-        try:
-            with open(path) as f:
-                data = yaml.safe_load(f) or {}
-        except OSError as exc:
-            raise UserError(f"cannot read thresholds file {path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise UserError(f"{path}: malformed YAML ({str(exc).splitlines()[0]})") from exc
-        if not isinstance(data, dict):
-            raise UserError(f"{path}: expected a mapping of threshold names to numbers")
-        known = cls.__dataclass_fields__
+        data = read_settings(path, list(cls.__dataclass_fields__), "thresholds")
         for k, v in data.items():
-            if k not in known:
-                close = difflib.get_close_matches(str(k), list(known), n=1)
-                raise UserError(f"{path}: unknown threshold '{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise UserError(f"{path}: threshold '{k}' must be a number, got {v!r}")
         return cls(**data)

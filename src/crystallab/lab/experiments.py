@@ -60,23 +60,9 @@ class LabConfig:
     @classmethod
     def from_yaml(cls, path: str, **override) -> "LabConfig":
         """A YAML file of LabConfig fields (see configs/); keyword arguments override it."""
-        import difflib
+        from crystallab.yamlconf import read_settings
 
-        import yaml
-
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise UserError(f"cannot read lab config {path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise UserError(f"{path}: malformed YAML ({str(exc).splitlines()[0]})") from exc
-        if not isinstance(data, dict):
-            raise UserError(f"{path}: expected a mapping of lab settings")
-        known = [f for f in cls.__dataclass_fields__ if f != "extra"]
-        for k in data:
-            if k not in known:
-                close = difflib.get_close_matches(str(k), known, n=1)
-                raise UserError(f"{path}: unknown lab setting '{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        data = read_settings(path, [f for f in cls.__dataclass_fields__ if f != "extra"], "lab")
         if "rl_rewards" in data:
             data["rl_rewards"] = tuple(data["rl_rewards"])
         return cls(**{**data, **override})
