@@ -40,8 +40,8 @@ class LabConfig:
     base_model: str | None = None  # measure this checkpoint instead of pretraining the toy
     task: str = "toy_number"
     pretrain_steps: int = 400
-    sft_steps: int = 100
-    sft_examples: int = 800
+    sft_steps: int = 150
+    sft_examples: int = 1200
     rl_steps: int = 40
     track_every: int = 10
     lora: bool = False

@@ -71,8 +71,10 @@ class GRPORecipe:
     num_generations: int = 8
     prompts_per_step: int = 2
     max_completion_length: int = 6
-    learning_rate: float = 5e-4
-    beta: float = 0.0  # KL to the reference model; 0 skips the reference forward
+    # 5e-4 without a KL term collapsed the toy onto empty answers within 20 steps; 1e-4 with a
+    # small KL to the SFT model settles instead (valid mass 0.96 after 40 steps)
+    learning_rate: float = 1e-4
+    beta: float = 0.04  # KL to the reference (SFT) model
     lora: bool = False
     seed: int = 0
     callbacks: list = field(default_factory=list)
