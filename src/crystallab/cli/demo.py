@@ -8,7 +8,7 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from crystallab.cli.lab import add_lab_options
 
-    p = sub.add_parser("demo", help="pretrain → SFT → RL a toy model with phase tracking, then analyze and report", description="Run the crystallization story end to end on the planted-seed toy universe (about 3 minutes on 2 CPU cores; --quick is faster).")
+    p = sub.add_parser("demo", help="pretrain → SFT → RL a toy model with phase tracking, then analyze and report", description="Run the crystallization story end to end on the planted-seed toy universe (about a minute on 2 CPU cores, budget 3 minutes: benchmarks/demo.py; --quick is faster).")
     add_lab_options(p, "runs/demo")
     p.add_argument("--sft-data", default="planted", choices=["planted", "diverse", "format"], help="SFT answers: a planted family's (default), each instruction its own family's (keeps diversity), or none")
     p.set_defaults(run=run)
