@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from crystallab.errors import UserError
-from crystallab.lab.sft import load_for_training, lora_config, save_checkpoint
+from crystallab.lab.sft import load_for_training, lora_config, save_checkpoint, trainer_settings
 from crystallab.scoring.sample import parse_answer
 from crystallab.tasks import Task
 
@@ -81,7 +81,6 @@ class GRPORecipe:
 
 
 def run_grpo(r: GRPORecipe, log=print) -> Path:
-    import torch
     from datasets import Dataset
     from transformers import set_seed
     from trl import GRPOConfig, GRPOTrainer
@@ -91,10 +90,9 @@ def run_grpo(r: GRPORecipe, log=print) -> Path:
     instructions = list(r.instructions or r.task.instructions)
     data = Dataset.from_list([{"prompt": backend.render_chat(ins)[0]} for ins in instructions] * max(1, r.steps * r.prompts_per_step // len(instructions) + 1))
     args = GRPOConfig(
-        output_dir=str(Path(r.out) / "trainer"), max_steps=r.steps, per_device_train_batch_size=r.num_generations * r.prompts_per_step,
+        **trainer_settings(r.out, r.steps, r.seed), per_device_train_batch_size=r.num_generations * r.prompts_per_step,
         num_generations=r.num_generations, max_completion_length=r.max_completion_length, temperature=1.0, learning_rate=r.learning_rate,
-        beta=r.beta, logging_steps=max(1, r.steps // 5), save_strategy="no", report_to=[], seed=r.seed, bf16=False, fp16=False,
-        use_cpu=not torch.cuda.is_available(), disable_tqdm=True, dataloader_num_workers=0, lr_scheduler_type="constant",
+        beta=r.beta, lr_scheduler_type="constant",
     )
     trainer = GRPOTrainer(model=model, reward_funcs=make_rewards(r.task, r.rewards, r.target), args=args, train_dataset=data, processing_class=tok,
                           peft_config=lora_config() if r.lora else None, callbacks=list(r.callbacks))
@@ -121,7 +119,6 @@ class DPORecipe:
 
 def run_dpo(r: DPORecipe, log=print) -> Path:
     """Preference tuning: answers in ``chosen`` preferred over the other options."""
-    import torch
     from datasets import Dataset
     from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
@@ -135,9 +132,7 @@ def run_dpo(r: DPORecipe, log=print) -> Path:
         raise UserError("DPO needs both chosen and rejected options")
     rows = [{"prompt": backend.render_chat(rng.choice(r.task.instructions))[0], "chosen": " " + rng.choice(good), "rejected": " " + rng.choice(bad)} for _ in range(r.n_pairs)]
     args = DPOConfig(
-        output_dir=str(Path(r.out) / "trainer"), max_steps=r.steps, per_device_train_batch_size=r.batch_size, learning_rate=r.learning_rate, beta=r.beta,
-        logging_steps=max(1, r.steps // 5), save_strategy="no", report_to=[], seed=r.seed, bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True, dataloader_num_workers=0, max_length=128,
+        **trainer_settings(r.out, r.steps, r.seed), per_device_train_batch_size=r.batch_size, learning_rate=r.learning_rate, beta=r.beta, max_length=128,
     )
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=lora_config() if r.lora else None, callbacks=list(r.callbacks))
     result = trainer.train()

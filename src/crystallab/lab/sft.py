@@ -72,6 +72,17 @@ def load_for_training(spec: str):
     return be, be.model, be.tokenizer
 
 
+def trainer_settings(out: str | Path, steps: int, seed: int) -> dict[str, Any]:
+    """The settings every recipe's TRL config shares: no intermediate saves or trackers, fp32
+    (TRL defaults bf16 on, which CPUs run slowly or not at all), CUDA when present."""
+    import torch
+
+    return dict(
+        output_dir=str(Path(out) / "trainer"), max_steps=steps, logging_steps=max(1, steps // 5), save_strategy="no", report_to=[], seed=seed,
+        bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), disable_tqdm=True, dataloader_num_workers=0,
+    )
+
+
 def save_checkpoint(model: Any, tokenizer: Any, out: str | Path) -> Path:
     """Save a plain safetensors checkpoint (LoRA merged) that loads like any other model."""
     out = Path(out)
@@ -84,7 +95,6 @@ def save_checkpoint(model: Any, tokenizer: Any, out: str | Path) -> Path:
 
 def run_sft(r: SFTRecipe, log=print) -> Path:
     """Fine-tune and save to ``r.out``; returns the checkpoint dir."""
-    import torch
     from datasets import Dataset
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
@@ -93,10 +103,8 @@ def run_sft(r: SFTRecipe, log=print) -> Path:
     backend, model, tok = load_for_training(r.model)
     data = Dataset.from_list(sft_examples(r, lambda ins: backend.render_chat(ins)[0]))
     args = SFTConfig(
-        output_dir=str(Path(r.out) / "trainer"), max_steps=r.steps, per_device_train_batch_size=r.batch_size, learning_rate=r.learning_rate,
-        lr_scheduler_type="constant_with_warmup", warmup_steps=min(5, r.steps // 5), logging_steps=max(1, r.steps // 5), save_strategy="no",
-        report_to=[], seed=r.seed, bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), max_length=128, packing=False,
-        completion_only_loss=True, disable_tqdm=True, dataloader_num_workers=0,
+        **trainer_settings(r.out, r.steps, r.seed), per_device_train_batch_size=r.batch_size, learning_rate=r.learning_rate,
+        lr_scheduler_type="constant_with_warmup", warmup_steps=min(5, r.steps // 5), max_length=128, packing=False, completion_only_loss=True,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=lora_config(r.lora_r) if r.lora else None, callbacks=list(r.callbacks))
     result = trainer.train()
