@@ -63,6 +63,30 @@ class TrieScores:
     log_boundary: np.ndarray  # float64 [N]
 
 
+def _tree_block(L: int, parent: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """One segment's attention pattern [L+N, L+N]: causal over the context; each trie node sees
+    the whole context, itself and its ancestors. ``parent`` (-1 = the context) and ``depth`` are
+    per node, parents before children.
+
+    >>> _tree_block(2, np.array([-1, 0, -1]), np.array([1, 2, 1])).astype(int)
+    array([[1, 0, 0, 0, 0],
+           [1, 1, 0, 0, 0],
+           [1, 1, 1, 0, 0],
+           [1, 1, 1, 1, 0],
+           [1, 1, 0, 0, 1]])
+    """
+    N = len(parent)
+    a = np.zeros((L + N, L + N), dtype=bool)
+    a[:L, :L] = np.tri(L, dtype=bool)
+    a[L:, :L] = True
+    anc = np.eye(N, dtype=bool)
+    for d in range(2, int(depth.max(initial=1)) + 1):  # a node's ancestors are its parent's, plus itself
+        idx = np.nonzero(depth == d)[0]
+        anc[idx] |= anc[parent[idx]]
+    a[L:, L:] = anc
+    return a
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("CRYSTALLAB_CACHE", Path.home() / ".cache" / "crystallab"))
 
@@ -239,113 +263,174 @@ class HFBackend:
 
     # ---- scoring -----------------------------------------------------------------------------
     @torch.inference_mode()
-    def score_tries(self, items: Sequence[TrieItem], padding_side: str = "right", logits_chunk: int = 64) -> list[TrieScores]:
+    def score_tries(
+        self, items: Sequence[TrieItem], padding_side: str = "right", logits_chunk: int | None = None, rows: Sequence[Sequence[int]] | None = None,
+    ) -> list[TrieScores]:
         """Score a batch of prompts with their option tries in ONE forward pass.
 
-        Each row holds the context followed by its trie nodes. A tree attention mask lets each
-        trie node attend to the whole context and to its own ancestors only, with position
-        ``len(context) + depth - 1``; so the context's keys/values are computed once and shared
-        by every option, and every node is computed once however many options pass through it.
-        Only the needed rows of the LM head are computed, in chunks, so no [tokens x vocab]
-        softmax is ever held for the whole batch.
+        Each prompt is a segment: its context followed by its trie nodes. A tree attention mask
+        lets each trie node attend to its own context and to its own ancestors only, with
+        position ``len(context) + depth - 1``; so the context's keys/values are computed once and
+        shared by every option, and every node is computed once however many options pass
+        through it. ``rows`` packs several segments into one row of the batch (indices into
+        ``items``; default: one segment per row): segments never see each other and their
+        positions restart at 0, so packing only removes padding. Rows shorter than the longest
+        are padded on ``padding_side``.
+
+        The LM head is applied only to the rows needed (each segment's last context token and its
+        trie nodes), ``logits_chunk`` rows at a time, and each chunk of logits is reduced in
+        place to what the scorer needs: log Z, the log-mass of the boundary tokens, and the
+        logits of the children the trie continues with. No [tokens x vocab] tensor is kept.
         """
         if not items:
             return []
         if padding_side not in ("left", "right"):
             raise ValueError("padding_side must be 'left' or 'right'")
+        rows = [list(r) for r in rows] if rows is not None else [[i] for i in range(len(items))]
+        if sorted(i for r in rows for i in r) != list(range(len(items))):
+            raise ValueError("rows must hold every item exactly once")
         dev = self.device
-        lengths = [len(it.context) + len(it.tokens) for it in items]
-        T, B = max(lengths), len(items)
-        ids = torch.full((B, T), int(self.tokenizer.pad_token_id), dtype=torch.long)
-        pos = torch.zeros((B, T), dtype=torch.long)
-        allowed = torch.zeros((B, T, T), dtype=torch.bool)
-        gather_rows: list[tuple[int, int]] = []  # (batch row, column) whose next-token logits we need
-        for b, it in enumerate(items):
-            L, N = len(it.context), len(it.tokens)
-            if L == 0:
-                raise ValueError("empty context: every prompt has at least a BOS or one token")
-            off = T - lengths[b] if padding_side == "left" else 0
-            ids[b, off : off + L] = torch.tensor(it.context)
-            pos[b, off : off + L] = torch.arange(L)
-            causal = torch.ones((L, L), dtype=torch.bool).tril_()
-            allowed[b, off : off + L, off : off + L] = causal
-            depth = it.depth()
-            for n in range(N):
-                col = off + L + n
-                ids[b, col] = it.tokens[n]
-                pos[b, col] = L + depth[n] - 1
-                allowed[b, col, off : off + L] = True
-                a = n
-                while a >= 0:  # itself and its ancestors
-                    allowed[b, col, off + L + a] = True
-                    a = it.parent[a]
-            for col in [*range(0, off), *range(off + lengths[b], T)]:
-                allowed[b, col, col] = True  # padding attends to itself: no empty softmax rows
-            gather_rows.append((b, off + L - 1))
-            gather_rows.extend((b, off + L + n) for n in range(N))
+        seg_len = [len(it.context) + len(it.tokens) for it in items]
+        fill = [sum(seg_len[i] for i in r) for r in rows]
+        T, B = max(fill), len(rows)
+        ids = np.full((B, T), int(self.tokenizer.pad_token_id), dtype=np.int64)
+        pos = np.zeros((B, T), dtype=np.int64)
+        allowed = np.zeros((B, T, T), dtype=bool)
+        allowed[:, np.arange(T), np.arange(T)] = True  # padding attends to itself: no empty softmax rows
+        offset = [0] * len(items)
+        row_of_item = [0] * len(items)
+        for b, r in enumerate(rows):
+            o = T - fill[b] if padding_side == "left" else 0
+            for i in r:
+                it = items[i]
+                L, N = len(it.context), len(it.tokens)
+                if L == 0:
+                    raise ValueError("empty context: every prompt has at least a BOS or one token")
+                depth = np.asarray(it.depth(), dtype=np.int64)
+                ids[b, o : o + L] = it.context
+                ids[b, o + L : o + L + N] = it.tokens
+                pos[b, o : o + L] = np.arange(L)
+                pos[b, o + L : o + L + N] = L + depth - 1
+                allowed[b, o : o + L + N, o : o + L + N] = _tree_block(L, np.asarray(it.parent, dtype=np.int64), depth)
+                offset[i], row_of_item[i] = o, b
+                o += L + N
+        ids_t, pos_t = torch.from_numpy(ids), torch.from_numpy(pos)
         window = getattr(self.model.config, "sliding_window", None)
-        mask = self._attention_mask(allowed, pos, window)
-        base = self.model.base_model
-        out = base(input_ids=ids.to(dev), attention_mask=mask, position_ids=pos.to(dev), use_cache=False)
+        mask = self._attention_mask(torch.from_numpy(allowed), pos_t, window)
+        del allowed
+        out = self.model.base_model(input_ids=ids_t.to(dev), attention_mask=mask, position_ids=pos_t.to(dev), use_cache=False)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        rows = torch.tensor(gather_rows)
-        h = hidden[rows[:, 0].to(dev), rows[:, 1].to(dev)]  # [M, d]
+        del out, mask
 
-        # what we need from each gathered row: logZ, log-mass over boundary tokens, and the logits
-        # of the children that the trie continues with
-        child_tok: list[int] = []
-        child_row: list[int] = []
-        row_of: list[list[int]] = []  # per item: gathered row index of the root and of each node
-        r = 0
-        for it in items:
-            base_r = r
-            row_of.append(list(range(base_r, base_r + 1 + len(it.tokens))))
-            for n, tkn in enumerate(it.tokens):
-                child_tok.append(tkn)
-                child_row.append(base_r + (0 if it.parent[n] < 0 else 1 + it.parent[n]))
-            r += 1 + len(it.tokens)
-        logz, logb = [], []
-        boundary = self._boundary_tensor()
-        child_logit = torch.empty(len(child_tok), dtype=torch.float64)
-        ct = torch.tensor(child_tok)
-        cr = torch.tensor(child_row)
-        for s in range(0, h.shape[0], logits_chunk):
-            lg = self._logits(h[s : s + logits_chunk])  # [m, V] fp32
-            logz.append(torch.logsumexp(lg, dim=-1).double().cpu())
-            logb.append(torch.logsumexp(lg.masked_fill(~boundary, float("-inf")), dim=-1).double().cpu())
-            sel = (cr >= s) & (cr < s + lg.shape[0])
-            if sel.any():
-                child_logit[sel] = lg[(cr[sel] - s).to(dev), ct[sel].to(dev)].double().cpu()
-        logz_t, logb_t = torch.cat(logz), torch.cat(logb)
+        # gathered rows, item by item: the last context token (the root), then every trie node
+        flat, child_tok, child_row, node_row = [], [], [], []
+        r0 = 0
+        for i, it in enumerate(items):
+            L, N = len(it.context), len(it.tokens)
+            start = row_of_item[i] * T + offset[i] + L - 1
+            flat.append(np.arange(start, start + N + 1))
+            par = np.asarray(it.parent, dtype=np.int64)
+            child_tok.append(np.asarray(it.tokens, dtype=np.int64))
+            child_row.append(r0 + 1 + par)  # parent -1 (the context) is the root row r0
+            node_row.append(r0 + 1 + np.arange(N))
+            r0 += N + 1
+        flat_t = torch.from_numpy(np.concatenate(flat)).to(hidden.device)
+        h = hidden.reshape(B * T, hidden.shape[-1]).index_select(0, flat_t)  # [M, d]
+        del hidden
+        ct, cr = np.concatenate(child_tok), np.concatenate(child_row)
+        logz, logb, child_logit = self._head_reductions(h, ct, cr, logits_chunk)
+
         results = []
         c = 0
-        for it, rws in zip(items, row_of):
+        for it, nr in zip(items, node_row):
             N = len(it.tokens)
-            parent_rows = torch.tensor([rws[0] if p < 0 else rws[1 + p] for p in it.parent], dtype=torch.long)
-            lp = child_logit[c : c + N] - logz_t[parent_rows]
-            node_rows = torch.tensor(rws[1:], dtype=torch.long)
-            lb = logb_t[node_rows] - logz_t[node_rows]
-            results.append(TrieScores(logp=lp.numpy(), log_boundary=lb.numpy()))
+            lp = child_logit[c : c + N] - logz[cr[c : c + N]]
+            lb = logb[nr] - logz[nr]
+            results.append(TrieScores(logp=lp, log_boundary=lb))
             c += N
         return results
 
-    def _boundary_tensor(self) -> torch.Tensor:
-        if self._boundary_t is None:
-            self._boundary_t = torch.from_numpy(self.boundary_mask()).to(self.device)
-        return self._boundary_t
+    def _head_reductions(self, h: torch.Tensor, child_tok: np.ndarray, child_row: np.ndarray, chunk: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per gathered row: log Z and log Σ_boundary exp(logit); per child (token, row): its logit.
 
-    def _logits(self, h: torch.Tensor) -> torch.Tensor:
-        """LM head on selected hidden states, in fp32, with the model's final logit transforms."""
+        The LM head runs on ``chunk`` rows at a time into one reused buffer (one large matmul); the
+        logits of the children are gathered, then each chunk is reduced in place a few rows at a
+        time on CPU (max, exp, one [V, 2] matmul for Σ exp over all tokens and over boundary
+        tokens), so a 262k-token vocabulary costs one [chunk, V] float32 buffer, no mask copy and
+        no second softmax.
+        """
+        M = h.shape[0]
+        V = self.vocab_size
+        w = getattr(self.model.get_output_embeddings(), "weight", None)
+        h = h.to(w.device) if w is not None else h  # with device_map=auto the head may sit on another GPU
+        cuda = h.device.type == "cuda"
+        if chunk is None:
+            budget = (2 << 30) if cuda else (256 << 20)  # bytes of fp32 logits per chunk
+            chunk = int(min(8192, max(16, budget // (4 * V))))
+        block = chunk if cuda else 4  # CPU: reduce 4 rows (4 MiB at V=262k) at a time, in cache
+        sums = self._sum_matrix(h.device)  # [V, 2] fp32: ones, boundary indicator
+        logz = np.empty(M)
+        logb = np.empty(M)
+        child_logit = np.empty(len(child_tok))
+        order = np.argsort(child_row, kind="stable")
+        cr_sorted = child_row[order]
+        buf = None
+        for s in range(0, M, chunk):
+            e = min(M, s + chunk)
+            if buf is None or buf.shape[0] < e - s:
+                buf = None  # release before allocating the (larger) next one
+                buf = torch.empty((e - s, V), dtype=torch.float32, device=h.device)
+            lg = self._logits(h[s:e], out=buf[: e - s])  # [m, V] fp32
+            a, z = np.searchsorted(cr_sorted, [s, e])
+            if z > a:
+                sel = order[a:z]
+                r_idx = torch.from_numpy(child_row[sel] - s).to(lg.device)
+                t_idx = torch.from_numpy(child_tok[sel]).to(lg.device)
+                child_logit[sel] = lg[r_idx, t_idx].double().cpu().numpy()
+            mx = torch.empty((e - s, 1), dtype=torch.float32, device=lg.device)
+            tot = torch.empty((e - s, 2), dtype=torch.float32, device=lg.device)
+            for q in range(0, e - s, block):  # a few rows at a time, so the passes below hit the cache
+                blk = lg[q : q + block]
+                m = blk.amax(dim=-1, keepdim=True)
+                m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # an all -inf row stays -inf below
+                blk.sub_(m).exp_()
+                torch.mm(blk, sums, out=tot[q : q + block])  # Σ exp over all tokens, over boundary tokens
+                mx[q : q + block] = m
+            m64, tot64 = mx.squeeze(-1).double(), tot.double()
+            logz[s:e] = (m64 + tot64[:, 0].log()).cpu().numpy()
+            logb[s:e] = (m64 + tot64[:, 1].log()).cpu().numpy()
+        return logz, logb, child_logit
+
+    def _sum_matrix(self, device: torch.device) -> torch.Tensor:
+        """[V, 2] float32: a column of ones and the boundary indicator (cached per device)."""
+        cache = self.__dict__.setdefault("_sums_by_device", {})
+        if str(device) not in cache:
+            b = torch.from_numpy(self.boundary_mask()).to(torch.float32)
+            cache[str(device)] = torch.stack([torch.ones_like(b), b], dim=1).contiguous().to(device)
+        return cache[str(device)]
+
+    def _logits(self, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """LM head on selected hidden states, in fp32, with the model's final logit transforms.
+
+        With ``out`` (a float32 [rows, V] buffer) a float32 linear head writes into it, so the
+        caller can reuse one buffer for every chunk; the transforms are applied in place."""
         head = self.model.get_output_embeddings()
-        lg = head(h).float()
+        w = getattr(head, "weight", None)
+        if out is not None and isinstance(head, torch.nn.Linear) and w.dtype == torch.float32 and h.dtype == torch.float32 and out.shape == (h.shape[0], w.shape[0]):
+            if head.bias is None:
+                lg = torch.mm(h, w.t(), out=out)
+            else:
+                lg = torch.addmm(head.bias, h, w.t(), out=out)
+        else:
+            lg = head(h).float()
         cfg = self.model.config
         if getattr(cfg, "final_logit_softcapping", None):
             cap = float(cfg.final_logit_softcapping)
-            lg = torch.tanh(lg / cap) * cap
+            lg.div_(cap).tanh_().mul_(cap)
         if getattr(cfg, "logit_scale", None):  # Cohere
-            lg = lg * float(cfg.logit_scale)
+            lg.mul_(float(cfg.logit_scale))
         if getattr(cfg, "logits_scaling", None):  # Granite
-            lg = lg / float(cfg.logits_scaling)
+            lg.div_(float(cfg.logits_scaling))
         return lg
 
     def _attention_mask(self, allowed: torch.Tensor, pos: torch.Tensor, window: int | None) -> Any:
@@ -355,14 +440,17 @@ class HFBackend:
         neg = torch.finfo(dtype).min
 
         def to_float(a: torch.Tensor) -> torch.Tensor:
-            m = torch.zeros(a.shape, dtype=dtype)
-            m.masked_fill_(~a, neg)
-            return m[:, None].to(self.device)
+            m = torch.zeros(a.shape, dtype=dtype, device=self.device)
+            m.masked_fill_(~a.to(self.device), neg)
+            return m[:, None]
 
         layer_types = set(getattr(self.model.config, "layer_types", None) or [])
         if not window:
             return to_float(allowed)
         near = (pos[:, :, None] - pos[:, None, :]) < int(window)
+        if bool(near[allowed].all()):  # every allowed pair is inside the window: one mask serves all layers
+            full = to_float(allowed)
+            return {t: full for t in layer_types} if "sliding_attention" in layer_types else full
         slid = allowed & (near | torch.eye(allowed.shape[1], dtype=torch.bool)[None])
         if "sliding_attention" in layer_types:
             full = to_float(allowed)

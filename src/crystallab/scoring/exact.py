@@ -31,7 +31,7 @@ class TrieBackend(Protocol):  # the narrow interface the scorer needs (HFBackend
     def wants_special_tokens(self, text: str) -> bool: ...
     def encode_many(self, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]: ...
     def boundary_mask(self) -> np.ndarray: ...
-    def score_tries(self, items: Sequence, padding_side: str = "right") -> list: ...
+    def score_tries(self, items: Sequence, padding_side: str = "right", rows: Sequence[Sequence[int]] | None = None) -> list: ...
 
 
 def split_trailing_whitespace(text: str) -> tuple[str, str]:
@@ -166,6 +166,67 @@ class ScoreStats:
             setattr(self, k, getattr(self, k) + getattr(other, k))
 
 
+def plan_batches(sizes: Sequence[int], batch_tokens: int, row_tokens: int) -> list[list[list[int]]]:
+    """Batches of rows of prompt indices: each row holds one or more prompts' segments end to end.
+
+    For a number of rows R, prompts go longest first to the least-filled row; a row of several
+    prompts holds at most ``max(longest prompt, row_tokens)`` tokens, and at most
+    ``batch_tokens``. Rows sorted by length are grouped into batches of at most ``batch_tokens``
+    padded tokens (at least one row per batch). R is chosen for the fewest padded tokens (the
+    most rows, so the shortest rows, on ties): packing removes padding, and ``row_tokens``
+    bounds the dense attention a row pays for.
+
+    >>> plan_batches([5, 3, 2, 9], batch_tokens=20, row_tokens=8)
+    [[[0], [1, 2]], [[3]]]
+    >>> plan_batches([5, 3, 2], batch_tokens=1, row_tokens=8)
+    [[[2]], [[1]], [[0]]]
+    """
+    import heapq
+
+    if not sizes:
+        return []
+    n, longest = len(sizes), max(sizes)
+    multi = min(max(longest, row_tokens), batch_tokens)  # most tokens in a row of several prompts
+    order = sorted(range(n), key=lambda k: (-sizes[k], k))
+    r0 = max(1, -(-sum(sizes) // max(multi, longest)))
+    best: tuple[int, int, list[list[list[int]]]] | None = None
+    for R in sorted({*range(r0, min(n, r0 + 64) + 1), n}):
+        heap = [(0, r) for r in range(R)]
+        rows: list[list[int]] = [[] for _ in range(R)]
+        fill = [0] * R
+        for i in order:
+            f, r = heapq.heappop(heap)
+            rows[r].append(i)
+            fill[r] = f + sizes[i]
+            heapq.heappush(heap, (fill[r], r))
+        if any(len(rows[r]) > 1 and fill[r] > multi for r in range(R)):
+            continue
+        plan = _group_rows([sorted(r) for r in rows if r], [f for f in fill if f], batch_tokens)
+        padded = sum(max(sum(sizes[i] for i in r) for r in rows_) * len(rows_) for rows_ in plan)
+        if best is None or (padded, -R) < (best[0], -best[1]):
+            best = (padded, R, plan)
+    return best[2]  # type: ignore[index]  (R = n, one prompt per row, is always feasible)
+
+
+def _group_rows(rows: list[list[int]], fill: list[int], batch_tokens: int) -> list[list[list[int]]]:
+    order = sorted(range(len(rows)), key=lambda r: (fill[r], rows[r]))
+    batches: list[list[list[int]]] = []
+    i = 0
+    while i < len(order):
+        j = i + 1
+        while j < len(order) and fill[order[j]] * (j - i + 1) <= batch_tokens:
+            j += 1
+        batches.append([rows[r] for r in order[i:j]])
+        i = j
+    return batches
+
+
+def default_row_tokens(backend: TrieBackend) -> int:
+    """Row capacity for packing: short rows on CPU, where a row pays dense attention over its
+    whole length, long ones on CUDA, where attention is cheap next to the weights' matmuls."""
+    return 1024 if str(getattr(backend, "device", "cpu")).startswith("cuda") else 256
+
+
 def score_exact(
     backend: TrieBackend,
     prompts: Sequence[str],
@@ -173,11 +234,12 @@ def score_exact(
     batch_tokens: int = 4096,
     padding_side: str = "right",
     stats: ScoreStats | None = None,
+    row_tokens: int | None = None,
 ) -> list[np.ndarray]:
     """Exact distributions (K options, then ⊥) for each prompt text, in input order.
 
-    Prompts are sorted by length and packed into batches of at most ``batch_tokens`` padded
-    tokens (at least one prompt per batch).
+    Prompts are packed into rows (several short prompts per row, see ``plan_batches``) and the
+    rows into batches of at most ``batch_tokens`` padded tokens; each batch is one forward pass.
     """
     from crystallab.models.hf import TrieItem
 
@@ -185,23 +247,18 @@ def score_exact(
     tries = [build_trie(backend, p, task) for p in prompts]
     boundary = backend.boundary_mask()
     size = [len(t.context) + len(t.tokens) for t in tries]
-    order = sorted(range(len(tries)), key=lambda i: size[i])
     out: list[np.ndarray | None] = [None] * len(tries)
     st = ScoreStats()
-    i = 0
-    while i < len(order):
-        j = i + 1
-        while j < len(order) and size[order[j]] * (j - i + 1) <= batch_tokens:
-            j += 1
-        batch = order[i:j]
+    for rows in plan_batches(size, batch_tokens, row_tokens or default_row_tokens(backend)):
+        batch = [b for r in rows for b in r]
+        local = {b: k for k, b in enumerate(batch)}
         items = [TrieItem(tries[b].context, tries[b].tokens, tries[b].parent) for b in batch]
-        scores = backend.score_tries(items, padding_side=padding_side)
+        scores = backend.score_tries(items, padding_side=padding_side, rows=[[local[b] for b in r] for r in rows])
         for b, sc in zip(batch, scores):
             if not (np.all(np.isfinite(sc.logp)) and np.all(np.isfinite(sc.log_boundary) | (sc.log_boundary == -np.inf))):
                 raise FloatingPointError(f"non-finite log-probabilities for prompt #{b} (overflow in {getattr(backend, 'info', {}).get('dtype', '?')}?)")
             out[b] = trie_probabilities(tries[b], sc.logp, sc.log_boundary, boundary, len(task.options))
-        st.padded_tokens += max(size[b] for b in batch) * len(batch)
-        i = j
+        st.padded_tokens += max(sum(size[b] for b in r) for r in rows) * len(rows)
     st.prompts = len(tries)
     st.options = len(tries) * len(task.options)
     st.tokens_forwarded = sum(size)
