@@ -4,6 +4,7 @@
     DIR/distributions.parquet   the table every other part reads (consolidated from shards)
     DIR/shards/*.parquet        what each measurement chunk wrote, renamed into place atomically
     DIR/samples/*.parquet       raw completions of sampled measurements
+    DIR/failures/*.json         prompts that failed (API errors after retries); remeasured on resume
 
 One row per (checkpoint, step, task, prompt, option, method); ``option == "⊥"`` holds the
 out-of-set mass and each prompt's probabilities sum to 1. See docs/results.md for the schema.
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -45,9 +48,12 @@ SCHEMA = pa.schema(
         ("prompt_text", pa.string()),  # exactly what the model saw (chat: the rendered template)
         ("option", pa.string()),  # an option label, or ⊥
         ("prob", pa.float64()),
-        ("method", pa.string()),  # exact | sample
+        ("method", pa.string()),  # exact | sample | logprobs-topk
         ("n_samples", pa.int64()),  # 0 for exact rows
         ("seed", pa.int64()),
+        # logprobs-topk rows: an upper bound on the option mass the top-k lists did not show (null
+        # otherwise; shards written before this column existed read as null)
+        ("uncovered", pa.float64()),
     ]
 )
 SAMPLE_SCHEMA = pa.schema(
@@ -110,7 +116,12 @@ class ResultStore:
         return m
 
     def save_manifest(self) -> None:
-        atomic_write_bytes(self.manifest_path, (json.dumps(self.manifest, indent=2, sort_keys=False, default=str) + "\n").encode())
+        """Write the manifest, merged with what other processes wrote since it was read (Ray
+        sweeps: several processes share one folder), under a file lock."""
+        with manifest_lock(self.root):
+            if self.manifest_path.exists():
+                self.manifest = merge_manifests(self._read_manifest(), self.manifest)
+            atomic_write_bytes(self.manifest_path, (json.dumps(self.manifest, indent=2, sort_keys=False, default=str) + "\n").encode())
 
     def checkpoint(self, label: str, model: str, stage: str, info: dict[str, Any]) -> int:
         """The index of checkpoint ``label``: its existing index, or the next one."""
@@ -156,11 +167,81 @@ class ResultStore:
             atomic_write_table(self.root / "samples" / name, pa.Table.from_pylist(samples, schema=SAMPLE_SCHEMA))
         atomic_write_table(self.root / "shards" / name, pa.Table.from_pylist(rows, schema=SCHEMA))
 
+    # ---- failures ----------------------------------------------------------------------------
+    def write_failures(self, records: list[dict[str, Any]]) -> None:
+        """Record prompts that failed (one JSON file per chunk, written atomically). They have no
+        rows, so the next run over the folder measures them again."""
+        if not records:
+            return
+        (self.root / "failures").mkdir(exist_ok=True)
+        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:10]}.json"
+        atomic_write_bytes(self.root / "failures" / name, (json.dumps(records, indent=1, default=str) + "\n").encode())
+
+    def failures(self) -> list[dict[str, Any]]:
+        """Failed prompts that no shard has measured since (the latest record per group)."""
+        done = self.done_groups()
+        latest: dict[tuple, dict[str, Any]] = {}
+        for f in sorted((self.root / "failures").glob("*.json")):
+            for r in json.loads(f.read_text()):
+                key = tuple(r.get(c) for c in GROUP)
+                if key not in done:
+                    latest[key] = r
+        return list(latest.values())
+
     def consolidate(self) -> pa.Table:
         """Rewrite distributions.parquet from the shards (atomically) and return it."""
         table = read_shards(self._shards())
         atomic_write_table(self.root / "distributions.parquet", table)
         return table
+
+
+def manifest_lock(root: Path, timeout: float = 120.0):
+    """An inter-process lock around manifest read-merge-write (``filelock``)."""
+    from filelock import FileLock
+
+    return FileLock(str(Path(root) / ".manifest.lock"), timeout=timeout)
+
+
+def merge_manifests(disk: dict[str, Any], mine: dict[str, Any]) -> dict[str, Any]:
+    """Merge this process's manifest into the one on disk: checkpoints by label (the disk's index
+    wins), tasks by id (prompt texts united), runs by ``run_id`` (or by content); other keys from
+    ``mine``.
+
+    >>> d = {"format": 1, "checkpoints": [{"index": 0, "label": "a", "model": "m", "stage": "base", "info": {}}], "tasks": {"t": {"version": 1, "prompts": {"raw-00": "x"}}}, "runs": [{"run_id": "1"}]}
+    >>> m = {"format": 1, "checkpoints": [{"index": 0, "label": "b", "model": "n", "stage": "sft", "info": {}}], "tasks": {"t": {"version": 1, "prompts": {"raw-01": "y"}}}, "runs": [{"run_id": "2"}]}
+    >>> out = merge_manifests(d, m)
+    >>> [(c["index"], c["label"]) for c in out["checkpoints"]], sorted(out["tasks"]["t"]["prompts"]), [r["run_id"] for r in out["runs"]]
+    ([(0, 'a'), (1, 'b')], ['raw-00', 'raw-01'], ['1', '2'])
+    """
+    out = {**disk, **{k: v for k, v in mine.items() if k not in ("checkpoints", "tasks", "runs")}}
+    cks = [dict(c) for c in disk.get("checkpoints", [])]
+    by_label = {c["label"]: c for c in cks}
+    for c in mine.get("checkpoints", []):
+        if c["label"] in by_label:
+            by_label[c["label"]].update({k: v for k, v in c.items() if k != "index"})
+        else:
+            used = {int(x["index"]) for x in cks}
+            c = dict(c, index=int(c["index"]) if int(c["index"]) not in used else max(used, default=-1) + 1)
+            cks.append(c)
+            by_label[c["label"]] = c
+    out["checkpoints"] = sorted(cks, key=lambda c: int(c["index"]))
+    tasks = {k: {**v, "prompts": dict(v.get("prompts", {}))} for k, v in disk.get("tasks", {}).items()}
+    for k, v in mine.get("tasks", {}).items():
+        if k in tasks and tasks[k].get("version") == v.get("version"):
+            tasks[k]["prompts"].update(v.get("prompts", {}))
+        else:
+            tasks[k] = v
+    out["tasks"] = tasks
+    runs = list(disk.get("runs", []))
+    for r in mine.get("runs", []):
+        for i, x in enumerate(runs):
+            if (r.get("run_id") is not None and x.get("run_id") == r.get("run_id")) or x == r:
+                runs[i] = r
+                break
+        else:
+            runs.append(r)
+    out["runs"] = runs
+    return out
 
 
 def read_shards(files: Iterable[Path]) -> pa.Table:
@@ -191,3 +272,51 @@ def read_table(path: str | Path) -> pa.Table:
     if not f.is_file():
         raise UserError(f"no results table at {f}; run `crystallab measure --out {p}` first")
     return pq.read_table(f)
+
+
+# ---- one writer per folder -------------------------------------------------------------------
+_HELD: dict[str, list] = {}  # lock path -> [FileLock, depth]: re-entrant within one process
+
+
+@contextmanager
+def writer_lock(root: str | Path) -> Iterator[None]:
+    """Hold DIR/.write.lock while writing a results folder: a second run on the same folder
+    stops at once with one clear line instead of interleaving with the first.
+
+    The lock is an OS file lock (``filelock``: flock on Linux), so the kernel releases it when
+    the holder dies, even by SIGKILL: a killed run never leaves a stale lock behind. Re-entrant
+    within a process (a ladder holds it while each rung's ``measure`` takes it again). Workers of
+    a Ray sweep write shards only, under the driver's lock.
+    """
+    from filelock import FileLock, Timeout
+
+    root = Path(root)
+    path = str((root / ".write.lock").resolve())
+    held = _HELD.get(path)
+    if held is not None:
+        held[1] += 1
+        try:
+            yield
+        finally:
+            held[1] -= 1
+        return
+    lock = FileLock(path, timeout=0)
+    owner = root / ".write.lock.owner"
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            o = json.loads(owner.read_text())
+            who = f" (pid {o['pid']} on {o['host']}, since {o['since']})"
+        except (OSError, ValueError, KeyError):
+            who = ""
+        raise UserError(f"{root} is being written by another crystallab run{who}; wait for it to finish, or use another --out") from None
+    _HELD[path] = [lock, 1]
+    try:
+        atomic_write_bytes(owner, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode())
+        for stale in root.glob("**/.*.tmp"):  # temp files of a killed writer: never renamed, never read
+            stale.unlink(missing_ok=True)
+        yield
+    finally:
+        del _HELD[path]
+        lock.release()

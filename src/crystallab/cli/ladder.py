@@ -17,6 +17,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list-presets", action="store_true", help="list the shipped ladders and exit")
     p.add_argument("--thresholds", help="YAML thresholds for the analysis")
     add_measure_options(p, ladder=True)
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="run one Ray job per checkpoint and task (pip install 'crystallab[ray]'); ADDRESS: a cluster (ray://host:10001, auto), none: a local cluster")
+    p.add_argument("--num-gpus", type=float, default=0, help="with --ray: GPUs per job (default 0)")
+    p.add_argument("--num-cpus", type=float, default=1, help="with --ray: CPUs per job (default 1)")
+    p.add_argument("--max-retries", type=int, default=3, help="with --ray: retries of a job whose worker dies (default 3)")
     p.set_defaults(run=run)
 
 
@@ -38,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
     from crystallab.measure import measure
 
     base = config_from_args(args, model="", label=None, stage="other")
-    for i, c in enumerate(lad.checkpoints):
+    if args.ray is not None:
+        from crystallab.sweep import sweep_ladder
+
+        sweep_ladder(lad, base, address=args.ray or None, num_gpus=args.num_gpus, num_cpus=args.num_cpus, max_retries=args.max_retries)
+    for i, c in enumerate(lad.checkpoints if args.ray is None else ()):
         print(f"[{i + 1}/{len(lad.checkpoints)}] {c.label} ({c.stage}): {c.model}", file=sys.stderr)
         measure(replace(base, model=c.model, label=c.label, stage=c.stage, revision=c.revision or base.revision))
         gc.collect()  # drop the previous checkpoint's weights before loading the next

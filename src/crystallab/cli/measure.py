@@ -9,7 +9,7 @@ import sys
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("measure", help="measure output distributions of one checkpoint", description="Measure a model's output distribution on random tasks, exactly or by sampling, into a resumable results folder.")
-    p.add_argument("--model", required=True, help="HF id or local dir, gguf:PATH, or builtin:gemma-3-270m")
+    p.add_argument("--model", required=True, help="HF id or local dir, gguf:PATH, builtin:gemma-3-270m, api:BASE_URL#MODEL[?key_env=VAR&server=...] or vllm:HF_ID[?tensor_parallel_size=N] (docs/scaling.md)")
     p.add_argument("--label", help="checkpoint name (default: the model spec)")
     p.add_argument("--stage", default="other", choices=["base", "sft", "dpo", "rl", "other"])
     p.add_argument("--step", type=int, help="training step of this checkpoint")
@@ -23,7 +23,7 @@ def add_measure_options(p: argparse.ArgumentParser, ladder: bool = False) -> Non
     p.add_argument("--task", required=not ladder, help="task ids, comma-separated, or 'all'")
     p.add_argument("--out", required=not ladder, help="results folder (created; measuring into it again resumes)")
     p.add_argument("--prompts", default="all", choices=["raw", "chat", "all"], help="prompt set (default: all)")
-    p.add_argument("--method", default="exact", choices=["exact", "sample"], help="exact trie scoring, or sampling (default: exact)")
+    p.add_argument("--method", default="exact", choices=["exact", "sample", "logprobs-topk"], help="exact trie scoring, sampling, or (api: models) approximate scoring from top-k logprobs (default: exact)")
     p.add_argument("--samples", type=int, default=200, help="completions per prompt with --method sample (default: 200)")
     p.add_argument("--parser", default="text", choices=["text", "tokens"], help="sample parser: the task's text parser, or the exact scorer's token event")
     p.add_argument("--seed", type=int, default=0)
@@ -31,6 +31,7 @@ def add_measure_options(p: argparse.ArgumentParser, ladder: bool = False) -> Non
     p.add_argument("--limit", type=int, help="use only N prompts of each kind (contexts spread over families)")
     p.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16, float16")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--device-map", choices=["auto"], help="auto: spread a model larger than one GPU over every visible GPU (accelerate)")
     p.add_argument("--batch-tokens", type=int, default=0, help="padded tokens per forward pass (default: by device)")
     p.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code (off by default)")
     p.add_argument("--allow-pickle", action="store_true", help="load pickle (.bin) weights when no safetensors exist")
@@ -44,7 +45,7 @@ def config_from_args(args: argparse.Namespace, **override):
     fields = dict(
         model=getattr(args, "model", ""), tasks=args.task.split(","), out=args.out, prompts=args.prompts, method=args.method, samples=args.samples,
         parser=args.parser, seed=args.seed, label=getattr(args, "label", None), stage=getattr(args, "stage", "other"), step=getattr(args, "step", None),
-        tasks_dir=args.tasks_dir, limit=args.limit, dtype=args.dtype, device=args.device, revision=getattr(args, "revision", None),
+        tasks_dir=args.tasks_dir, limit=args.limit, dtype=args.dtype, device=args.device, device_map=args.device_map, revision=getattr(args, "revision", None),
         batch_tokens=args.batch_tokens, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
         allow_plain_chat=not args.no_plain_chat, progress=args.progress,
     )
@@ -61,4 +62,4 @@ def run(args: argparse.Namespace) -> int:
           f"({tp['prompts_per_s']:.2f} prompts/s, {tp['options_per_s']:.1f} options/s, {tp['tokens_per_s']:.0f} tokens/s); "
           f"{tp['skipped_prompts']} already done", file=sys.stderr)
     print(f"{args.out}/distributions.parquet")
-    return 0
+    return 1 if run_record.get("failed") else 0

@@ -34,6 +34,7 @@ class LoadSettings:
     trust_remote_code: bool = False
     allow_pickle: bool = False  # load .bin/.pt weights (pickle) when no safetensors exist
     allow_plain_chat: bool = True  # models without a chat template get PLAIN_CHAT_TEMPLATE
+    device_map: str | None = None  # "auto": split the model over every visible GPU (and CPU) with accelerate
 
 
 @dataclass
@@ -554,6 +555,8 @@ def load_backend(spec: str | ModelSpec, settings: LoadSettings | None = None) ->
     mkw = dict(kwargs, dtype=dtype, use_safetensors=None if settings.allow_pickle else True)
     if settings.device == "auto" and device == "cuda" and torch.cuda.device_count() > 1:
         mkw["device_map"] = "auto"
+    if settings.device_map:  # explicit: a model larger than one GPU (layers spread; hidden states follow)
+        mkw["device_map"] = settings.device_map
     try:
         model = AutoModelForCausalLM.from_pretrained(target, **mkw)
     except Exception as exc:
