@@ -11,7 +11,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="order parameters, phases and verdicts of a results folder", description="Compute order parameters with intervals, phase states, transitions and verdicts; write DIR/analysis.json.")
     p.add_argument("dir", help="a results folder written by `crystallab measure`")
     p.add_argument("--thresholds", help="YAML file overriding thresholds (tau, alpha, cover, retention_min, crystal_diversity, liquid_diversity, liquid_n_distinct, n_boot, n_perm, level, seed)")
-    p.add_argument("--method", choices=["exact", "sample"], help="which rows to analyse (default: exact when present)")
+    p.add_argument("--method", choices=["exact", "sample", "logprobs-topk"], help="which rows to analyse (default: exact when present)")
     p.set_defaults(run=run)
 
 
