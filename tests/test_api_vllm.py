@@ -100,3 +100,27 @@ def test_vllm_sampling_passes_untruncated_params(tiny_ckpt, backend_of):
     assert res.counts.tolist() == want.counts.tolist()  # same draws, and EOS restored for the token parser
     (p,) = fake.calls
     assert (p.n, p.temperature, p.top_p, p.top_k, p.min_p, p.repetition_penalty, p.seed) == (50, 1.0, 1.0, -1, 0.0, 1.0, 3)
+
+
+def test_device_map_auto_passes_through_and_scores_like_a_plain_load(tiny_ckpt, backend_of, monkeypatch):
+    """--device-map auto (a model larger than one GPU) goes to from_pretrained; on a machine
+    without GPUs accelerate places everything on the CPU and the scores are unchanged."""
+    from transformers import AutoModelForCausalLM
+
+    from crystallab.models.hf import LoadSettings, load_backend
+    from crystallab.scoring.exact import score_exact
+
+    seen = []
+    real = AutoModelForCausalLM.from_pretrained.__func__
+
+    def spy(cls, *a, **kw):
+        seen.append(kw.get("device_map"))
+        return real(cls, *a, **kw)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(spy))
+    path = tiny_ckpt("llama", "digits")
+    spread = load_backend(str(path), LoadSettings(device_map="auto"))
+    assert seen == ["auto"] and spread.info["settings"]["device_map"] == "auto"
+    task = load_task("number_1_10")
+    prompts = [c.text for c in task.contexts[:3]]
+    np.testing.assert_allclose(np.array(score_exact(spread, prompts, task)), np.array(score_exact(backend_of(path), prompts, task)), atol=1e-6)
