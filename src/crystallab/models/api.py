@@ -272,12 +272,12 @@ class ApiBackend:
         first, k_first = self._request_choices(prompt, n, seed)
         texts += first[:n]
         tokens += k_first
-        ignores_n = len(first) < n  # e.g. transformers serve answers one completion per request
+        per = max(1, len(first))  # a server may cap n, or ignore it (transformers serve: one per request)
         j = 1
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             while len(texts) < n:
                 need = n - len(texts)
-                asks = [1] * min(need, 4 * self.concurrency) if ignores_n else [need]
+                asks = [min(per, need - i * per) for i in range(min(-(-need // per), 4 * self.concurrency))]
                 futs = [pool.submit(self._request_choices, prompt, k, sample_seed(seed, str(j + i))) for i, k in enumerate(asks)]
                 j += len(asks)
                 for f in futs:
