@@ -92,27 +92,7 @@ def test_measure_sample_keeps_completions(tiny_ckpt, tmp_path):
     assert len(samples) == 2 * 25 and {"completion", "option", "prompt_id"} <= set(samples[0])
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["measure", "--model", "/no/such/dir", "--task", "coin_flip", "--out", "X"], "model not found"),
-    (["measure", "--model", "builtin:nope", "--task", "coin_flip", "--out", "X"], "unknown builtin model"),
-    (["measure", "--model", "gguf:{tmp}/fake.gguf", "--task", "coin_flip", "--out", "X"], "not a GGUF file"),
-    (["measure", "--model", "{model}", "--task", "no_such_task", "--out", "X"], "unknown task 'no_such_task'"),
-    (["measure", "--model", "{model}", "--task", "coin_flip", "--out", "X", "--method", "sample", "--samples", "0"], "--samples must be a positive"),
-    (["measure", "--model", "{model}", "--task", "coin_flip", "--out", "/proc/forbidden/x"], "cannot write results"),
-    (["tasks", "coin_flp"], "did you mean 'coin_flip'"),
-    (["tasks", "--tasks-dir", "{tmp}/bad", "x"], "malformed YAML"),
-])
-def test_bad_input_one_line_exit_2(tiny_ckpt, tmp_path, args, needle):
-    (tmp_path / "fake.gguf").write_text("not gguf")
-    (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "x.yaml").write_text("id: x\noptions: [a, b\n")
-    model = str(tiny_ckpt("llama", "digits"))
-    args = [a.format(tmp=tmp_path, model=model).replace("X", str(tmp_path / "out")) for a in args]
-    r = cli(*args)
-    assert r.returncode == 2, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and needle in lines[0], r.stderr
-    assert "Traceback" not in r.stderr
+# every bad input (one line, exit 2) is covered in tests/test_reliability.py
 
 
 def test_help_is_fast_and_light():

@@ -38,7 +38,7 @@ def test_planted_seed_named_across_noise(seed):
     assert a["transitions"][0]["seed"]["prompt_id"] == SEED_PROMPT
 
 
-def test_rl_escaping_the_support_fails_settling():
+def test_rl_leaving_the_support_fails_settling():
     a = run("escape")
     assert verdict(a, "nucleation") == "holds" and verdict(a, "settling") == "fails"
     assert a["verdicts"]["number_1_10"]["settling"]["numbers"]["retention"] < 0.9

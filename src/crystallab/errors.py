@@ -24,3 +24,7 @@ def require(module: str, extra: str | None = None):
     except ImportError as exc:
         what = f"crystallab[{extra}]" if extra else module.split(".")[0]
         raise MissingDependency(f"{module} is not installed: pip install '{what}' ({exc})") from exc
+
+
+class NumericalError(UserError):
+    """NaN or inf in a model's logits (e.g. fp16 overflow): reported, never passed to the metrics."""

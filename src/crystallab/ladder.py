@@ -21,7 +21,7 @@ from crystallab.store import STAGES
 
 PRESET_DIR = Path(str(resources.files("crystallab.ladders")))
 _TOP = ("name", "checkpoints", "description")
-_CKPT = ("label", "stage", "model", "revision")
+_CKPT = ("label", "stage", "model", "revision", "parent")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class Checkpoint:
     stage: str
     model: str
     revision: str | None = None
+    parent: str | None = None  # the label this checkpoint was trained from (default: the one listed before)
 
 
 @dataclass(frozen=True)
@@ -75,11 +76,53 @@ def ladder_from_dict(data: Any, src: str = "<ladder>") -> Ladder:
             raise UserError(f"{src}: field '{where}.revision': expected a string")
         if c["label"] in (x.label for x in out):
             raise UserError(f"{src}: field '{where}.label': duplicate label '{c['label']}' (each checkpoint needs its own)")
-        out.append(Checkpoint(c["label"], c["stage"], c["model"], None if rev is None else str(rev)))
+        parent = c.get("parent")
+        if parent is not None and (not isinstance(parent, str) or not parent.strip()):
+            raise UserError(f"{src}: field '{where}.parent': expected the label of another checkpoint")
+        out.append(Checkpoint(c["label"], c["stage"], c["model"], None if rev is None else str(rev), parent))
     name = data.get("name", Path(src).stem)
     if not isinstance(name, str):
         raise UserError(f"{src}: field 'name': expected a string")
-    return Ladder(name, tuple(out), src)
+    return Ladder(name, _training_order(out, src), src)
+
+
+def _training_order(cks: list[Checkpoint], src: str) -> tuple[Checkpoint, ...]:
+    """The checkpoints with explicit ``parent`` links put parents first (listed order otherwise);
+    a parent that names no checkpoint, or a chain of parents that loops, is refused.
+
+    >>> cs = [Checkpoint("rl", "rl", "m3", parent="sft"), Checkpoint("base", "base", "m1"), Checkpoint("sft", "sft", "m2", parent="base")]
+    >>> [c.label for c in _training_order(cs, "x")]
+    ['base', 'sft', 'rl']
+    >>> _training_order([Checkpoint("a", "sft", "m", parent="b"), Checkpoint("b", "rl", "m", parent="a")], "x.yaml")
+    Traceback (most recent call last):
+    crystallab.errors.UserError: x.yaml: the checkpoints' parents form a cycle: a → b → a
+    """
+    by_label = {c.label: c for c in cks}
+    for i, c in enumerate(cks):
+        if c.parent is not None and c.parent not in by_label:
+            raise UserError(f"{src}: field 'checkpoints[{i}].parent': no checkpoint is labelled '{c.parent}'")
+    for c in cks:  # follow the parent chain from each checkpoint; meeting one twice is a cycle
+        seen, cur = [c.label], c
+        while cur.parent is not None:
+            if cur.parent in seen:
+                loop = seen[seen.index(cur.parent):] + [cur.parent]
+                raise UserError(f"{src}: the checkpoints' parents form a cycle: {' → '.join(loop)}")
+            seen.append(cur.parent)
+            cur = by_label[cur.parent]
+    order: list[Checkpoint] = []
+    placed: set[str] = set()
+
+    def place(c: Checkpoint) -> None:
+        if c.label in placed:
+            return
+        if c.parent is not None:
+            place(by_label[c.parent])
+        placed.add(c.label)
+        order.append(c)
+
+    for c in cks:
+        place(c)
+    return tuple(order)
 
 
 def load_ladder(path: str | Path | None = None, preset: str | None = None) -> Ladder:

@@ -67,6 +67,8 @@ class MeasureConfig:
             raise UserError(f"unknown --parser '{self.parser}'; use text or tokens")
         if self.stage not in STAGES:
             raise UserError(f"unknown --stage '{self.stage}'; use one of {', '.join(STAGES)}")
+        if self.chunk <= 0:
+            raise UserError(f"--chunk must be positive, got {self.chunk}")
         if self.limit is not None and self.limit <= 0:
             raise UserError(f"--limit must be positive, got {self.limit}")
         if self.prompts not in ("raw", "chat", "all"):

@@ -123,7 +123,8 @@ def _interval(x: Any) -> list[float | None]:
 
 def set_summary(ps: PromptSet, th: Thresholds) -> dict[str, Any]:
     P, valid, keep = ps.renormalised()
-    out: dict[str, Any] = {"n_prompts": len(ps.ids), "n_valid_prompts": len(keep), "other_mass": float(ps.probs[:, -1].mean()) if len(ps.ids) else None}
+    out: dict[str, Any] = {"n_prompts": len(ps.ids), "n_valid_prompts": len(keep), "other_mass": float(ps.probs[:, -1].mean()) if len(ps.ids) else None,
+                           "no_valid_mass": [ps.ids[i] for i in range(len(ps.ids)) if i not in set(keep)]}
     vm = M.bootstrap_ci(valid[:, None], lambda A: float(A.mean()), n_boot=th.n_boot, level=th.level, seed=th.seed) if len(ps.ids) > 1 else (float("nan"),) * 2
     if not keep:
         out.update(params={p: [None, None, None] for p in PARAMS} | {"valid_mass": _interval([valid.mean() if len(valid) else 0.0, *vm])}, aggregate=None)
@@ -317,8 +318,12 @@ def analyze(table, thresholds: Thresholds | None = None, method: str | None = No
     table = table.filter(pc.equal(table.column("method"), method))
     sets, ckpts, options = _groups(table)
     tasks = sorted(options)
-    out: dict[str, Any] = {"crystallab_version": __version__, "method": method, "thresholds": asdict(th), "checkpoints": ckpts, "tasks": tasks, "states": [], "transitions": [], "verdicts": {}, "dynamics": []}
-    for task in tasks:
+    out: dict[str, Any] = {"crystallab_version": __version__, "method": method, "thresholds": asdict(th), "checkpoints": ckpts, "tasks": tasks, "states": [], "transitions": [], "verdicts": {}, "dynamics": [], "warnings": []}
+    for task in list(tasks):
+        if len(options[task]) < 2:  # entropy and distances over one option mean nothing
+            out["warnings"].append(f"task '{task}' has {len(options[task])} option(s) in the table; a random task needs at least 2, so it was left out")
+            tasks.remove(task)
+            continue
         ladder: list[tuple[dict, Any, PromptSet]] = []
         for c in ckpts:
             steps = sorted({k[1] for k in sets if k[0] == c["index"] and k[2] == task}, key=lambda s: -1 if s is None else s)
@@ -340,6 +345,9 @@ def analyze(table, thresholds: Thresholds | None = None, method: str | None = No
             if base_sets is None:
                 base_sets = summaries
             states.append({"checkpoint": c["label"], "checkpoint_index": c["index"], "stage": c["stage"], "step": step, "task": task, "state": state, "reason": reason, "options": options[task], "sets": summaries})
+            if summaries["all"].get("no_valid_mass"):
+                ids = summaries["all"]["no_valid_mass"]
+                out["warnings"].append(f"{c['label']}/{task}: {len(ids)} prompt(s) put all their mass on ⊥ and were left out of the metrics: {', '.join(ids[:8])}{' …' if len(ids) > 8 else ''}")
         base_ps = ladder[0][2]
         trans = [transition(task, a, b, states[0], base_ps, options[task], th) for a, b in zip(states, states[1:])]
         out["states"] += states
@@ -356,6 +364,8 @@ def summary_text(analysis: dict[str, Any]) -> str:
         lines.append(f"{task}: " + " → ".join(f"{s['checkpoint']}={s['state']}" for s in st))
         for claim, v in analysis["verdicts"].get(task, {}).items():
             lines.append(f"  {claim:<10} {v['value']:<12} {v['why']}")
+    for w in analysis.get("warnings", []):
+        lines.append(f"note: {w}")
     for d in analysis["dynamics"]:
         ts = d.get("transition_step")
         lines.append(f"dynamics {d['checkpoint']}/{d['task']}: transition at step {ts:.0f}, sharpness {d.get('sharpness') or float('nan'):.3g} ({d.get('method')})" if ts is not None else f"dynamics {d['checkpoint']}/{d['task']}: no transition found ({d.get('note')})")

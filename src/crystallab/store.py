@@ -266,8 +266,14 @@ def _unique_first(key: pa.Array) -> tuple[list, list[int]]:
 
 
 def read_table(path: str | Path) -> pa.Table:
-    """Read a results folder's table (or a Parquet file). Raises UserError if it is missing."""
+    """Read a results folder's table (or a Parquet file). Raises UserError if it is missing.
+
+    A folder is read from its shards, the source of truth, so a run killed before it rewrote
+    distributions.parquet is still read whole."""
     p = Path(path)
+    shards = sorted((p / "shards").glob("*.parquet")) if p.is_dir() else []
+    if shards:
+        return read_shards(shards)
     f = p / "distributions.parquet" if p.is_dir() else p
     if not f.is_file():
         raise UserError(f"no results table at {f}; run `crystallab measure --out {p}` first")

@@ -41,15 +41,18 @@ def run(args: argparse.Namespace) -> int:
     from crystallab.cli.measure import config_from_args
     from crystallab.measure import measure
 
-    base = config_from_args(args, model="", label=None, stage="other")
-    if args.ray is not None:
-        from crystallab.sweep import sweep_ladder
+    from crystallab.store import ResultStore, writer_lock
 
-        sweep_ladder(lad, base, address=args.ray or None, num_gpus=args.num_gpus, num_cpus=args.num_cpus, max_retries=args.max_retries)
-    for i, c in enumerate(lad.checkpoints if args.ray is None else ()):
-        print(f"[{i + 1}/{len(lad.checkpoints)}] {c.label} ({c.stage}): {c.model}", file=sys.stderr)
-        measure(replace(base, model=c.model, label=c.label, stage=c.stage, revision=c.revision or base.revision))
-        gc.collect()  # drop the previous checkpoint's weights before loading the next
+    base = config_from_args(args, model="", label=None, stage="other")
+    with writer_lock(ResultStore(args.out).root):  # the whole ladder, Ray workers included, is one writer
+        if args.ray is not None:
+            from crystallab.sweep import sweep_ladder
+
+            sweep_ladder(lad, base, address=args.ray or None, num_gpus=args.num_gpus, num_cpus=args.num_cpus, max_retries=args.max_retries)
+        for i, c in enumerate(lad.checkpoints if args.ray is None else ()):
+            print(f"[{i + 1}/{len(lad.checkpoints)}] {c.label} ({c.stage}): {c.model}", file=sys.stderr)
+            measure(replace(base, model=c.model, label=c.label, stage=c.stage, revision=c.revision or base.revision))
+            gc.collect()  # drop the previous checkpoint's weights before loading the next
     print(analyze_dir(args.out, args.thresholds)["summary"])
     try:
         from crystallab.report import write_report

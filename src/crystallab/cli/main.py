@@ -12,10 +12,18 @@ from crystallab import __version__
 COMMANDS = ("tasks", "measure", "analyze", "ladder", "lab", "demo", "report")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (no usage block) with exit status 2, like every
+    other bad input."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"crystallab: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from importlib import import_module
 
-    parser = argparse.ArgumentParser(prog="crystallab", description="Measure randomness crystallization in language models.")
+    parser = Parser(prog="crystallab", description="Measure randomness crystallization in language models.")
     parser.add_argument("--version", action="version", version=f"crystallab {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

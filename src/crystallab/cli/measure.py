@@ -33,6 +33,7 @@ def add_measure_options(p: argparse.ArgumentParser, ladder: bool = False) -> Non
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--device-map", choices=["auto"], help="auto: spread a model larger than one GPU over every visible GPU (accelerate)")
     p.add_argument("--batch-tokens", type=int, default=0, help="padded tokens per forward pass (default: by device)")
+    p.add_argument("--chunk", type=int, default=16, help="prompts per results shard: a killed run loses at most one chunk (default: 16)")
     p.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code (off by default)")
     p.add_argument("--allow-pickle", action="store_true", help="load pickle (.bin) weights when no safetensors exist")
     p.add_argument("--no-plain-chat", action="store_true", help="fail instead of using the plain User:/Assistant: template for models without one")
@@ -46,7 +47,7 @@ def config_from_args(args: argparse.Namespace, **override):
         model=getattr(args, "model", ""), tasks=args.task.split(","), out=args.out, prompts=args.prompts, method=args.method, samples=args.samples,
         parser=args.parser, seed=args.seed, label=getattr(args, "label", None), stage=getattr(args, "stage", "other"), step=getattr(args, "step", None),
         tasks_dir=args.tasks_dir, limit=args.limit, dtype=args.dtype, device=args.device, device_map=args.device_map, revision=getattr(args, "revision", None),
-        batch_tokens=args.batch_tokens, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
+        batch_tokens=args.batch_tokens, chunk=args.chunk, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
         allow_plain_chat=not args.no_plain_chat, progress=args.progress,
     )
     fields.update(override)

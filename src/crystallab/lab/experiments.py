@@ -99,6 +99,19 @@ def _chat_aggregate(results: Path, label: str, task: str) -> np.ndarray:
 
 def run_lab(cfg: LabConfig, log=print) -> dict[str, Any]:
     """Run one experiment into ``cfg.out``; returns its summary (also in summary.json)."""
+    from crystallab.errors import UserError
+    from crystallab.store import writer_lock
+
+    cfg.validate()
+    try:
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot write the lab run to {cfg.out}: {exc.strerror or exc}") from exc
+    with writer_lock(cfg.out):  # one experiment per run folder at a time
+        return _run_lab(cfg, log)
+
+
+def _run_lab(cfg: LabConfig, log=print) -> dict[str, Any]:
     from crystallab.cli.analyze import analyze_dir
     from crystallab.lab import universe as U
     from crystallab.lab.rl import GRPORecipe, run_grpo

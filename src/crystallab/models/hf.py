@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from crystallab.errors import UserError
+from crystallab.errors import NumericalError, UserError
 from crystallab.models.spec import ModelSpec, parse_spec
 
 PLAIN_CHAT_TEMPLATE = "User: {instruction}\nAssistant:"
@@ -225,10 +225,17 @@ class HFBackend:
         """The instruction as a chat prompt with the generation prompt, and the template used
         (``tokenizer`` or ``plain``). Templates render in transformers' jinja2 sandbox."""
         if self.has_chat_template:
-            text = self.tokenizer.apply_chat_template([{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True)
+            import jinja2
+
+            try:
+                text = self.tokenizer.apply_chat_template([{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True)
+            except jinja2.exceptions.SecurityError as exc:
+                raise UserError(f"the chat template of {self.name} tried an unsafe operation, refused by the jinja2 sandbox ({exc})") from exc
+            except jinja2.exceptions.TemplateError as exc:
+                raise UserError(f"the chat template of {self.name} does not render: {type(exc).__name__}: {exc}") from exc
             return text, "tokenizer"
         if not self.settings.allow_plain_chat:
-            raise UserError(f"model {self.name} has no chat template; allow the plain 'User:/Assistant:' template or measure raw prompts only")
+            raise UserError(f"model {self.name} has no chat template and --no-plain-chat was given; drop that flag to use the plain 'User:/Assistant:' template, or measure --prompts raw")
         return PLAIN_CHAT_TEMPLATE.format(instruction=instruction), "plain"
 
     def wants_special_tokens(self, text: str) -> bool:
@@ -481,7 +488,12 @@ class HFBackend:
         eos = self.eos_ids()
         while len(out) < n:
             k = min(chunk, n - len(out))
-            gen = self.model.generate(x, attention_mask=torch.ones_like(x), generation_config=cfg, num_return_sequences=k)
+            try:
+                gen = self.model.generate(x, attention_mask=torch.ones_like(x), generation_config=cfg, num_return_sequences=k)
+            except RuntimeError as exc:  # torch.multinomial refuses NaN/inf probabilities
+                if "inf" in str(exc) or "nan" in str(exc):
+                    raise NumericalError(f"NaN or inf logits while sampling (model dtype {self.info.get('dtype')}: overflow? try --dtype float32): {str(exc).splitlines()[0]}") from exc
+                raise
             for row in gen[:, x.shape[1] :].tolist():
                 seq: list[int] = []
                 for t in row:
@@ -526,6 +538,36 @@ def sample_seed(seed: int, *parts: str) -> int:
     return (seed * 1_000_003 + zlib.crc32("\x1f".join(parts).encode())) % (2**31 - 1)
 
 
+def _first_line(exc: BaseException, settings: LoadSettings) -> str:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "custom code" in msg and not settings.trust_remote_code:
+        msg += " (it ships its own Python code, which crystallab never runs unless you pass --trust-remote-code)"
+    return msg
+
+
+def check_hub_id(repo_id: str, revision: str | None = None) -> None:
+    """Answer an unknown or unreachable Hugging Face id in one line, before transformers spends a
+    minute retrying downloads: a cached model is used as is; otherwise one metadata request."""
+    import huggingface_hub as hub
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    if isinstance(hub.try_to_load_from_cache(repo_id, "config.json", revision=revision), str):
+        return
+    where = f"the local cache ({hub.constants.HF_HUB_CACHE})"
+    if hub.constants.HF_HUB_OFFLINE:
+        raise UserError(f"model '{repo_id}' is not in {where} and HF_HUB_OFFLINE is set")
+    try:
+        hub.HfApi().model_info(repo_id, revision=revision, timeout=15)
+    except GatedRepoError as exc:
+        raise UserError(f"model '{repo_id}' is gated: accept its licence on huggingface.co and log in (hf auth login)") from exc
+    except RevisionNotFoundError as exc:
+        raise UserError(f"model '{repo_id}' has no revision '{revision}'") from exc
+    except RepositoryNotFoundError as exc:
+        raise UserError(f"unknown model id '{repo_id}': no such model on the Hugging Face Hub (private? log in with hf auth login), and no such local directory") from exc
+    except Exception as exc:  # network errors: the Hub's client raises several kinds
+        raise UserError(f"model '{repo_id}' is not in {where} and the Hugging Face Hub cannot be reached ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from exc
+
+
 def load_backend(spec: str | ModelSpec, settings: LoadSettings | None = None) -> HFBackend:
     """Load a model spec through transformers (the one path every model takes)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -547,11 +589,13 @@ def load_backend(spec: str | ModelSpec, settings: LoadSettings | None = None) ->
         target, info["gguf_sha256"] = str(path), sha
     else:
         target = ms.target
+        if not Path(target).is_dir():
+            check_hub_id(target, settings.revision)
     kwargs: dict[str, Any] = {"revision": settings.revision, "trust_remote_code": settings.trust_remote_code}
     try:
         tok = AutoTokenizer.from_pretrained(target, **kwargs)
     except Exception as exc:
-        raise UserError(f"cannot load tokenizer for model '{ms.raw}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        raise UserError(f"cannot load tokenizer for model '{ms.raw}': {_first_line(exc, settings)}") from exc
     mkw = dict(kwargs, dtype=dtype, use_safetensors=None if settings.allow_pickle else True)
     if settings.device == "auto" and device == "cuda" and torch.cuda.device_count() > 1:
         mkw["device_map"] = "auto"
@@ -560,7 +604,7 @@ def load_backend(spec: str | ModelSpec, settings: LoadSettings | None = None) ->
     try:
         model = AutoModelForCausalLM.from_pretrained(target, **mkw)
     except Exception as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = _first_line(exc, settings)
         if not settings.allow_pickle and ("safetensors" in msg.lower() or "use_safetensors" in msg):
             msg += " (only pickle weights? pass --allow-pickle if you trust them)"
         raise UserError(f"cannot load model '{ms.raw}': {msg}") from exc

@@ -22,7 +22,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from crystallab.errors import UserError
+from crystallab.errors import NumericalError, UserError
 from crystallab.tasks import Task
 
 
@@ -144,7 +144,7 @@ def trie_probabilities(trie: PromptTrie, logp: np.ndarray, log_boundary: np.ndar
         probs[k] += math.exp(cum[node]) * max(b, 0.0)
     total = probs[:n_options].sum()
     if not np.isfinite(total):
-        raise FloatingPointError("non-finite option probabilities (NaN/inf logits?)")
+        raise NumericalError("non-finite option probabilities (NaN/inf logits?)")
     probs[n_options] = max(0.0, 1.0 - total)
     if total > 1.0:  # only float rounding can do this; renormalise so the row sums to 1
         probs[:n_options] /= total
@@ -256,7 +256,8 @@ def score_exact(
         scores = backend.score_tries(items, padding_side=padding_side, rows=[[local[b] for b in r] for r in rows])
         for b, sc in zip(batch, scores):
             if not (np.all(np.isfinite(sc.logp)) and np.all(np.isfinite(sc.log_boundary) | (sc.log_boundary == -np.inf))):
-                raise FloatingPointError(f"non-finite log-probabilities for prompt #{b} (overflow in {getattr(backend, 'info', {}).get('dtype', '?')}?)")
+                dtype = getattr(backend, "info", {}).get("dtype", "?")
+                raise NumericalError(f"NaN or inf logits for prompt {prompts[b][:60]!r} (model dtype {dtype}: overflow? try --dtype float32); nothing was written for it")
             out[b] = trie_probabilities(tries[b], sc.logp, sc.log_boundary, boundary, len(task.options))
         st.padded_tokens += max(sum(size[b] for b in r) for r in rows) * len(rows)
     st.prompts = len(tries)
