@@ -1,7 +1,8 @@
 """Ladder sweeps on a Ray cluster: one Ray task per (checkpoint, task), all writing into one
 resumable results folder.
 
-The driver owns the manifest: it registers every checkpoint (so indices follow the ladder's
+The driver holds the folder's writer lock (``store.writer_lock``) for the whole sweep and owns
+the manifest: it registers every checkpoint (so indices follow the ladder's
 order, whatever order the jobs finish in) and every task before any job starts, and afterwards
 records each job's load info and run record and consolidates the table. A job only writes
 shards (uniquely named, renamed into place atomically) and failure records, so jobs on many
@@ -24,7 +25,7 @@ from crystallab.errors import UserError, require
 from crystallab.ladder import Ladder
 from crystallab.measure import MeasureConfig
 from crystallab.prompts import render_prompts
-from crystallab.store import ResultStore
+from crystallab.store import ResultStore, writer_lock
 from crystallab.tasks import load_tasks
 
 FAULT_MARKER_ENV = "CRYSTALLAB_TEST_KILL_MARKER"  # tests only: see _fault_hook
@@ -52,6 +53,11 @@ def sweep_ladder(
     ray = require("ray", "ray")
     log = log or (lambda s: print(s, file=sys.stderr))
     jobs = ray_jobs(lad, base)
+    with writer_lock(ResultStore(base.out).root):  # the driver is the folder's one writer; jobs add shards under its lock
+        return _sweep(ray, lad, base, jobs, address, num_gpus, num_cpus, max_retries, log)
+
+
+def _sweep(ray: Any, lad: Ladder, base: MeasureConfig, jobs: list[MeasureConfig], address: str | None, num_gpus: float, num_cpus: float, max_retries: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
     tasks = {t.id: t for t in load_tasks(base.tasks, base.tasks_dir)}
     store = ResultStore(base.out)
     index = {c.label: store.checkpoint(c.label, c.model, c.stage, _info_of(store, c.label)) for c in lad.checkpoints}
