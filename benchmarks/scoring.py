@@ -312,6 +312,25 @@ def score_per_candidate(be, task, prompt_list: list[str], batch_size: int) -> tu
     return probs, stats, {(reqs[r][0], reqs[r][2]): float(loglik[r]) for r in range(len(reqs))}
 
 
+def pc_subset(n: int, k: int) -> list[int]:
+    """The prompts per-candidate scoring times: all (k = 0), or k spread evenly over the list
+    (raw first, then chat, so both kinds are in). Its time is extrapolated per prompt.
+
+    >>> pc_subset(30, 4), pc_subset(5, 0), pc_subset(30, 1)
+    ([0, 10, 19, 29], [0, 1, 2, 3, 4], [0])
+    """
+    if k <= 0 or k >= n:
+        return list(range(n))
+    if k == 1:
+        return [0]
+    return sorted({round(j * (n - 1) / (k - 1)) for j in range(k)})
+
+
+def _timed_subset(args, prompt_list: list[str]) -> tuple[list[int], list[str]]:
+    idx = pc_subset(len(prompt_list), args.pc_prompts)
+    return idx, [prompt_list[i] for i in idx]
+
+
 def _pc_batch(args, be) -> int:
     return args.pc_batch or (64 if be.device.type == "cuda" else 16)
 
@@ -323,12 +342,16 @@ def worker_per_candidate(args) -> dict:
     res: dict[str, Any] = {"implementation": "reimpl: faithful re-implementation of lm-eval's per-candidate scoring, plus the boundary factor", "batch_size": bs, "tasks": {}}
     for t in tasks:
         load0 = os.getloadavg()[0]
+        idx, sub = _timed_subset(args, prompts[t.id])
         _sync(be)
         t0 = time.perf_counter()
-        probs, st, ll = score_per_candidate(be, t, prompts[t.id], bs)
+        probs, st, ll = score_per_candidate(be, t, sub, bs)
         _sync(be)
+        secs = time.perf_counter() - t0
+        scale = len(prompts[t.id]) / len(idx)
         res["tasks"][t.id] = {
-            "prompts": len(prompts[t.id]), "seconds": time.perf_counter() - t0, **st, "loadavg_1min_at_start": round(load0, 2),
+            "prompts": len(prompts[t.id]), "prompts_timed": idx, "seconds_timed": secs, "seconds": secs * scale, **st,
+            "tokens_forwarded": round(st["tokens_forwarded"] * scale), "lm_head_rows": round(st["lm_head_rows"] * scale), "loadavg_1min_at_start": round(load0, 2),
             "probs": [p.tolist() for p in probs], "loglik": {f"{i}\x1f{s}": v for (i, s), v in ll.items()},
         }
     res["memory"] = _mem(be, mem)
@@ -368,14 +391,17 @@ def _worker_lm_eval(args, logits_cache: bool) -> dict:
     for t in tasks:
         counted["padded"] = 0
         load0 = os.getloadavg()[0]
+        idx, sub = _timed_subset(args, prompts[t.id])
         _sync(be)
         t0 = time.perf_counter()
-        reqs = _per_candidate_requests(be, t, prompts[t.id])
+        reqs = _per_candidate_requests(be, t, sub)
         out = lm._loglikelihood_tokens([((str(i), s), ctx, path) for i, k, s, ctx, path in reqs], disable_tqdm=True)
         _sync(be)
         secs = time.perf_counter() - t0
+        scale = len(prompts[t.id]) / len(idx)
         res["tasks"][t.id] = {
-            "prompts": len(prompts[t.id]), "seconds": secs, "sequences": len(reqs), "tokens_forwarded": counted["padded"],
+            "prompts": len(prompts[t.id]), "prompts_timed": idx, "seconds_timed": secs, "seconds": secs * scale, "sequences": len(reqs),
+            "tokens_forwarded": round(counted["padded"] * scale),
             "loadavg_1min_at_start": round(load0, 2), "loglik": {f"{i}\x1f{s}": float(o[0]) for (i, k, s, ctx, path), o in zip(reqs, out)},
         }
     res["memory"] = _mem(be, mem)
@@ -503,7 +529,8 @@ def summarize(args, ex: dict, pc: dict, le: dict, ld: dict, sa: dict, wall: floa
             "speedup_vs_per_candidate_reimpl": p["seconds"] / e["seconds"],
             "speedup_vs_sampling": s["seconds_extrapolated"] / e["seconds"],
             "token_overhead": e["token_overhead"],
-            "max_abs_diff": _max_abs_diff(e["probs"], p["probs"]),
+            "max_abs_diff": _max_abs_diff([e["probs"][i] for i in p["prompts_timed"]], p["probs"]),
+            "per_candidate_prompts_timed": len(p["prompts_timed"]),
             "samples_needed_total": s["samples_needed_total"], "samples_needed_median": s["samples_needed_median"],
             "sampling_seconds_per_sample": s["seconds_per_sample"],
             "ideal_sampler_lm_head_rows_lower_bound": s["ideal_sampler_lm_head_rows_lower_bound"],
@@ -611,6 +638,10 @@ def print_report(r: dict) -> None:
     print(f"load average (1 min) at start / end: {w['loadavg_1min_start_end']}; wall time {w['benchmark_wall_seconds']} s")
     print("(a)  exact: crystallab score_exact (median of", w["exact_repeats"], "repeats)")
     print(f"(b)  reimpl: {r['per_candidate']['implementation']}, batch {w['per_candidate_batch_size']}")
+    timed = {t: x.get("per_candidate_prompts_timed") for t, x in r["per_task"].items()}
+    if any(timed[t] != r["per_task"][t]["prompts"] for t in timed):
+        parts = [f"{n} of {r['per_task'][t]['prompts']} prompts of {t}" for t, n in timed.items()]
+        print(f"     (b) timed on {', '.join(parts)}, seconds extrapolated per prompt (--pc-prompts)")
     for key, tag in (("lm_eval", "(b)  lm-eval"), ("lm_eval_default", "(b') lm-eval default")):
         print(f"{tag}: {r[key].get('implementation') or r[key].get('skipped')}")
     print(f"(c)  sampling: {w['sampling_timed_samples_per_prompt']} real samples on {w['sampling_timed_prompts_per_task']} prompts per task, extrapolated to E[TV] <= 0.02")
@@ -657,6 +688,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     p.add_argument("--batch-tokens", type=int, default=0, help="exact scorer: tokens per forward (default as `measure`: 4096 CPU, 32768 CUDA)")
     p.add_argument("--pc-batch", type=int, default=0, help="per-candidate: sequences per batch (default 16 CPU, 64 CUDA)")
+    p.add_argument("--pc-prompts", type=int, default=0, help="per-candidate: time only N prompts per task, spread over the list, and extrapolate per prompt (default 0: all)")
     p.add_argument("--repeat", type=int, default=3, help="exact scorer: timed repeats per task (the median is used)")
     p.add_argument("--lm-eval", choices=("both", "nocache", "default", "none"), default="both",
                    help="lm-eval's own code: with its logits cache off (per-candidate as defined), on (its default), both, or none")

@@ -44,7 +44,7 @@ def test_benchmark_end_to_end(tiny_ckpt, tmp_path):
     ckpt = tiny_ckpt("llama", "digits", chat_template=True)
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(BENCH), "--model", str(ckpt), "--tasks", "number_1_10,coin_flip", "--raw", "2", "--chat", "1",
-           "--repeat", "1", "--sample-n", "8", "--lm-eval", "both" if HAS_LM_EVAL else "none", "--json", str(out)]
+           "--repeat", "1", "--sample-n", "8", "--pc-prompts", "2", "--lm-eval", "both" if HAS_LM_EVAL else "none", "--json", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
