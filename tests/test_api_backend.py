@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from servers import FaultProxy, llama_cpp_serve, transformers_serve
 from test_sample import chi_square_p
+from tiny import train_briefly
 
 from crystallab.errors import UserError
 from crystallab.models.spec import parse_spec
@@ -61,8 +62,6 @@ def test_api_missing_key_variable_is_a_user_error(monkeypatch, tmp_path):
 def served_dir(tiny_ckpt, tmp_path_factory):
     """The tiny chat-template Llama, trained a few steps on random-number lists and on chat
     answers to the task's first instruction, saved as a checkpoint directory."""
-    import torch
-
     from crystallab.models.hf import load_backend
 
     be = load_backend(str(tiny_ckpt("llama", "digits", chat_template=True, seed=3)))
@@ -72,16 +71,7 @@ def served_dir(tiny_ckpt, tmp_path_factory):
     lines = ["Random numbers between 1 and 10: " + ", ".join(draw() for _ in range(10)) for _ in range(48)]
     ins = load_task("number_1_10").instructions[0]
     lines += [be.render_chat(ins)[0] + draw() + "</s>" for _ in range(48)]
-    batch = be.tokenizer(lines, return_tensors="pt", padding=True, add_special_tokens=False)
-    opt = torch.optim.Adam(be.model.parameters(), lr=3e-3)
-    torch.manual_seed(0)
-    be.model.train()
-    for _ in range(40):
-        loss = be.model(**batch, labels=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    be.model.eval()
+    train_briefly(be, lines, add_special_tokens=False)
     out = tmp_path_factory.mktemp("served") / "tiny-peaked"
     be.model.save_pretrained(out, safe_serialization=True)
     be.tokenizer.save_pretrained(out)

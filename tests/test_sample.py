@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
+from tiny import train_briefly
 
 from crystallab.scoring.exact import score_exact
 from crystallab.scoring.sample import parse_answer, sample_prompt
@@ -29,23 +30,11 @@ def peaked(tiny_ckpt, backend_of):
     real, uneven mass (a random init puts almost all of it on ⊥)."""
     import random
 
-    import torch
-
     be = backend_of(tiny_ckpt("llama", "digits", seed=3))
     rng = random.Random(0)
     weights = [1, 2, 3, 2, 1, 5, 9, 2, 1, 4]
     lines = ["Random numbers between 1 and 10: " + ", ".join(str(rng.choices(range(1, 11), weights)[0]) for _ in range(10)) for _ in range(64)]
-    batch = be.tokenizer(lines, return_tensors="pt", padding=True)
-    opt = torch.optim.Adam(be.model.parameters(), lr=3e-3)
-    torch.manual_seed(0)
-    be.model.train()
-    for _ in range(40):
-        loss = be.model(**batch, labels=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    be.model.eval()
-    return be
+    return train_briefly(be, lines)
 
 
 @pytest.mark.parametrize("prompt", ["Random numbers between 1 and 10: 3, 8, 1,", "Random numbers between 1 and 10: 7, 2, "])

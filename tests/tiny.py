@@ -88,3 +88,21 @@ def make_checkpoint(root: Path, arch: str = "llama", tok: str = "digits", chat_t
         t = make_tokenizer(tok, out, chat_template=chat_template)
         make_model(arch, t, out, seed=seed)
     return out
+
+
+def train_briefly(be, lines: list[str], steps: int = 40, lr: float = 3e-3, add_special_tokens: bool = True):
+    """A few full-batch Adam steps of next-token training on ``lines`` (padding masked out), so
+    a tiny random model puts real, uneven mass on a task's options. Returns ``be`` in eval mode."""
+    import torch
+
+    batch = be.tokenizer(lines, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
+    opt = torch.optim.Adam(be.model.parameters(), lr=lr)
+    torch.manual_seed(0)
+    be.model.train()
+    for _ in range(steps):
+        loss = be.model(**batch, labels=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    be.model.eval()
+    return be

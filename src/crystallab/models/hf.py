@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from crystallab.errors import NumericalError, UserError
+from crystallab.models.text import PLAIN_CHAT_TEMPLATE, TokenizerText  # noqa: F401  (re-exported)
 from crystallab.models.spec import ModelSpec, parse_spec
 
-PLAIN_CHAT_TEMPLATE = "User: {instruction}\nAssistant:"
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,7 @@ def builtin_checkpoint(name: str) -> tuple[Path, str]:
 # the backend
 
 
-class HFBackend:
+class HFBackend(TokenizerText):
     """A causal LM and its tokenizer, with batched trie scoring and sampling."""
 
     def __init__(self, model: Any, tokenizer: Any, info: dict[str, Any], settings: LoadSettings):
@@ -212,43 +212,9 @@ class HFBackend:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.convert_ids_to_tokens(0)
 
-    # ---- identity and prompts ----------------------------------------------------------------
     @property
-    def name(self) -> str:
-        return self.info["model"]
-
-    @property
-    def has_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
-    def render_chat(self, instruction: str) -> tuple[str, str]:
-        """The instruction as a chat prompt with the generation prompt, and the template used
-        (``tokenizer`` or ``plain``). Templates render in transformers' jinja2 sandbox."""
-        if self.has_chat_template:
-            import jinja2
-
-            try:
-                text = self.tokenizer.apply_chat_template([{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True)
-            except jinja2.exceptions.SecurityError as exc:
-                raise UserError(f"the chat template of {self.name} tried an unsafe operation, refused by the jinja2 sandbox ({exc})") from exc
-            except jinja2.exceptions.TemplateError as exc:
-                raise UserError(f"the chat template of {self.name} does not render: {type(exc).__name__}: {exc}") from exc
-            return text, "tokenizer"
-        if not self.settings.allow_plain_chat:
-            raise UserError(f"model {self.name} has no chat template and --no-plain-chat was given; drop that flag to use the plain 'User:/Assistant:' template, or measure --prompts raw")
-        return PLAIN_CHAT_TEMPLATE.format(instruction=instruction), "plain"
-
-    def wants_special_tokens(self, text: str) -> bool:
-        """Special tokens (BOS) are added unless the text already has them (a rendered chat
-        template starts with its BOS string)."""
-        bos = self.tokenizer.bos_token
-        return not (bos and text.startswith(bos))
-
-    def encode(self, text: str) -> list[int]:
-        return self.encode_many([text], self.wants_special_tokens(text))[0]
-
-    def encode_many(self, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
-        return [list(x) for x in self.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]]
+    def allow_plain_chat(self) -> bool:
+        return self.settings.allow_plain_chat
 
     # ---- boundary tokens ---------------------------------------------------------------------
     @property

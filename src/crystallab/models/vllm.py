@@ -32,8 +32,8 @@ import numpy as np
 
 from crystallab.errors import UserError, require
 from crystallab.models.spec import ModelSpec, parse_spec
+from crystallab.models.text import TokenizerText
 
-PLAIN_CHAT_TEMPLATE = "User: {instruction}\nAssistant:"
 
 
 def load_vllm(spec: str | ModelSpec, dtype: str = "auto", revision: str | None = None, trust_remote_code: bool = False, allow_plain_chat: bool = True) -> "VLLMBackend":
@@ -74,7 +74,7 @@ def _as_array(logprobs: Any, V: int) -> np.ndarray:
     return out
 
 
-class VLLMBackend:
+class VLLMBackend(TokenizerText):
     def __init__(self, llm: Any, tokenizer: Any, info: dict[str, Any], sampling_params: Any, allow_plain_chat: bool = True, vocab_size: int | None = None):
         self.llm = llm
         self.tokenizer = tokenizer
@@ -84,32 +84,6 @@ class VLLMBackend:
         self.device = "cuda"
         self._vocab = vocab_size
         self._boundary: np.ndarray | None = None
-
-    # ---- identity, prompts, tokens -----------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return self.info["model"]
-
-    @property
-    def has_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
-    def render_chat(self, instruction: str) -> tuple[str, str]:
-        if self.has_chat_template:
-            return self.tokenizer.apply_chat_template([{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True), "tokenizer"
-        if not self.allow_plain_chat:
-            raise UserError(f"model {self.name} has no chat template; allow the plain 'User:/Assistant:' template or measure raw prompts only")
-        return PLAIN_CHAT_TEMPLATE.format(instruction=instruction), "plain"
-
-    def wants_special_tokens(self, text: str) -> bool:
-        bos = self.tokenizer.bos_token
-        return not (bos and text.startswith(bos))
-
-    def encode(self, text: str) -> list[int]:
-        return self.encode_many([text], self.wants_special_tokens(text))[0]
-
-    def encode_many(self, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
-        return [list(x) for x in self.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]]
 
     @property
     def vocab_size(self) -> int:
