@@ -37,6 +37,9 @@ def one_line_exit_2(r: subprocess.CompletedProcess, needle: str) -> str:
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("crystallab: error: ") and needle in lines[0], lines[0]
     assert "Traceback" not in r.stderr
+    if os.environ.get("CRYSTALLAB_RECORD_ERRORS"):  # collect what users see, for the docs
+        with open(os.environ["CRYSTALLAB_RECORD_ERRORS"], "a") as f:
+            f.write(f"{' '.join(map(str, r.args[3:]))}\n    {lines[0]}\n")
     return lines[0]
 
 
