@@ -4,7 +4,17 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    """A problem with the user's input (file, flag, model spec), not a bug in crystallab."""
+    r"""A problem with the user's input (file, flag, model spec), not a bug in crystallab.
+
+    The message is always one line: line breaks that come from the input itself (a YAML key
+    with a newline, a server's multi-line error) are shown escaped.
+
+    >>> str(UserError("field 'a\nb': unknown key"))
+    "field 'a\\nb': unknown key"
+    """
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(str(message).strip().replace("\r", "\\r").replace("\n", "\\n"))
 
 
 class TaskError(UserError):
