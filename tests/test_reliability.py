@@ -175,6 +175,7 @@ CASES = [
     ("remote code without --trust-remote-code", ["measure", "--model", "{remote}", "--task", "coin_flip", "--out", "{out}"], "unless you pass --trust-remote-code"),
     ("pickle weights without --allow-pickle", ["measure", "--model", "{pickle}", "--task", "coin_flip", "--out", "{out}"], "--allow-pickle"),
     ("NaN logits", ["measure", "--model", "{nan}", "--task", "coin_flip", "--prompts", "raw", "--out", "{out}"], "NaN or inf logits"),
+    ("NaN logits while sampling", ["measure", "--model", "{nan}", "--task", "coin_flip", "--prompts", "raw", "--method", "sample", "--samples", "4", "--out", "{out}"], "NaN or inf logits while sampling"),
     ("chat template breaking out of the sandbox", ["measure", "--model", "{evil}", "--task", "coin_flip", "--prompts", "chat", "--out", "{out}"], "refused by the jinja2 sandbox"),
 ]
 

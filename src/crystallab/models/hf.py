@@ -458,7 +458,9 @@ class HFBackend(TokenizerText):
                 gen = self.model.generate(x, attention_mask=torch.ones_like(x), generation_config=cfg, num_return_sequences=k)
             except RuntimeError as exc:  # torch.multinomial refuses NaN/inf probabilities
                 if "inf" in str(exc) or "nan" in str(exc):
-                    raise NumericalError(f"NaN or inf logits while sampling (model dtype {self.info.get('dtype')}: overflow? try --dtype float32): {str(exc).splitlines()[0]}") from exc
+                    dtype = self.info.get("dtype")
+                    hint = "the weights themselves hold NaN/inf?" if dtype == "float32" else "overflow? try --dtype float32"
+                    raise NumericalError(f"NaN or inf logits while sampling (model dtype {dtype}: {hint}): {str(exc).splitlines()[0]}") from exc
                 raise
             for row in gen[:, x.shape[1] :].tolist():
                 seq: list[int] = []

@@ -257,7 +257,8 @@ def score_exact(
         for b, sc in zip(batch, scores):
             if not (np.all(np.isfinite(sc.logp)) and np.all(np.isfinite(sc.log_boundary) | (sc.log_boundary == -np.inf))):
                 dtype = getattr(backend, "info", {}).get("dtype", "?")
-                raise NumericalError(f"NaN or inf logits for prompt {prompts[b][:60]!r} (model dtype {dtype}: overflow? try --dtype float32); nothing was written for it")
+                hint = "the weights themselves hold NaN/inf?" if dtype == "float32" else "overflow? try --dtype float32"
+                raise NumericalError(f"NaN or inf logits for prompt {prompts[b][:60]!r} (model dtype {dtype}: {hint}); nothing was written for it")
             out[b] = trie_probabilities(tries[b], sc.logp, sc.log_boundary, boundary, len(task.options))
         st.padded_tokens += max(sum(size[b] for b in r) for r in rows) * len(rows)
     st.prompts = len(tries)
