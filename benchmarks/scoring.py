@@ -141,15 +141,9 @@ def workload_prompts(backend, task, n_raw: int, n_chat: int) -> list[str]:
 def candidate_requests(backend, prompt: str, task) -> tuple[list[int], list[tuple[int, str, list[int]]]]:
     """The context tokens and, per answer string, (option, string, continuation tokens), split
     exactly as ``build_trie`` splits them (lm-eval's rule, then the kept-whitespace fallback)."""
-    from crystallab.scoring.exact import _split, answer_strings, split_trailing_whitespace
+    from crystallab.scoring.exact import split_answers
 
-    answers = answer_strings(task)
-    ctx_text, ws = split_trailing_whitespace(prompt)
-    ctx, paths, mode = _split(backend, ctx_text, [ws + s for _, s in answers])
-    if mode != "moved" and ws:
-        ctx_b, paths_b, mode_b = _split(backend, prompt, [s for _, s in answers])
-        if mode_b == "moved":
-            ctx, paths = ctx_b, paths_b
+    ctx, answers, paths, _ = split_answers(backend, prompt, task)
     return ctx, [(k, s, p) for (k, s), p in zip(answers, paths)]
 
 

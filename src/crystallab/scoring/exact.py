@@ -93,6 +93,19 @@ class PromptTrie:
         return len(self.terminal)
 
 
+def split_answers(backend: TrieBackend, prompt_text: str, task: Task) -> tuple[list[int], list[tuple[int, str]], list[list[int]], str]:
+    """(context tokens, the task's (option, answer string) pairs, each answer's token path, the
+    split used: ``moved``, ``kept-whitespace`` or lm-eval's fallback); see ``build_trie``."""
+    answers = answer_strings(task)
+    ctx_text, ws = split_trailing_whitespace(prompt_text)
+    ctx, paths, mode = _split(backend, ctx_text, [ws + s for _, s in answers])
+    if mode != "moved" and ws:
+        ctx_b, paths_b, mode_b = _split(backend, prompt_text, [s for _, s in answers])
+        if mode_b == "moved":
+            ctx, paths, mode = ctx_b, paths_b, "kept-whitespace"
+    return ctx, answers, paths, mode
+
+
 def build_trie(backend: TrieBackend, prompt_text: str, task: Task) -> PromptTrie:
     """The prompt's context tokens and its option trie.
 
@@ -104,13 +117,7 @@ def build_trie(backend: TrieBackend, prompt_text: str, task: Task) -> PromptTrie
     otherwise is an answer tokenized alone (lm-eval's fallback), which would score a path the
     model never produces.
     """
-    answers = answer_strings(task)
-    ctx_text, ws = split_trailing_whitespace(prompt_text)
-    ctx, paths, mode = _split(backend, ctx_text, [ws + s for _, s in answers])
-    if mode != "moved" and ws:
-        ctx_b, paths_b, mode_b = _split(backend, prompt_text, [s for _, s in answers])
-        if mode_b == "moved":
-            ctx, paths, mode = ctx_b, paths_b, "kept-whitespace"
+    ctx, answers, paths, mode = split_answers(backend, prompt_text, task)
     trie = PromptTrie(context=ctx, split=mode)
     for (k, s), path in zip(answers, paths):
         if not path:
