@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 from collections import defaultdict
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from crystallab.models.hf import HFBackend
     from crystallab.scoring import exact
     from crystallab.tasks import load_task
     from scoring import load_model, workload_prompts
@@ -55,64 +54,34 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             spent[name] += time.perf_counter() - t0
 
-    def wrap(obj, attr, name):
+    sync = torch.cuda.synchronize if be.device.type == "cuda" else (lambda: None)
+
+    def wrap(obj, attr: str, name: str) -> None:
+        """Time every call of ``obj.attr`` under ``name`` (CUDA work included: synchronized)."""
         orig = getattr(obj, attr)
 
         def inner(*a, **k):
             with clock(name):
-                return orig(*a, **k)
+                out = orig(*a, **k)
+                sync()
+                return out
 
         setattr(obj, attr, inner)
-        return orig
 
-    sync = torch.cuda.synchronize if be.device.type == "cuda" else (lambda: None)
     wrap(exact, "build_trie", "tokenize + build tries")
     wrap(be, "_attention_mask", "attention mask (float, to device)")
-    body = be.model.base_model
-    orig_fwd = body.forward
-
-    def fwd(*a, **k):
-        with clock("model body (forward)"):
-            out = orig_fwd(*a, **k)
-            sync()
-            return out
-
-    body.forward = fwd
-    orig_logits = be._logits
-
-    def logits(*a, **k):
-        with clock("LM head matmul"):
-            out = orig_logits(*a, **k)
-            sync()
-            return out
-
-    be._logits = logits
-    orig_red = HFBackend._head_reductions
-
-    def red(self, *a, **k):
-        with clock("LM head total (matmul + reductions)"):
-            out = orig_red(self, *a, **k)
-            sync()
-            return out
-
-    be._head_reductions = red.__get__(be)
-    orig_score = be.score_tries
-
-    def score(*a, **k):
-        with clock("score_tries total"):
-            return orig_score(*a, **k)
-
-    be.score_tries = score
+    wrap(be.model.base_model, "forward", "model body (forward)")
+    wrap(be, "_logits", "LM head matmul")
+    wrap(be, "_head_reductions", "LM head total (matmul + reductions)")
+    wrap(be, "score_tries", "score_tries total")
 
     st = exact.ScoreStats()
+    prof = None
     if args.torch_profiler:
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-            t0 = time.perf_counter()
-            exact.score_exact(be, prompts, task, batch_tokens=args.batch_tokens, stats=st)
-            total = time.perf_counter() - t0
-    else:
+        prof = profile(activities=[ProfilerActivity.CPU], record_shapes=True)
+    with prof or nullcontext():
         t0 = time.perf_counter()
         exact.score_exact(be, prompts, task, batch_tokens=args.batch_tokens, stats=st)
         total = time.perf_counter() - t0
@@ -132,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{st.trie_nodes + len(prompts)} LM-head rows, {total:.2f} s")
     for k, v in parts.items():
         print(f"  {k:<46} {v:8.2f} s  {100 * v / total:5.1f}%")
-    if args.torch_profiler:
+    if prof is not None:
         print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=40, max_shapes_column_width=60))
     return 0
 
