@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crystallab.errors import UserError
-from crystallab.ladder import ladder_from_dict, load_ladder
+from crystallab.ladder import Ladder, ladder_from_dict, load_ladder
 from crystallab.store import GROUP, read_shards, writer_lock
-from crystallab.tasks import load_task_file, task_from_dict
+from crystallab.tasks import Task, load_task_file, task_from_dict
 
 ENV = dict(os.environ, CI="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # one thread: bit-identical numbers
 
@@ -269,17 +269,39 @@ VALID_TASK = {"id": "t", "version": 1, "options": ["a", "b"], "contexts": [{"fam
 VALID_LADDER = {"checkpoints": [{"label": "base", "stage": "base", "model": "x/y"}, {"label": "sft", "stage": "sft", "model": "x/z", "parent": "base"}]}
 
 
-def _only_user_errors(fn, *args) -> None:
+def _loaded_or_refused(fn, *args):
+    """What ``fn`` loads, or None when it refused the input with a one-line UserError. Anything
+    else (a traceback) propagates and fails the test."""
     try:
-        fn(*args)
+        return fn(*args)
     except UserError as exc:
         assert str(exc) and "\n" not in str(exc)
+        return None
+
+
+def _check_task(task) -> None:
+    """A task the loader accepts is usable: at least 2 options, unique labels, a prompt."""
+    if task is None:
+        return
+    assert isinstance(task, Task)
+    assert len(task.options) >= 2 and len(set(task.labels)) == len(task.labels)
+    assert task.contexts or task.instructions
+
+
+def _check_ladder(ladder) -> None:
+    """A ladder the loader accepts has unique labels and lists every parent before its child."""
+    if ladder is None:
+        return
+    assert isinstance(ladder, Ladder) and ladder.checkpoints
+    labels = [c.label for c in ladder.checkpoints]
+    assert len(set(labels)) == len(labels)
+    assert all(c.parent is None or c.parent in labels[:i] for i, c in enumerate(ladder.checkpoints))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=values)
 def test_fuzz_task_loader_arbitrary_values(data):
-    _only_user_errors(task_from_dict, data, "fuzz.yaml")
+    _check_task(_loaded_or_refused(task_from_dict, data, "fuzz.yaml"))
 
 
 @settings(max_examples=300, deadline=None)
@@ -290,13 +312,13 @@ def test_fuzz_task_loader_one_field_broken(key, value, drop):
         data.pop(key, None)
     else:
         data[key] = value
-    _only_user_errors(task_from_dict, data, "fuzz.yaml")
+    _check_task(_loaded_or_refused(task_from_dict, data, "fuzz.yaml"))
 
 
 @settings(max_examples=200, deadline=None)
 @given(data=values)
 def test_fuzz_ladder_loader_arbitrary_values(data):
-    _only_user_errors(ladder_from_dict, data, "fuzz.yaml")
+    _check_ladder(_loaded_or_refused(ladder_from_dict, data, "fuzz.yaml"))
 
 
 @settings(max_examples=200, deadline=None)
@@ -304,16 +326,23 @@ def test_fuzz_ladder_loader_arbitrary_values(data):
 def test_fuzz_ladder_loader_one_field_broken(i, key, value):
     data = {"checkpoints": [dict(c) for c in VALID_LADDER["checkpoints"]]}
     data["checkpoints"][i][key] = value
-    _only_user_errors(ladder_from_dict, data, "fuzz.yaml")
+    _check_ladder(_loaded_or_refused(ladder_from_dict, data, "fuzz.yaml"))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(max_size=200))
 def test_fuzz_loaders_arbitrary_yaml_text(tmp_path, text):
-    for name, fn in (("t.yaml", load_task_file), ("l.yaml", lambda p: load_ladder(p))):
+    for name, fn, check in (("t.yaml", load_task_file, _check_task), ("l.yaml", load_ladder, _check_ladder)):
         p = tmp_path / name
         p.write_text(text, encoding="utf-8")
-        _only_user_errors(fn, p)
+        check(_loaded_or_refused(fn, p))
+
+
+def test_fuzz_baselines_load():
+    """The valid inputs the fuzzers mutate do load, so the checks above see accepted inputs too."""
+    _check_task(task_from_dict(VALID_TASK, "ok.yaml"))
+    _check_ladder(ladder_from_dict(VALID_LADDER, "ok.yaml"))
+    assert task_from_dict(VALID_TASK, "ok.yaml").labels == ("a", "b")
 
 
 # ---- numerical guards in the analysis -----------------------------------------------------------
