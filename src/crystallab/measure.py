@@ -191,7 +191,7 @@ def measure_into(
                     continue
                 rows, samples, ntok = _measure_chunk(backend, t, chunk, cfg, label, index, batch_tokens, failed)
                 store.write_rows(rows, samples)
-                store.write_failures([f for f in failed[n_failed:]])
+                store.write_failures(failed[n_failed:])
                 n_failed = len(failed)
                 if after_chunk:
                     after_chunk()
@@ -205,6 +205,15 @@ def measure_into(
     if failed:
         log(f"crystallab: {len(failed)} prompt(s) failed ({failed[0]['error']}); they are listed in {store.root / 'failures'} and are measured again when you rerun the same command")
     return {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "throughput": tp.summary(), "seconds_per_task": tp.per_task, "failed": len(failed)}
+
+
+def completion_rows(res: Any, label: str, index: int, step: int | None, task_id: str, prompt_id: str, labels: list[str]) -> list[dict]:
+    """DIR/samples rows for one prompt's completions (``res.completions`` and the option index
+    each parsed to, ``res.parsed``; None is ⊥)."""
+    return [
+        {"checkpoint": label, "checkpoint_index": index, "step": step, "task": task_id, "prompt_id": prompt_id, "sample_index": j, "completion": c, "option": OTHER if k is None else labels[k]}
+        for j, (c, k) in enumerate(zip(res.completions, res.parsed))
+    ]
 
 
 def _measure_chunk(backend: Any, task: Task, prompts: list[Prompt], cfg: MeasureConfig, label: str, index: int, batch_tokens: int, failed: list[dict] | None = None) -> tuple[list[dict], list[dict], int]:
@@ -229,10 +238,7 @@ def _measure_chunk(backend: Any, task: Task, prompts: list[Prompt], cfg: Measure
         uncovered = [r.uncovered for _, r in ok]
         ntok = sum(r.tokens for _, r in ok)
         for p, r in ok:
-            samples += [
-                {"checkpoint": label, "checkpoint_index": index, "step": cfg.step, "task": task.id, "prompt_id": p.id, "sample_index": j, "completion": c, "option": OTHER if k is None else labels[k]}
-                for j, (c, k) in enumerate(zip(r.completions, r.parsed))
-            ]
+            samples += completion_rows(r, label, index, cfg.step, task.id, p.id, labels)
     elif cfg.method == "exact":
         st = ScoreStats()
         dists = score_exact(backend, [p.text for p in prompts], task, batch_tokens=batch_tokens, stats=st)
@@ -244,10 +250,7 @@ def _measure_chunk(backend: Any, task: Task, prompts: list[Prompt], cfg: Measure
             res = sample_prompt(backend, p.text, task, n=n, seed=seed, parser=cfg.parser)
             dists.append(res.probs)
             ntok += n * (len(backend.encode(p.text)) + 8)
-            samples += [
-                {"checkpoint": label, "checkpoint_index": index, "step": cfg.step, "task": task.id, "prompt_id": p.id, "sample_index": j, "completion": c, "option": OTHER if k is None else labels[k]}
-                for j, (c, k) in enumerate(zip(res.completions, res.parsed))
-            ]
+            samples += completion_rows(res, label, index, cfg.step, task.id, p.id, labels)
     for p, dist, unc in zip(prompts, dists, uncovered):
         for opt, prob in zip(labels, dist):
             rows.append({
