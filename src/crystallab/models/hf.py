@@ -208,7 +208,7 @@ class HFBackend(TokenizerText):
         self.settings = settings
         self.device = next(model.parameters()).device
         self._boundary: np.ndarray | None = None
-        self._boundary_t: torch.Tensor | None = None
+        self._sums: dict[str, torch.Tensor] = {}  # per device: [V, 2] ones and boundary indicator
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.convert_ids_to_tokens(0)
 
@@ -377,11 +377,10 @@ class HFBackend(TokenizerText):
 
     def _sum_matrix(self, device: torch.device) -> torch.Tensor:
         """[V, 2] float32: a column of ones and the boundary indicator (cached per device)."""
-        cache = self.__dict__.setdefault("_sums_by_device", {})
-        if str(device) not in cache:
+        if str(device) not in self._sums:
             b = torch.from_numpy(self.boundary_mask()).to(torch.float32)
-            cache[str(device)] = torch.stack([torch.ones_like(b), b], dim=1).contiguous().to(device)
-        return cache[str(device)]
+            self._sums[str(device)] = torch.stack([torch.ones_like(b), b], dim=1).contiguous().to(device)
+        return self._sums[str(device)]
 
     def _logits(self, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """LM head on selected hidden states, in fp32, with the model's final logit transforms.
