@@ -41,6 +41,7 @@ import numpy as np
 
 from crystallab.errors import UserError, require
 from crystallab.models.spec import ModelSpec, parse_spec
+from crystallab.models.text import is_boundary_text
 
 SERVERS = ("openai", "vllm", "llama.cpp", "transformers")
 
@@ -75,12 +76,6 @@ def sampling_fields(server: str, temperature: float, max_tokens: int) -> dict[st
         gen = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0, "max_new_tokens": max_tokens, "repetition_penalty": 1.0}
         body["generation_config"] = json.dumps(gen)
     return body
-
-
-def is_boundary_text(t: str) -> bool:
-    """A token text that closes an answer: empty (EOS decoded away), or starting with a
-    character that is not a letter or digit (space, punctuation, ``<eos>``-style names)."""
-    return not t or not t[0].isalnum()
 
 
 def topk_walk(prompt: str, answers: Sequence[tuple[int, str]], n_options: int, top_logprobs) -> tuple[np.ndarray, float, int]:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from crystallab.errors import NumericalError, UserError
-from crystallab.models.text import PLAIN_CHAT_TEMPLATE, TokenizerText  # noqa: F401  (re-exported)
+from crystallab.models.text import PLAIN_CHAT_TEMPLATE, TokenizerText, is_boundary_text  # noqa: F401  (PLAIN_CHAT_TEMPLATE re-exported)
 from crystallab.models.spec import ModelSpec, parse_spec
 
 
@@ -489,7 +489,7 @@ def compute_boundary_mask(tokenizer: Any, vocab_size: int, eos_ids: set[int] = f
         texts = [j[len(head):] if j.startswith(head) else p for j, p in zip(joined, plain)]
     mask = np.zeros(vocab_size, dtype=bool)
     for i, t in enumerate(texts):
-        mask[i] = (not t) or not t[0].isalnum()
+        mask[i] = is_boundary_text(t)
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items():
         if getattr(tok, "special", False):

@@ -10,6 +10,17 @@ from crystallab.errors import UserError
 PLAIN_CHAT_TEMPLATE = "User: {instruction}\nAssistant:"
 
 
+def is_boundary_text(t: str) -> bool:
+    """A token text that closes an answer: empty (EOS decoded away), or starting with a
+    character that is not a letter or digit (space, punctuation, ``<eos>``-style names). The
+    one rule behind the local boundary mask and the API's top-k walk.
+
+    >>> [is_boundary_text(x) for x in ("", " a", ",", "7", "x")]
+    [True, True, True, False, False]
+    """
+    return not t or not t[0].isalnum()
+
+
 class TokenizerText:
     """Mixin for a backend with ``tokenizer``, ``info`` and ``allow_plain_chat``."""
 
