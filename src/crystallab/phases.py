@@ -317,13 +317,10 @@ def analyze(table, thresholds: Thresholds | None = None, method: str | None = No
 
     table = table.filter(pc.equal(table.column("method"), method))
     sets, ckpts, options = _groups(table)
-    tasks = sorted(options)
-    out: dict[str, Any] = {"crystallab_version": __version__, "method": method, "thresholds": asdict(th), "checkpoints": ckpts, "tasks": tasks, "states": [], "transitions": [], "verdicts": {}, "dynamics": [], "warnings": []}
-    for task in list(tasks):
-        if len(options[task]) < 2:  # entropy and distances over one option mean nothing
-            out["warnings"].append(f"task '{task}' has {len(options[task])} option(s) in the table; a random task needs at least 2, so it was left out")
-            tasks.remove(task)
-            continue
+    tasks = [t for t in sorted(options) if len(options[t]) >= 2]  # entropy and distances over one option mean nothing
+    warnings = [f"task '{t}' has {len(options[t])} option(s) in the table; a random task needs at least 2, so it was left out" for t in sorted(options) if t not in tasks]
+    out: dict[str, Any] = {"crystallab_version": __version__, "method": method, "thresholds": asdict(th), "checkpoints": ckpts, "tasks": tasks, "states": [], "transitions": [], "verdicts": {}, "dynamics": [], "warnings": warnings}
+    for task in tasks:
         ladder: list[tuple[dict, Any, PromptSet]] = []
         for c in ckpts:
             steps = sorted({k[1] for k in sets if k[0] == c["index"] and k[2] == task}, key=lambda s: -1 if s is None else s)
