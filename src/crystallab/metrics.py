@@ -1,78 +1,95 @@
-"""Order parameters, relations between checkpoints and transition statistics.
+"""Order parameters, basins, relations between checkpoints and their intervals (SCIENCE.md v2).
 
-Pure numpy/scipy functions; no metric reads files or knows about models. Definitions follow
-``SCIENCE.md`` ("Order parameters", "Relations between checkpoints", "Dynamics during
-training"). Natural logs everywhere; ``0 * log 0 = 0``.
+Pure numpy/scipy functions; no metric reads files or knows about models. Natural logs,
+``0 log 0 = 0``, ``d = sqrt(JSD)`` (nats^½).
 
 Conventions: ``p`` is one distribution of shape ``(K,)`` over the task's K options, already
-renormalised over the valid options (the "other" mass ⊥ removed, see :func:`renormalize`);
-``P`` is a prompt matrix of shape ``(n, K)`` with one such distribution per prompt. Lists are
-accepted wherever arrays are.
+renormalised over the valid options (⊥ removed, see :func:`renormalize`); ``P`` is a prompt
+matrix of shape ``(n, K)`` with one such distribution per prompt, and ``families`` gives each
+row's family label. Lists are accepted wherever arrays are.
 
->>> P = [[0.5, 0.5, 0.0], [0.0, 0.5, 0.5]]
->>> op = order_parameters(P)
->>> round(op["top1"], 4), round(op["diversity"], 4), op["n_distinct"]
-(0.5, 0.5, 2.0)
+>>> P = [[0.8, 0.2, 0.0], [0.7, 0.3, 0.0], [0.0, 0.2, 0.8], [0.0, 0.3, 0.7]]
+>>> op = order_parameters(P, ["a", "a", "b", "b"])
+>>> op["n_basins"], round(op["phi"], 3), round(op["spread"], 3)
+(2.0, 0.516, 0.35)
+
+The transition and sweep statistics of training runs live in :mod:`crystallab.transitions`.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-import warnings
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import optimize, special, stats
+from scipy import special
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 
 __all__ = [
-    "SeedMatch",
+    "EPSILON",
+    "V_MIN",
+    "Basins",
+    "Coordinate",
+    "SeedTest",
+    "Structure",
     "aggregate",
-    "bootstrap_ci",
-    "bootstrap_order_parameters",
+    "attraction_index",
+    "basins",
+    "basins_coded",
     "chi2_uniform",
     "collision",
-    "dirichlet_ci",
-    "diversity",
+    "concentration",
     "entropy",
+    "draw_families",
     "entropy_norm",
-    "fit_logistic",
-    "fit_piecewise_linear",
-    "generalized_js",
-    "intervals_overlap",
+    "excess_retention",
+    "h",
+    "hierarchical_bootstrap",
+    "holm",
     "js_distance",
     "js_divergence",
-    "n_distinct",
+    "n_basins_of",
     "n_eff",
-    "new_mass",
-    "nucleation_confirmed",
+    "nucleation_coordinate",
     "order_parameters",
+    "pairwise_jsd",
+    "percentile_interval",
+    "phi",
+    "phi_from",
+    "phi_permutation",
     "redistribution",
     "renormalize",
     "retention",
-    "seed_match",
+    "seed_p",
+    "spread",
     "support_set",
-    "susceptibility",
     "top1",
     "topk_mass",
-    "transition_statistics",
 ]
 
 LOG2 = math.log(2.0)
+#: Resolution: two distributions closer than this JS distance are treated as the same.
+EPSILON = 0.05
+#: Prompts with less valid mass than this are listed and left out of every order parameter.
+V_MIN = 0.2
 #: Valid mass at or below which the renormalised distribution is undefined.
 MIN_VALID_MASS = 1e-12
-#: Tolerance (in nats of JSD) when comparing null distances with the observed one.
-_JS_TIE_TOL = 1e-12
-#: Number of bootstrap resamples used for the ``n_distinct`` interval (it needs a clustering
-#: per resample, so it is capped; the other order parameters use all ``n_boot`` resamples).
-N_BOOT_DISTINCT = 200
+#: Exact enumeration of relabellings up to this many; above it, random draws.
+MAX_EXACT = 2000
+#: Random relabellings drawn when exact enumeration is too large.
+N_RANDOM = 1999
+#: Fewer distinct relabellings than this and a permutation p-value cannot reach 0.05.
+MIN_TESTABLE = 20
+_TIE = 1e-12
 
 
 # --------------------------------------------------------------------------------------------
-# validation helpers
+# validation and row kernels
 
 
 def _dist(p: ArrayLike, name: str = "p") -> np.ndarray:
@@ -91,12 +108,7 @@ def _matrix(P: ArrayLike, name: str = "P") -> np.ndarray:
     return a
 
 
-# --------------------------------------------------------------------------------------------
-# row-wise kernels (the single source of truth for point estimates and bootstrap)
-
-
 def _entropy_rows(A: np.ndarray) -> np.ndarray:
-    """Shannon entropy (nats) along the last axis, 0 log 0 = 0."""
     return special.entr(A).sum(axis=-1)
 
 
@@ -105,20 +117,6 @@ def _entropy_norm_rows(A: np.ndarray) -> np.ndarray:
     if K == 1:
         return np.zeros(A.shape[:-1])
     return np.clip(_entropy_rows(A) / math.log(K), 0.0, 1.0)
-
-
-def _topk_rows(A: np.ndarray, k: int) -> np.ndarray:
-    K = A.shape[-1]
-    k = min(int(k), K)
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    part = np.partition(A, K - k, axis=-1)[..., K - k :]
-    return part.sum(axis=-1)
-
-
-def _chi2_rows(A: np.ndarray) -> np.ndarray:
-    K = A.shape[-1]
-    return K * ((A - 1.0 / K) ** 2).sum(axis=-1)
 
 
 def _js_rows(p: np.ndarray, Q: np.ndarray) -> np.ndarray:
@@ -131,22 +129,17 @@ def _js_rows(p: np.ndarray, Q: np.ndarray) -> np.ndarray:
     return np.clip(js, 0.0, LOG2)
 
 
-def _pairwise_js_distance(P: np.ndarray) -> np.ndarray:
-    """Symmetric (n, n) matrix of sqrt(JSD) between rows, zero diagonal."""
-    n = P.shape[0]
-    D = np.zeros((n, n))
-    for i in range(n - 1):
-        D[i, i + 1 :] = np.sqrt(_js_rows(P[i], P[i + 1 :]))
-    return D + D.T
-
-
-def _n_clusters(D: np.ndarray, tau: float) -> int:
-    """Complete-link clusters with diameter <= tau from a square distance matrix."""
-    n = D.shape[0]
-    if n == 1:
-        return 1
-    Z = hierarchy.linkage(squareform(D, checks=False), method="complete")
-    return int(hierarchy.fcluster(Z, t=tau, criterion="distance").max())
+def _families(families: Sequence[str] | None, n: int) -> np.ndarray:
+    """Integer family codes; ``None`` or a single family means every prompt is its own family."""
+    if families is None:
+        return np.arange(n)
+    f = list(families)
+    if len(f) != n:
+        raise ValueError(f"families has {len(f)} labels for {n} prompts")
+    names = list(dict.fromkeys(f))
+    if len(names) == 1:
+        return np.arange(n)
+    return np.array([names.index(x) for x in f])
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,10 +149,8 @@ def _n_clusters(D: np.ndarray, tau: float) -> int:
 def renormalize(p_with_other: ArrayLike) -> tuple[np.ndarray | None, float]:
     """Split a distribution over ``K`` options plus ⊥ (last entry) into ``(p̃, v)``.
 
-    ``v`` is the valid mass (share of the total on the K options) and ``p̃`` the
-    distribution renormalised over the options; ``p̃`` is ``None`` when ``v <= 1e-12``
-    (undefined: callers skip the prompt and report it). Tiny negative entries from
-    log-space arithmetic (``>= -1e-9``) are treated as 0.
+    ``v`` is the valid mass and ``p̃`` the distribution renormalised over the options; ``p̃`` is
+    ``None`` when ``v <= 1e-12``. Tiny negative entries from log-space arithmetic are 0.
 
     >>> p, v = renormalize([0.2, 0.6, 0.2])
     >>> p.round(4).tolist(), round(v, 4)
@@ -182,7 +173,7 @@ def renormalize(p_with_other: ArrayLike) -> tuple[np.ndarray | None, float]:
 
 
 def entropy(p: ArrayLike) -> float:
-    """Shannon entropy in nats, with ``0 log 0 = 0``.
+    """Shannon entropy in nats.
 
     >>> round(entropy([0.5, 0.5, 0.0]), 4)
     0.6931
@@ -191,10 +182,10 @@ def entropy(p: ArrayLike) -> float:
 
 
 def entropy_norm(p: ArrayLike) -> float:
-    """``H(p) / log K`` in ``[0, 1]``: 1 = uniform, 0 = one option (0.0 when ``K == 1``).
+    """``H(p) / log K`` in ``[0, 1]`` (0.0 when ``K == 1``).
 
-    >>> entropy_norm([0.25] * 4), entropy_norm([1.0, 0.0]), entropy_norm([1.0])
-    (1.0, 0.0, 0.0)
+    >>> entropy_norm([0.25] * 4), entropy_norm([1.0, 0.0])
+    (1.0, 0.0)
     """
     return float(_entropy_norm_rows(_dist(p)))
 
@@ -217,17 +208,18 @@ def top1(p: ArrayLike) -> float:
     return float(_dist(p).max())
 
 
-def topk_mass(p: ArrayLike, k: int) -> float:
-    """Mass of the ``k`` most likely options (``k`` is capped at ``K``).
+def topk_mass(p: ArrayLike, k: int = 3) -> float:
+    """Mass of the ``k`` most likely options (``k`` capped at ``K``).
 
     >>> round(topk_mass([0.2, 0.7, 0.1], 2), 4)
     0.9
     """
-    return float(_topk_rows(_dist(p), k))
+    a = _dist(p)
+    return float(np.sort(a)[::-1][: max(1, min(int(k), a.size))].sum())
 
 
 def collision(p: ArrayLike) -> float:
-    """Collision probability ``sum p²`` (two independent draws agree).
+    """Collision probability ``sum p²``.
 
     >>> collision([0.5, 0.5, 0.0])
     0.5
@@ -236,21 +228,20 @@ def collision(p: ArrayLike) -> float:
 
 
 def chi2_uniform(p: ArrayLike) -> float:
-    """Pearson χ² per draw against uniform: ``K * sum (p - 1/K)²`` (0 = uniform, K-1 = one-hot).
+    """Pearson χ² per draw against uniform, ``K * sum (p - 1/K)²`` (0 uniform, K-1 one-hot).
 
     >>> round(chi2_uniform([1.0, 0.0, 0.0, 0.0]), 4)
     3.0
     """
-    return float(_chi2_rows(_dist(p)))
+    a = _dist(p)
+    return float(a.size * ((a - 1.0 / a.size) ** 2).sum())
 
 
 def js_divergence(p: ArrayLike, q: ArrayLike) -> float:
-    """Jensen-Shannon divergence in nats: symmetric, 0 iff ``p == q``, at most ``log 2``.
+    """Jensen-Shannon divergence in nats (symmetric, at most ``log 2``).
 
     >>> round(js_divergence([1.0, 0.0], [0.0, 1.0]), 4) == round(math.log(2), 4)
     True
-    >>> js_divergence([0.3, 0.7], [0.3, 0.7])
-    0.0
     """
     a, b = _dist(p), _dist(q, "q")
     if a.shape != b.shape:
@@ -259,7 +250,7 @@ def js_divergence(p: ArrayLike, q: ArrayLike) -> float:
 
 
 def js_distance(p: ArrayLike, q: ArrayLike) -> float:
-    """Jensen-Shannon distance ``sqrt(JSD)`` (nats^½), a metric on distributions.
+    """Jensen-Shannon distance ``sqrt(JSD)``, a metric.
 
     >>> round(js_distance([1.0, 0.0], [0.5, 0.5]), 4)
     0.4645
@@ -267,12 +258,8 @@ def js_distance(p: ArrayLike, q: ArrayLike) -> float:
     return math.sqrt(js_divergence(p, q))
 
 
-# --------------------------------------------------------------------------------------------
-# prompt sets
-
-
 def aggregate(P: ArrayLike) -> np.ndarray:
-    """Aggregate distribution ``p̄ = mean_i P_i`` of a prompt set.
+    """The ensemble mean ``p̄ = mean_i P_i``.
 
     >>> aggregate([[1.0, 0.0], [0.0, 1.0]]).tolist()
     [0.5, 0.5]
@@ -280,293 +267,279 @@ def aggregate(P: ArrayLike) -> np.ndarray:
     return _matrix(P).mean(axis=0)
 
 
-def generalized_js(P: ArrayLike) -> float:
-    """Generalised JS divergence ``H(mean_i P_i) - mean_i H(P_i)`` (nats, >= 0).
+def concentration(p: ArrayLike, k: int = 3) -> dict[str, float]:
+    """The concentration figures of one (aggregate) distribution.
 
-    >>> round(generalized_js([[1.0, 0.0], [0.0, 1.0]]), 4)
-    0.6931
+    >>> {k: round(v, 3) for k, v in concentration([0.5, 0.5, 0.0, 0.0]).items()}
+    {'top1': 0.5, 'topk_mass': 1.0, 'collision': 0.5, 'n_eff': 2.0, 'chi2_uniform': 1.0}
     """
-    A = _matrix(P)
-    return max(0.0, float(_entropy_rows(A.mean(axis=0)) - _entropy_rows(A).mean()))
-
-
-def diversity(P: ArrayLike) -> float:
-    """The liquid order parameter: ``generalized_js(P) / log min(n, K)`` in ``[0, 1]``.
-
-    0 when every prompt gives the same distribution (and when ``min(n, K) < 2``); 1 when
-    ``min(n, K)`` prompts put their mass on disjoint options.
-
-    >>> diversity([[1.0, 0.0], [0.0, 1.0]]), diversity([[0.3, 0.7], [0.3, 0.7]])
-    (1.0, 0.0)
-    """
-    A = _matrix(P)
-    m = min(A.shape)
-    if m < 2:
-        return 0.0
-    return float(np.clip(generalized_js(A) / math.log(m), 0.0, 1.0))
-
-
-def n_distinct(P: ArrayLike, tau: float = 0.1) -> int:
-    """Number of distinct promptable distributions among the rows of ``P``.
-
-    Complete-link hierarchical clustering of the rows with distance ``sqrt(JSD)``, cut so that
-    every cluster's complete-link diameter is ``<= tau`` (nats^½). One row gives 1.
-
-    >>> n_distinct([[1.0, 0.0], [0.99, 0.01], [0.0, 1.0]])
-    2
-    """
-    A = _matrix(P)
-    return _n_clusters(_pairwise_js_distance(A), tau)
-
-
-def susceptibility(E: ArrayLike) -> float:
-    """Across-prompt variance (``ddof=0``) of the per-prompt ``entropy_norm`` values ``E``.
-
-    >>> round(susceptibility([0.2, 0.4, 0.6]), 4)
-    0.0267
-    """
-    return float(_dist(E, "E").var())
-
-
-def order_parameters(P: ArrayLike, valid: ArrayLike | None = None, k: int = 3, tau: float = 0.1) -> dict[str, float]:
-    """All order parameters of one prompt set (``P``: one renormalised distribution per row).
-
-    ``entropy_norm``, ``n_eff``, ``top1``, ``topk_mass`` (top ``k``), ``collision`` and
-    ``chi2_uniform`` are computed on the aggregate ``mean_i P_i``; ``diversity`` and
-    ``n_distinct`` (τ = 0.1) across rows; ``valid_mass`` is ``mean(valid)`` (NaN when
-    ``valid`` is not given); ``n_prompts`` is ``n``. All values are floats.
-
-    >>> op = order_parameters([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], valid=[0.9, 0.7])
-    >>> {k: round(v, 4) for k, v in op.items()}  # doctest: +NORMALIZE_WHITESPACE
-    {'entropy_norm': 0.6309, 'n_eff': 2.0, 'top1': 0.5, 'topk_mass': 1.0, 'collision': 0.5,
-     'chi2_uniform': 0.5, 'diversity': 1.0, 'n_distinct': 2.0, 'valid_mass': 0.8,
-     'n_prompts': 2.0}
-    """
-    A = _matrix(P)
-    agg = A.mean(axis=0)
-    v_mass = math.nan if valid is None else float(np.mean(np.asarray(valid, dtype=float)))
-    return {
-        "entropy_norm": float(_entropy_norm_rows(agg)),
-        "n_eff": float(np.exp(_entropy_rows(agg))),
-        "top1": float(agg.max()),
-        "topk_mass": float(_topk_rows(agg, k)),
-        "collision": float((agg**2).sum()),
-        "chi2_uniform": float(_chi2_rows(agg)),
-        "diversity": diversity(A),
-        "n_distinct": float(n_distinct(A, tau)),
-        "valid_mass": v_mass,
-        "n_prompts": float(A.shape[0]),
-    }
+    return {"top1": top1(p), "topk_mass": topk_mass(p, k), "collision": collision(p), "n_eff": n_eff(p),
+            "chi2_uniform": chi2_uniform(p)}
 
 
 # --------------------------------------------------------------------------------------------
-# uncertainty
+# ensembles: h, spread, phi
 
 
-def _boot_indices(n: int, n_boot: int, seed: int, weights: ArrayLike | None = None) -> np.ndarray:
-    """(n_boot, n) row indices, resampled with replacement; deterministic given seed."""
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+def pairwise_jsd(P: ArrayLike) -> np.ndarray:
+    """Symmetric ``(n, n)`` matrix of JSD (nats) between rows, zero diagonal.
+
+    >>> pairwise_jsd([[1.0, 0.0], [0.0, 1.0]]).round(4).tolist()
+    [[0.0, 0.6931], [0.6931, 0.0]]
+    """
+    A = _matrix(P)
+    n = A.shape[0]
+    D = np.zeros((n, n))
+    for i in range(n - 1):
+        D[i, i + 1 :] = _js_rows(A[i], A[i + 1 :])
+    return D + D.T
+
+
+def h(P: ArrayLike) -> float:
+    """Mean over prompts of ``H(p̃_i) / log K``: how spread each answer is.
+
+    >>> h([[0.5, 0.5], [1.0, 0.0]])
+    0.5
+    """
+    return float(_entropy_norm_rows(_matrix(P)).mean())
+
+
+def spread(P: ArrayLike, D: np.ndarray | None = None) -> float:
+    """Mean JSD over pairs ``i < j``: how much the prompt moves the answer (NaN for one prompt).
+
+    A U-statistic, so its expectation does not depend on the number of prompts.
+
+    >>> round(spread([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]), 4)
+    0.4621
+    """
+    A = _matrix(P)
+    n = A.shape[0]
+    if n < 2:
+        return math.nan
+    D = pairwise_jsd(A) if D is None else D
+    return float(D[np.triu_indices(n, 1)].mean())
+
+
+def phi_from(D: np.ndarray, codes: np.ndarray, exclude: np.ndarray | None = None) -> float:
+    """``phi`` from a JSD matrix and integer family codes; ``exclude`` marks pairs to leave out
+    (the bootstrap drops pairs of one prompt drawn twice, whose JSD is 0 by construction).
+
+    >>> D = pairwise_jsd([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    >>> round(phi_from(D, np.array([0, 0, 1])), 4)
+    0.6931
+    """
+    iu = _triu(codes.size)
+    d = D[iu]
+    same = codes[iu[0]] == codes[iu[1]]
+    if exclude is not None:
+        keep = ~exclude[iu]
+        same, d = same[keep], d[keep]
+    return float(_phi_many(d, same[None, :])[0])
+
+
+def _phi_many(d: np.ndarray, same: np.ndarray) -> np.ndarray:
+    """phi for many labellings at once: ``same`` is (m, n_pairs), True for within-family pairs."""
+    n_same = same.sum(axis=1)
+    n_diff = same.shape[1] - n_same
+    with np.errstate(invalid="ignore", divide="ignore"):
+        within = (same * d).sum(axis=1) / n_same
+        between = ((~same) * d).sum(axis=1) / n_diff
+    out = between - within
+    out[(n_same == 0) | (n_diff == 0)] = np.nan
+    return out
+
+
+_TRIU: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _triu(n: int) -> tuple[np.ndarray, np.ndarray]:
+    if n not in _TRIU:
+        _TRIU[n] = np.triu_indices(n, 1)
+    return _TRIU[n]
+
+
+def phi(P: ArrayLike, families: Sequence[str], D: np.ndarray | None = None) -> float:
+    """Context sensitivity: mean JSD over pairs from different families minus the mean over pairs
+    from the same family (NaN without both kinds of pair). 0 when only wording matters.
+
+    >>> round(phi([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.2, 0.8]], ["a", "a", "b", "b"]), 3)
+    0.268
+    """
+    A = _matrix(P)
+    codes = _families(list(families), A.shape[0])
+    return phi_from(pairwise_jsd(A) if D is None else D, codes)
+
+
+def _block_partitions(items: list[int], sizes: list[int]) -> Iterator[list[list[int]]]:
+    """Every partition of ``items`` into unlabelled blocks of the given sizes, each once."""
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for s in sorted(set(sizes)):  # the block holding the first item; equal sizes are one choice
+        left = list(sizes)
+        left.remove(s)
+        for others in itertools.combinations(rest, s - 1):
+            remaining = [x for x in rest if x not in others]
+            for tail in _block_partitions(remaining, left):
+                yield [[first, *others], *tail]
+
+
+def _n_partitions(sizes: list[int]) -> int:
+    n = math.factorial(sum(sizes))
+    for s in sizes:
+        n //= math.factorial(s)
+    for m in Counter(sizes).values():
+        n //= math.factorial(m)
+    return n
+
+
+def phi_permutation(
+    P: ArrayLike, families: Sequence[str], *, max_exact: int = MAX_EXACT, n_random: int = N_RANDOM, seed: int = 0,
+    D: np.ndarray | None = None,
+) -> tuple[float, float, int, bool]:
+    """``(phi, phi_p, n_relabellings, exact)``: the permutation p-value of ``phi`` with family
+    labels reassigned at random (family sizes kept).
+
+    Distinct relabellings are partitions of the prompts into blocks of the family sizes; they
+    are enumerated exactly when there are at most ``max_exact`` (the observed one included, so
+    ``p = #{phi' >= phi} / N``), else ``n_random`` random ones (``p = (1 + #) / (1 + n)``).
+
+    >>> P = [[0.9, 0.1], [0.85, 0.15], [0.8, 0.2], [0.1, 0.9], [0.15, 0.85], [0.2, 0.8]]
+    >>> value, p, n, exact = phi_permutation(P, list("aaabbb"))
+    >>> round(value, 3), round(p, 3), n, exact
+    (0.27, 0.1, 10, True)
+    """
+    A = _matrix(P)
+    n = A.shape[0]
+    codes = _families(list(families), n)
+    D = pairwise_jsd(A) if D is None else D
+    observed = phi_from(D, codes)
+    sizes = sorted(Counter(codes.tolist()).values(), reverse=True)
+    total = _n_partitions(sizes)
+    if not math.isfinite(observed):
+        return observed, math.nan, total, True
+    iu = _triu(n)
+    d = D[iu]
+    if total <= max_exact:
+        C = np.empty((total, n), dtype=int)
+        for row, blocks in enumerate(_block_partitions(list(range(n)), sizes)):
+            for b, block in enumerate(blocks):
+                C[row, block] = b
+        v = _phi_many(d, C[:, iu[0]] == C[:, iu[1]])
+        return observed, float(np.mean(v >= observed - _TIE)), total, True
     rng = np.random.default_rng(seed)
-    if weights is None:
-        return rng.integers(0, n, size=(n_boot, n))
-    w = np.asarray(weights, dtype=float)
-    if w.shape != (n,) or np.any(w < 0) or not np.isfinite(w).all() or w.sum() <= 0:
-        raise ValueError("weights must be n non-negative finite numbers with a positive sum")
-    return rng.choice(n, size=(n_boot, n), replace=True, p=w / w.sum())
+    C = np.array([rng.permutation(codes) for _ in range(n_random)])
+    hits = int((_phi_many(d, C[:, iu[0]] == C[:, iu[1]]) >= observed - _TIE).sum())
+    return observed, (1.0 + hits) / (1.0 + n_random), total, False
 
 
-def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return math.nan, math.nan
-    alpha = 1.0 - level
-    lo, hi = np.quantile(v, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
+# --------------------------------------------------------------------------------------------
+# families and basins
 
 
-def bootstrap_ci(
-    P: ArrayLike,
-    statistic: Callable[[np.ndarray], float],
-    n_boot: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
-    weights: ArrayLike | None = None,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic(P)``, resampling prompts (rows).
+@dataclass(frozen=True)
+class Basins:
+    """Family means ``f̄_k`` (F, K), radii ``r_k``, prompt counts, and the basin of each family."""
 
-    Each of ``n_boot`` resamples draws ``n`` rows with replacement (with probabilities
-    proportional to ``weights`` when given, else uniformly) and evaluates ``statistic`` on the
-    resampled matrix; non-finite values are dropped. Deterministic given ``seed``; with the
-    same seed it uses the same resamples as :func:`bootstrap_order_parameters`.
+    names: tuple[str, ...]
+    means: np.ndarray
+    radii: np.ndarray
+    sizes: tuple[int, ...]
+    labels: np.ndarray  # basin index (0..n_basins-1) per family, in order of first appearance
 
-    >>> P = [[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.7, 0.3]]
-    >>> lo, hi = bootstrap_ci(P, lambda X: top1(aggregate(X)), n_boot=200)
-    >>> lo <= top1(aggregate(P)) <= hi
-    True
+    @property
+    def n_basins(self) -> int:
+        return int(self.labels.max()) + 1 if self.labels.size else 0
+
+    def groups(self) -> list[list[str]]:
+        """The families of each basin."""
+        return [[self.names[i] for i in np.flatnonzero(self.labels == b)] for b in range(self.n_basins)]
+
+
+def _linkage(means: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    d = np.sqrt(np.maximum(0.0, pairwise_jsd(means)))
+    e = d / (radii[:, None] + radii[None, :])  # a pair may share a cluster only if e <= 1
+    np.fill_diagonal(e, 0.0)
+    return hierarchy.linkage(squareform(e, checks=False), method="complete")
+
+
+def _cluster(means: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    if means.shape[0] == 1:
+        return np.zeros(1, dtype=int)
+    raw = hierarchy.fcluster(_linkage(means, radii), t=1.0 + 1e-12, criterion="distance")
+    order = list(dict.fromkeys(raw.tolist()))
+    return np.array([order.index(x) for x in raw])
+
+
+def n_basins_of(means: np.ndarray, radii: np.ndarray) -> int:
+    """The number of basins alone (the bootstrap's fast path): complete-link merge heights only
+    grow, so the clusters at the cut are F minus the merges at height <= 1.
+
+    >>> n_basins_of(np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), np.array([0.2, 0.2, 0.05]))
+    2
+    """
+    F = means.shape[0]
+    if F == 1:
+        return 1
+    return F - int((_linkage(means, radii)[:, 2] <= 1.0 + 1e-12).sum())
+
+
+def basins(P: ArrayLike, families: Sequence[str] | None, eps: float = EPSILON) -> Basins:
+    """Family means, radii ``r_k = max(eps, mean_i d(p̃_i, f̄_k))`` and complete-link basins:
+    families a and b may share a basin only if ``d(f̄_a, f̄_b) <= r_a + r_b``.
+
+    ``families=None`` (or one family) reads the ensemble prompt by prompt: every prompt is its
+    own family with radius ``eps``.
+
+    >>> b = basins([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.2, 0.8], [0.15, 0.85]], list("aabbc"))
+    >>> b.n_basins, b.groups()
+    (2, [['a'], ['b', 'c']])
     """
     A = _matrix(P)
-    idx = _boot_indices(A.shape[0], n_boot, seed, weights)
-    values = np.array([float(statistic(A[i])) for i in idx])
-    return _percentile_interval(values, level)
-
-
-def bootstrap_order_parameters(
-    P: ArrayLike,
-    valid: ArrayLike | None = None,
-    n_boot: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
-    k: int = 3,
-    tau: float = 0.1,
-    n_boot_distinct: int = N_BOOT_DISTINCT,
-) -> dict[str, tuple[float, float, float]]:
-    """``{name: (point, lo, hi)}`` for every order parameter: a bias-corrected percentile
-    bootstrap over prompts (see :func:`_bias_corrected_interval`).
-
-    Vectorised: all resampled aggregates are one matrix product. ``n_distinct`` needs one
-    clustering per resample, so its interval uses only the first ``n_boot_distinct`` (default
-    200) of the same resamples, on distances computed once. Resampling with replacement can
-    only lose distinct rows, so the ``n_distinct`` interval leans low. ``valid_mass`` is
-    resampled together with the rows (NaN when ``valid`` is None); ``n_prompts`` is constant.
-
-    >>> P = [[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.5, 0.4, 0.1], [0.7, 0.2, 0.1]]
-    >>> b = bootstrap_order_parameters(P, n_boot=200)
-    >>> point, lo, hi = b["entropy_norm"]
-    >>> lo <= point <= hi, b["n_prompts"]
-    (True, (4.0, 4.0, 4.0))
-    """
-    A = _matrix(P)
-    n, K = A.shape
-    point = order_parameters(A, valid=valid, k=k)
-    if tau != 0.1:
-        point["n_distinct"] = float(n_distinct(A, tau))
-    idx = _boot_indices(n, n_boot, seed)
-    counts = np.zeros((n_boot, n))
-    np.add.at(counts, (np.repeat(np.arange(n_boot), n), idx.ravel()), 1.0)
-    W = counts / n  # (n_boot, n) resampling weights; row b gives the b-th resample's mean
-    agg = W @ A
-    H_agg = _entropy_rows(agg)
-    m = min(n, K)
-    if m < 2:
-        div = np.zeros(n_boot)
+    n = A.shape[0]
+    f = list(families) if families is not None else None
+    codes = _families(f, n)
+    if f is None or len(set(f)) == 1:
+        names = tuple(f"prompt-{i}" for i in range(n))
     else:
-        gjs = np.maximum(H_agg - W @ _entropy_rows(A), 0.0)
-        div = np.clip(gjs / math.log(m), 0.0, 1.0)
-    boot: dict[str, np.ndarray] = {
-        "entropy_norm": _entropy_norm_rows(agg),
-        "n_eff": np.exp(H_agg),
-        "top1": agg.max(axis=1),
-        "topk_mass": _topk_rows(agg, k),
-        "collision": (agg**2).sum(axis=1),
-        "chi2_uniform": _chi2_rows(agg),
-        "diversity": div,
+        names = tuple(dict.fromkeys(f))
+    return basins_coded(A, codes, names, eps)
+
+
+def basins_coded(A: np.ndarray, codes: np.ndarray, names: Sequence[str], eps: float = EPSILON) -> Basins:
+    """:func:`basins` with integer family codes ``0..F-1`` (the bootstrap's entry point).
+
+    >>> basins_coded(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 1]), ["x", "y"]).n_basins
+    2
+    """
+    F = int(codes.max()) + 1
+    means = np.stack([A[codes == k].mean(axis=0) for k in range(F)])
+    radii = np.array([max(eps, float(np.sqrt(_js_rows(means[k], A[codes == k])).mean())) for k in range(F)])
+    sizes = tuple(int((codes == k).sum()) for k in range(F))
+    return Basins(tuple(names), means, radii, sizes, _cluster(means, radii))
+
+
+def order_parameters(P: ArrayLike, families: Sequence[str] | None, eps: float = EPSILON, k: int = 3) -> dict[str, float]:
+    """Every order parameter of one ensemble: ``h``, ``entropy_norm`` (of ``p̄``), ``spread``,
+    ``phi``, ``n_basins`` and the concentration figures of ``p̄``.
+
+    >>> op = order_parameters([[1.0, 0.0], [0.0, 1.0]], ["a", "b"])
+    >>> op["h"], op["entropy_norm"], op["n_basins"], math.isnan(op["phi"])
+    (0.0, 1.0, 2.0, True)
+    """
+    A = _matrix(P)
+    D = pairwise_jsd(A)
+    codes = _families(None if families is None else list(families), A.shape[0])
+    agg = A.mean(axis=0)
+    return {
+        "h": h(A),
+        "entropy_norm": float(_entropy_norm_rows(agg)),
+        "spread": spread(A, D),
+        "phi": phi_from(D, codes),
+        "n_basins": float(basins(A, families, eps).n_basins),
+        **concentration(agg, k),
     }
-    D = _pairwise_js_distance(A)
-    boot["n_distinct"] = np.array(
-        [_n_clusters(D[np.ix_(u, u)], tau) for u in (np.unique(r) for r in idx[:n_boot_distinct])],
-        dtype=float,
-    )
-    if valid is not None:
-        v = np.asarray(valid, dtype=float)
-        if v.shape != (n,):
-            raise ValueError(f"valid must have one entry per prompt ({n}), got shape {v.shape}")
-        boot["valid_mass"] = W @ v
-    else:
-        boot["valid_mass"] = np.full(n_boot, math.nan)
-    boot["n_prompts"] = np.full(n_boot, float(n))
-    return {name: (point[name], *_bias_corrected_interval(point[name], boot[name], level, name)) for name in point}
-
-
-_UNIT = {"entropy_norm", "top1", "topk_mass", "collision", "diversity", "valid_mass"}
-
-
-def _bias_corrected_interval(point: float, reps: np.ndarray, level: float, name: str = "") -> tuple[float, float]:
-    """The percentile interval shifted by the bootstrap's estimate of bias (mean of the
-    replicates minus the point), clipped to the parameter's range.
-
-    Plug-in entropies, diversity and n_distinct are biased under resampling with replacement
-    (duplicated prompts look less diverse), so a plain percentile interval can exclude its own
-    point estimate; the shift removes that first-order bias.
-
-    >>> reps = np.array([0.4, 0.45, 0.5, 0.55, 0.6])
-    >>> tuple(round(x, 3) for x in _bias_corrected_interval(0.7, reps, 0.9, "diversity"))
-    (0.61, 0.79)
-    """
-    lo, hi = _percentile_interval(reps, level)
-    finite = reps[np.isfinite(reps)]
-    if finite.size and math.isfinite(point) and math.isfinite(lo):
-        bias = float(finite.mean()) - point
-        lo, hi = lo - bias, hi - bias
-    lo, hi = max(lo, 0.0), hi
-    if name in _UNIT:
-        hi = min(hi, 1.0)
-    if name == "n_distinct":
-        lo = max(lo, 1.0)
-    return lo, hi
-
-
-def dirichlet_ci(
-    counts: ArrayLike,
-    level: float = 0.95,
-    n_draws: int = 4000,
-    seed: int = 0,
-    prior: float = 0.5,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Posterior mean and per-option equal-tailed credible interval of a multinomial.
-
-    Posterior ``Dirichlet(counts + prior)`` (Jeffreys prior 0.5 by default). Each option's
-    marginal is ``Beta(a_i, a_0 - a_i)``, so the interval is computed exactly from Beta
-    quantiles; ``n_draws`` and ``seed`` are kept for interface stability and do not change
-    the result. Returns ``(mean, lo, hi)``, each of shape ``(K,)``.
-
-    >>> mean, lo, hi = dirichlet_ci([30, 10, 0])
-    >>> mean.round(4).tolist()
-    [0.7349, 0.253, 0.012]
-    >>> bool(np.all(lo <= mean)) and bool(np.all(mean <= hi))
-    True
-    """
-    c = _dist(counts, "counts")
-    if np.any(c < 0) or not np.isfinite(c).all() or prior < 0:
-        raise ValueError("counts and prior must be finite and non-negative")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    a = c + prior
-    a0 = float(a.sum())
-    if a0 <= 0:
-        raise ValueError("posterior undefined: no counts and prior == 0")
-    mean = a / a0
-    b = a0 - a
-    alpha = 1.0 - level
-    lo = np.empty_like(mean)
-    hi = np.empty_like(mean)
-    for i in range(a.size):
-        if a[i] <= 0:  # degenerate at 0
-            lo[i] = hi[i] = 0.0
-        elif b[i] <= 0:  # degenerate at 1
-            lo[i] = hi[i] = 1.0
-        else:
-            lo[i], hi[i] = stats.beta.ppf([alpha / 2, 1 - alpha / 2], a[i], b[i])
-    return mean, lo, hi
-
-
-def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """Whether two closed intervals overlap (touching counts as overlap).
-
-    An interval with a NaN end is treated as overlapping everything, so a missing interval
-    never supports a claim of separation.
-
-    >>> intervals_overlap((0.1, 0.3), (0.25, 0.5)), intervals_overlap((0.1, 0.2), (0.3, 0.4))
-    (True, False)
-    """
-    a_lo, a_hi = sorted(float(x) for x in a)
-    b_lo, b_hi = sorted(float(x) for x in b)
-    if any(math.isnan(x) for x in (a_lo, a_hi, b_lo, b_hi)):
-        return True
-    return a_lo <= b_hi and b_lo <= a_hi
 
 
 # --------------------------------------------------------------------------------------------
@@ -574,68 +547,147 @@ def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
 
 
 @dataclass(frozen=True)
-class SeedMatch:
-    """Result of :func:`seed_match`: the closest base distribution and its significance."""
+class Coordinate:
+    """The nucleation coordinate of ``q`` against a root's families."""
 
-    index: int
-    distance: float
-    p_value: float
-    null_distances: np.ndarray
+    d: np.ndarray  # d(q, f̄_k) per family
+    z: np.ndarray  # d_k / r_k
+    k_star: int
+    margin: float  # z_(2) - z_(1); NaN with one family
+
+    @property
+    def inside(self) -> bool:
+        return bool(self.z[self.k_star] <= 1.0)
 
 
-def seed_match(q: ArrayLike, P_base: ArrayLike, n_perm: int = 1000, seed: int = 0) -> SeedMatch:
-    """Find the base prompt distribution closest to ``q`` and test the match.
+def nucleation_coordinate(q: ArrayLike, means: ArrayLike, radii: ArrayLike) -> Coordinate:
+    """``d_k = d(q, f̄_k)``, ``z_k = d_k / r_k``, ``k* = argmin z``, margin ``z_(2) - z_(1)``.
 
-    ``index = argmin_i JSD(q, P_base[i])``, ``distance = sqrt(JSD(q, P_base[index]))``.
-
-    Permutation null: each of ``n_perm`` draws applies ONE random permutation of the K option
-    columns to every base distribution and records the minimum distance from ``q`` over the
-    permuted rows. ``p_value = (1 + #{null <= distance}) / (n_perm + 1)`` (ties within
-    1e-12 nats of JSD count as ``<=``). The null asks whether the base repertoire matches ``q``
-    better than it would with option identities scrambled: a small p-value says the match is
-    about *which* options carry the mass, not just about the shape of the distribution
-    (a ``q`` whose shape alone, e.g. uniform, explains the match gets a large p-value).
-
-    >>> P_base = [[0.7, 0.2, 0.1, 0.0], [0.0, 0.1, 0.3, 0.6], [0.25, 0.25, 0.25, 0.25]]
-    >>> m = seed_match([0.68, 0.22, 0.1, 0.0], P_base, n_perm=200)
-    >>> m.index, round(m.distance, 2), m.p_value < 0.2
-    (0, 0.02, True)
+    >>> c = nucleation_coordinate([0.85, 0.15], [[0.9, 0.1], [0.1, 0.9]], [0.05, 0.05])
+    >>> c.k_star, round(float(c.z[0]), 2), c.inside
+    (0, 1.07, False)
     """
     qq = _dist(q, "q")
-    B = _matrix(P_base, "P_base")
-    n, K = B.shape
-    if qq.shape != (K,):
-        raise ValueError(f"q has {qq.size} options, P_base has {K}")
-    if n_perm < 1:
-        raise ValueError(f"n_perm must be >= 1, got {n_perm}")
-    js = _js_rows(qq, B)
-    index = int(np.argmin(js))
-    seed_js = float(js[index])
-    rng = np.random.default_rng(seed)
-    perms = np.argsort(rng.random((n_perm, K)), axis=1)
-    null_js = np.empty(n_perm)
-    chunk = max(1, 1_000_000 // (n * K))
-    for start in range(0, n_perm, chunk):
-        Bp = B[:, perms[start : start + chunk]]  # (n, chunk, K)
-        null_js[start : start + chunk] = _js_rows(qq, Bp).min(axis=0)
-    p_value = (1.0 + np.count_nonzero(null_js <= seed_js + _JS_TIE_TOL)) / (n_perm + 1.0)
-    return SeedMatch(index, math.sqrt(seed_js), float(p_value), np.sqrt(null_js))
+    Fm = _matrix(means, "means")
+    r = np.asarray(radii, dtype=float)
+    d = np.sqrt(_js_rows(qq, Fm))
+    z = d / r
+    order = np.argsort(z, kind="stable")
+    margin = float(z[order[1]] - z[order[0]]) if z.size > 1 else math.nan
+    return Coordinate(d, z, int(order[0]), margin)
 
 
-def nucleation_confirmed(match: SeedMatch, tau: float = 0.1, alpha: float = 0.01) -> bool:
-    """A nucleation is confirmed when ``distance <= tau`` and ``p_value < alpha``.
+@dataclass(frozen=True)
+class SeedTest:
+    """``seed_p``: how often a relabelled ``q`` lands as deep in some basin as ``q`` itself."""
 
-    >>> nucleation_confirmed(SeedMatch(0, 0.05, 0.001, np.array([0.4])))
-    True
+    p: float | None  # None when not testable
+    n_relabellings: int
+    exact: bool
+    testable: bool
+
+
+def _distinct_relabellings(q: np.ndarray, limit: int) -> tuple[int, list[tuple[int, ...]] | None]:
+    """The number of distinct ``πq`` other than ``q`` and, when at most ``limit``, the
+    permutations giving them (one each)."""
+    keys = np.round(q, 12)
+    counts = Counter(keys.tolist())
+    total = math.factorial(q.size)
+    for c in counts.values():
+        total //= math.factorial(c)
+    total -= 1
+    if total > limit:
+        return total, None
+    seen: set[tuple[float, ...]] = {tuple(keys.tolist())}
+    perms: list[tuple[int, ...]] = []
+    for perm in _multiset_perms(keys):
+        key = tuple(keys[list(perm)].tolist())
+        if key not in seen:
+            seen.add(key)
+            perms.append(perm)
+    return total, perms
+
+
+def _multiset_perms(keys: np.ndarray) -> Iterator[tuple[int, ...]]:
+    """Index permutations giving each distinct arrangement of ``keys`` once."""
+    groups: dict[float, list[int]] = {}
+    for i, v in enumerate(keys.tolist()):
+        groups.setdefault(v, []).append(i)
+    values = list(groups)
+    pools = {v: list(idx) for v, idx in groups.items()}
+    K = keys.size
+    out: list[int] = []
+
+    def rec(pos: int) -> Iterator[tuple[int, ...]]:
+        if pos == K:
+            yield tuple(out)
+            return
+        for v in values:
+            if pools[v]:
+                out.append(pools[v].pop())
+                yield from rec(pos + 1)
+                pools[v].append(out.pop())
+
+    yield from rec(0)
+
+
+def seed_p(
+    q: ArrayLike, means: ArrayLike, radii: ArrayLike, *, max_exact: int = MAX_EXACT, n_random: int = N_RANDOM,
+    min_testable: int = MIN_TESTABLE, seed: int = 0,
+) -> SeedTest:
+    """The fraction of distinct option relabellings ``π`` of ``q`` (identity and every ``π`` that
+    leaves ``q`` unchanged excluded) with ``min_k z_k(πq) <= z_k*(q)``.
+
+    Exact when there are at most ``max_exact`` distinct relabellings, else ``n_random`` random
+    permutations (redrawn when they give ``q`` back); not testable below ``min_testable``.
+
+    >>> means, radii = [[0.6, 0.2, 0.1, 0.07, 0.03], [0.03, 0.07, 0.1, 0.2, 0.6]], [0.05, 0.05]
+    >>> t = seed_p([0.58, 0.22, 0.1, 0.07, 0.03], means, radii)
+    >>> t.testable, t.n_relabellings, round(t.p, 4)
+    (True, 119, 0.0084)
+    >>> seed_p([0.6, 0.3, 0.1], [[0.6, 0.3, 0.1]], [0.05]).testable
+    False
     """
-    return bool(match.distance <= tau and match.p_value < alpha)
+    qq = _dist(q, "q")
+    Fm = _matrix(means, "means")
+    r = np.asarray(radii, dtype=float)
+    z_obs = float((np.sqrt(_js_rows(qq, Fm)) / r).min())
+    total, perms = _distinct_relabellings(qq, max_exact)
+    if total < min_testable:
+        return SeedTest(None, total, perms is not None, False)
+
+    def deeper(Q: np.ndarray) -> np.ndarray:  # (m, K) relabelled q's -> whether min z <= z_obs
+        z = np.sqrt(_js_rows(Q[:, None, :], Fm[None, :, :])) / r[None, :]
+        return z.min(axis=1) <= z_obs + _TIE
+
+    if perms is not None:
+        Q = qq[np.array(perms)]
+        return SeedTest(float(deeper(Q).mean()), total, True, True)
+    rng = np.random.default_rng(seed)
+    keys = np.round(qq, 12)
+    rows: list[np.ndarray] = []
+    while len(rows) < n_random:
+        perm = rng.permutation(qq.size)
+        if not np.array_equal(keys[perm], keys):
+            rows.append(qq[perm])
+    return SeedTest(float(deeper(np.array(rows)).mean()), total, False, True)
+
+
+def attraction_index(q: ArrayLike, t: ArrayLike, f_star: ArrayLike) -> float:
+    """``A = (d(q, t) - d(q, f̄_k*)) / d(t, f̄_k*)``: > 0 when the model landed closer to the base
+    basin than to its training answers ``t`` (NaN when ``t`` is the basin itself).
+
+    >>> round(attraction_index([0.8, 0.2], [0.5, 0.5], [0.9, 0.1]), 3)
+    0.393
+    """
+    base = js_distance(t, f_star)
+    if base <= _TIE:
+        return math.nan
+    return (js_distance(q, t) - js_distance(q, f_star)) / base
 
 
 def support_set(q: ArrayLike, cover: float = 0.9) -> np.ndarray:
-    """Indices of the smallest set of options holding ``>= cover`` of ``q``.
-
-    Options are taken by decreasing probability, ties by index (stable sort); the indices come
-    back in that order. A tolerance of 1e-12 absorbs float noise in the running sum.
+    """Indices of the smallest option set holding ``>= cover`` of ``q`` (by decreasing mass).
 
     >>> support_set([0.1, 0.5, 0.1, 0.3]).tolist()
     [1, 3, 0]
@@ -644,254 +696,154 @@ def support_set(q: ArrayLike, cover: float = 0.9) -> np.ndarray:
     if not 0.0 < cover <= 1.0:
         raise ValueError(f"cover must be in (0, 1], got {cover}")
     order = np.argsort(-qq, kind="stable")
-    csum = np.cumsum(qq[order])
-    reached = np.nonzero(csum >= cover - 1e-12)[0]
-    size = int(reached[0]) + 1 if reached.size else qq.size
-    return order[:size]
+    reached = np.nonzero(np.cumsum(qq[order]) >= cover - 1e-12)[0]
+    return order[: int(reached[0]) + 1 if reached.size else qq.size]
 
 
-def retention(q_sft: ArrayLike, q_rl: ArrayLike, cover: float = 0.9) -> float:
-    """Mass ``q_rl(S)`` that the later checkpoint keeps on the SFT support ``S``.
-
-    ``S = support_set(q_sft, cover)``. Settling is confirmed when this is ``>= 0.9``.
+def retention(q_parent: ArrayLike, q_child: ArrayLike, cover: float = 0.9) -> float:
+    """``q_child(S)``, S the parent's support set.
 
     >>> round(retention([0.6, 0.35, 0.05, 0.0], [0.3, 0.3, 0.0, 0.4]), 4)
     0.6
     """
-    a, b = _dist(q_sft, "q_sft"), _dist(q_rl, "q_rl")
+    a, b = _dist(q_parent, "q_parent"), _dist(q_child, "q_child")
     if a.shape != b.shape:
-        raise ValueError(f"q_sft and q_rl differ in shape: {a.shape} vs {b.shape}")
+        raise ValueError(f"q_parent and q_child differ in shape: {a.shape} vs {b.shape}")
     return float(b[support_set(a, cover)].sum())
 
 
-def new_mass(q_sft: ArrayLike, q_rl: ArrayLike, cover: float = 0.9) -> float:
-    """``1 - retention``: mass the later checkpoint puts outside the SFT support.
+def excess_retention(q_parent: ArrayLike, q_child: ArrayLike, cover: float = 0.9) -> float:
+    """``ρ = (q_child(S) - u(S)) / (1 - u(S))``: 0 for a uniform child, 1 for all mass on S
+    (NaN when S is every option, which leaves nothing to escape to).
 
-    >>> round(new_mass([0.6, 0.35, 0.05, 0.0], [0.3, 0.3, 0.0, 0.4]), 4)
-    0.4
+    >>> excess_retention([0.5, 0.45, 0.05, 0.0], [0.25] * 4), excess_retention([0.5, 0.45, 0, 0], [0.6, 0.4, 0, 0])
+    (0.0, 1.0)
     """
-    return 1.0 - retention(q_sft, q_rl, cover)
+    a = _dist(q_parent, "q_parent")
+    S = support_set(a, cover)
+    u = S.size / a.size
+    if u >= 1.0:
+        return math.nan
+    return (retention(a, q_child, cover) - u) / (1.0 - u)
 
 
-def redistribution(q_sft: ArrayLike, q_rl: ArrayLike) -> float:
-    """How far the later checkpoint moved: ``sqrt(JSD(q_sft, q_rl))``.
+def redistribution(q_parent: ArrayLike, q_child: ArrayLike) -> float:
+    """How far the child moved: ``d(q_parent, q_child)``.
 
     >>> redistribution([0.5, 0.5], [0.5, 0.5])
     0.0
     """
-    return js_distance(q_sft, q_rl)
+    return js_distance(q_parent, q_child)
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm step-down adjusted p-values (None and NaN stay None and are not counted).
+
+    >>> holm([0.01, 0.04, None, 0.03])
+    [0.03, 0.06, None, 0.06]
+    """
+    idx = [i for i, p in enumerate(pvalues) if p is not None and math.isfinite(p)]
+    out: list[float | None] = [None] * len(pvalues)
+    m, running = len(idx), 0.0
+    for rank, i in enumerate(sorted(idx, key=lambda j: pvalues[j])):  # type: ignore[arg-type, return-value]
+        running = max(running, min(1.0, (m - rank) * float(pvalues[i])))  # type: ignore[arg-type]
+        out[i] = round(running, 15)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
-# transition statistics along a training run
+# intervals: replicas -> families -> prompts (-> multinomial counts)
 
 
-def _series(steps: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray, str]:
-    t = np.asarray(steps, dtype=float).ravel()
-    v = np.asarray(y, dtype=float).ravel()
-    if t.shape != v.shape:
-        raise ValueError(f"steps and y differ in length: {t.size} vs {v.size}")
-    keep = np.isfinite(t) & np.isfinite(v)
-    note = "" if keep.all() else f"dropped {int((~keep).sum())} non-finite point(s)"
-    t, v = t[keep], v[keep]
-    order = np.argsort(t, kind="stable")
-    return t[order], v[order], note
+@dataclass(frozen=True)
+class Structure:
+    """Which rows of an ensemble belong to which replica and family.
 
-
-def _too_short(n: int, note: str, **extra: Any) -> dict[str, Any] | None:
-    if n >= 4:
-        return None
-    msg = f"need at least 4 steps, got {n}" + (f"; {note}" if note else "")
-    return {**extra, "note": msg}
-
-
-def fit_piecewise_linear(steps: ArrayLike, y: ArrayLike, n_grid: int = 400) -> dict[str, Any]:
-    """Best continuous two-segment linear fit (least squares).
-
-    Model ``y = a + b t + d max(t - c, 0)``; the breakpoint ``c`` is searched over a grid of
-    ``n_grid`` points plus every observed step between the 2nd and the 2nd-last step.
-    Returns ``breakpoint``, ``rss``, ``fitted`` (at the sorted steps), ``slopes`` (before,
-    after), ``max_slope`` (largest absolute slope) and ``note``. Fewer than 4 finite points
-    give NaNs and a note.
-
-    >>> t = np.arange(0, 101, 5.0)
-    >>> fit = fit_piecewise_linear(t, np.where(t < 40, 1.0, 1.0 - 0.02 * (t - 40)))
-    >>> round(fit["breakpoint"], 1), round(fit["max_slope"], 4), fit["rss"] < 1e-12
-    (40.0, 0.02, True)
+    ``replicas[r]`` lists the families of replica r, each an array of row indices into ``P``.
     """
-    t, v, note = _series(steps, y)
-    short = _too_short(
-        t.size, note, breakpoint=math.nan, rss=math.nan, fitted=np.full(t.size, math.nan),
-        slopes=(math.nan, math.nan), max_slope=math.nan,
-    )
-    if short is not None:
-        return short
-    t0, span = float(t[0]), float(t[-1] - t[0]) or 1.0
-    u = (t - t0) / span  # scaled time for conditioning
-    grid = np.union1d(np.linspace(u[1], u[-2], n_grid), u[1:-1])
-    best = (math.inf, math.nan, None)
-    ones = np.ones_like(u)
-    for c in grid:
-        X = np.column_stack([ones, u, np.maximum(u - c, 0.0)])
-        coef, *_ = np.linalg.lstsq(X, v, rcond=None)
-        rss = float(((X @ coef - v) ** 2).sum())
-        if rss < best[0] - 1e-15:
-            best = (rss, float(c), coef)
-    rss, c, coef = best
-    X = np.column_stack([ones, u, np.maximum(u - c, 0.0)])
-    slopes = (float(coef[1] / span), float((coef[1] + coef[2]) / span))
-    return {
-        "breakpoint": float(t0 + c * span),
-        "rss": rss,
-        "fitted": X @ coef,
-        "slopes": slopes,
-        "max_slope": max(abs(slopes[0]), abs(slopes[1])),
-        "note": note,
-    }
+
+    replicas: tuple[tuple[np.ndarray, ...], ...]
+
+    @classmethod
+    def of(cls, families: Sequence[str] | None, replicas: Sequence[object] | None = None) -> "Structure":
+        """Group rows by replica label, then by family (every row its own family when there is
+        only one family, the prompt-by-prompt reading).
+
+        >>> s = Structure.of(list("aabb"), [0, 0, 1, 1])
+        >>> [[f.tolist() for f in r] for r in s.replicas]
+        [[[0], [1]], [[2], [3]]]
+        """
+        n = len(families) if families is not None else len(replicas or [])
+        reps = list(replicas) if replicas is not None else [0] * n
+        out = []
+        for r in dict.fromkeys(reps):
+            rows = [i for i in range(n) if reps[i] == r]
+            fam = [families[i] for i in rows] if families is not None else None
+            codes = _families(fam, len(rows))
+            out.append(tuple(np.array([rows[j] for j in range(len(rows)) if codes[j] == k]) for k in range(codes.max() + 1)))
+        return cls(tuple(out))
 
 
-def _logistic(u: np.ndarray, a: float, b: float, u0: float, w: float) -> np.ndarray:
-    return a + b * special.expit((u - u0) / w)
+def percentile_interval(values: ArrayLike, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the finite values (NaNs when none).
 
-
-def fit_logistic(steps: ArrayLike, y: ArrayLike) -> dict[str, Any]:
-    """Least-squares fit of ``y = a + b / (1 + exp(-(t - t0) / w))`` (scipy ``curve_fit``).
-
-    Robust: several initial guesses (midpoint crossing and quartiles of the step range, two
-    widths), ``t0`` bounded to the observed range and ``w > 0``; the best fit is kept. If no
-    fit converges, ``rss`` is ``inf`` and ``note`` says why. Returns ``a``, ``b``, ``t0``,
-    ``w``, ``rss``, ``fitted``, ``max_slope = |b| / (4 w)`` and ``note``.
-
-    >>> t = np.arange(0, 101, 2.0)
-    >>> fit = fit_logistic(t, 0.2 + 0.6 / (1 + np.exp(-(t - 50) / 5)))
-    >>> round(fit["t0"], 2), round(fit["w"], 2), round(fit["max_slope"], 4)
-    (50.0, 5.0, 0.03)
+    >>> percentile_interval([1.0, 2.0, 3.0, 4.0, float("nan")], 0.5)
+    (1.75, 3.25)
     """
-    t, v, note = _series(steps, y)
-    nan_fit = dict(
-        a=math.nan, b=math.nan, t0=math.nan, w=math.nan, fitted=np.full(t.size, math.nan),
-        max_slope=math.nan,
-    )
-    short = _too_short(t.size, note, rss=math.inf, **nan_fit)
-    if short is not None:
-        return short
-    t_first, span = float(t[0]), float(t[-1] - t[0]) or 1.0
-    u = (t - t_first) / span
-    n_edge = max(1, t.size // 10)
-    a0 = float(v[:n_edge].mean())
-    b0 = float(v[-n_edge:].mean()) - a0
-    if abs(b0) < 1e-12:
-        b0 = float(np.ptp(v)) or 1e-3
-    mid = a0 + b0 / 2
-    crossed = np.nonzero((v - mid) * np.sign(b0) >= 0)[0]
-    u_mid = float(u[crossed[0]]) if crossed.size else 0.5
-    scale = max(float(np.ptp(v)), 1e-12)
-    bounds = ([-np.inf, -np.inf, 0.0, 1e-4], [np.inf, np.inf, 1.0, 10.0])
-    best: tuple[float, np.ndarray | None] = (math.inf, None)
-    errors: list[str] = []
-    for u0 in dict.fromkeys([u_mid, 0.5, 0.25, 0.75]):
-        for w0 in (0.05, 0.2):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    popt, _ = optimize.curve_fit(
-                        _logistic, u, v, p0=[a0, b0, u0, w0], bounds=bounds, maxfev=5000,
-                        x_scale=[scale, scale, 0.1, 0.1],
-                    )
-            except (RuntimeError, ValueError, optimize.OptimizeWarning) as exc:
-                errors.append(type(exc).__name__)
-                continue
-            rss = float(((_logistic(u, *popt) - v) ** 2).sum())
-            if np.isfinite(rss) and rss < best[0]:
-                best = (rss, popt)
-    rss, popt = best
-    if popt is None:
-        msg = "logistic fit failed: " + ", ".join(sorted(set(errors)) or ["no finite fit"])
-        return {**nan_fit, "rss": math.inf, "note": "; ".join(filter(None, [note, msg]))}
-    a, b, u0, w = (float(x) for x in popt)
-    return {
-        "a": a,
-        "b": b,
-        "t0": float(t_first + u0 * span),
-        "w": float(w * span),
-        "rss": rss,
-        "fitted": _logistic(u, *popt),
-        "max_slope": float(abs(b) / (4 * w * span)),
-        "note": note,
-    }
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return math.nan, math.nan
+    a = (1.0 - level) / 2
+    lo, hi = np.quantile(v, [a, 1 - a])
+    return float(lo), float(hi)
 
 
-def transition_statistics(
-    steps: ArrayLike, y: ArrayLike, spread: ArrayLike | None = None
-) -> dict[str, Any]:
-    """Change point and sharpness of an order parameter (e.g. ``diversity``) along training.
+def draw_families(fams: Sequence[np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One cluster-bootstrap draw of one replica: families with replacement, then prompts within
+    each drawn family; returns (row indices, family copy ids).
 
-    Fits :func:`fit_piecewise_linear` and :func:`fit_logistic` (4 parameters each) and keeps
-    the one with the lower residual sum of squares (ties go to the piecewise fit):
-    ``transition_step`` is its breakpoint or ``t0``, ``method`` is ``'piecewise'`` or
-    ``'logistic'``, and both ``rss_piecewise`` and ``rss_logistic`` are reported.
-    ``sharpness`` = max |slope| of the chosen fitted curve / ``|fit(last) - fit(first)|``
-    (units 1/step; a straight line over the whole run gives ``1 / (t_last - t_first)``); the
-    observed total change is used when the fitted one is ~0, and ``sharpness`` is NaN when
-    there is no total change; a flat series also has a NaN ``transition_step``.
-    ``susceptibility_peak_step`` is the step where ``spread`` (across-prompt variance of
-    ``entropy_norm``, one value per step) peaks, NaN when ``spread`` is None. Fewer than 4
-    finite points give NaNs and a ``note``.
-
-    >>> t = np.arange(0, 101, 2.0)
-    >>> y, spread = 1 / (1 + np.exp((t - 50) / 4)), np.exp(-((t - 48) ** 2))
-    >>> out = transition_statistics(t, y, spread=spread)
-    >>> out["method"], round(out["transition_step"]), out["susceptibility_peak_step"]
-    ('logistic', 50, 48.0)
+    >>> rows, ids = draw_families([np.array([0, 1]), np.array([2])], np.random.default_rng(0))
+    >>> len(rows) == len(ids) and set(rows.tolist()) <= {0, 1, 2}
+    True
     """
-    t_raw = np.asarray(steps, dtype=float).ravel()
-    peak = math.nan
-    if spread is not None:
-        s = np.asarray(spread, dtype=float).ravel()
-        if s.shape != t_raw.shape:
-            raise ValueError(f"spread has {s.size} values for {t_raw.size} steps")
-        ok = np.isfinite(s) & np.isfinite(t_raw)
-        if ok.any():
-            peak = float(t_raw[ok][np.argmax(s[ok])])
-    t, v, note = _series(steps, y)
-    out: dict[str, Any] = {
-        "transition_step": math.nan,
-        "method": None,
-        "rss_piecewise": math.nan,
-        "rss_logistic": math.nan,
-        "sharpness": math.nan,
-        "max_slope": math.nan,
-        "total_change": math.nan,
-        "susceptibility_peak_step": peak,
-        "fitted": np.full(t.size, math.nan),
-        "note": note,
-    }
-    short = _too_short(t.size, note)
-    if short is not None:
-        out["note"] = short["note"]
-        return out
-    pw, lg = fit_piecewise_linear(t, v), fit_logistic(t, v)
-    chosen = lg if lg["rss"] < pw["rss"] else pw
-    fitted = chosen["fitted"]
-    total = abs(float(fitted[-1] - fitted[0]))
-    scale = max(1.0, float(np.abs(v).max()))
-    if total <= 1e-12 * scale:
-        total = abs(float(v[-1] - v[0]))
-    changed = total > 1e-12 * scale
-    flat = float(np.ptp(v)) <= 1e-12 * scale
-    notes = [lg["note"] if math.isinf(lg["rss"]) else note, "flat series" if flat else ""]
-    if not changed and not flat:
-        notes.append("no total change: sharpness undefined")
-    step = chosen["t0"] if chosen is lg else chosen["breakpoint"]
-    out.update(
-        transition_step=math.nan if flat else step,
-        method="logistic" if chosen is lg else "piecewise",
-        rss_piecewise=pw["rss"],
-        rss_logistic=lg["rss"],
-        sharpness=float(chosen["max_slope"] / total) if changed else math.nan,
-        max_slope=float(chosen["max_slope"]),
-        total_change=total,
-        fitted=fitted,
-        note="; ".join(filter(None, notes)),
-    )
-    return out
+    picks = rng.integers(0, len(fams), size=len(fams))
+    sizes = np.array([fams[f].size for f in picks])
+    ids = np.repeat(np.arange(len(picks)), sizes)
+    u = rng.random(ids.size)
+    rows = np.concatenate([fams[f] for f in picks])
+    offsets = np.repeat(np.cumsum(sizes) - sizes, sizes)  # where each drawn family starts
+    return rows[offsets + (u * sizes[ids]).astype(int)], ids
+
+
+def _draws(structure: Structure, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One hierarchical resample: per drawn replica, (row indices, family copy ids)."""
+    reps = structure.replicas
+    return [draw_families(reps[r], rng) for r in rng.integers(0, len(reps), size=len(reps))]
+
+
+def hierarchical_bootstrap(
+    structure: Structure,
+    statistic: Callable[[list[tuple[np.ndarray, np.ndarray]]], dict[str, float]],
+    *, n_boot: int = 1000, seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Replicates of ``statistic`` under resampling of replicas, then families within each
+    drawn replica, then prompts within each drawn family (percentile intervals come from
+    :func:`percentile_interval`). ``statistic`` gets one ``(rows, family_copy_ids)`` pair per
+    drawn replica and returns named floats. A family drawn twice is two families.
+
+    >>> s = Structure.of(list("aabbcc"))
+    >>> P = np.array([0.1, 0.2, 0.5, 0.6, 0.9, 1.0])
+    >>> reps = hierarchical_bootstrap(s, lambda d: {"mean": float(P[d[0][0]].mean())}, n_boot=200)
+    >>> lo, hi = percentile_interval(reps["mean"])
+    >>> lo < 0.55 < hi
+    True
+    """
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    values: dict[str, list[float]] = {}
+    for _ in range(n_boot):
+        for name, v in statistic(_draws(structure, rng)).items():
+            values.setdefault(name, []).append(v)
+    return {k: np.asarray(v, dtype=float) for k, v in values.items()}

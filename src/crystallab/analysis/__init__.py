@@ -1,0 +1,271 @@
+"""From a distribution table to states, transitions, verdicts and dynamics (SCIENCE.md v2).
+
+Nothing here reads a stage name. The root of a ladder is its checkpoint without a parent (the
+first one when none has a parent: then each checkpoint's parent is the one measured before
+it), and every relation is a parent → child edge. Nucleation is read on the root's first
+child, settling from that child to its last descendant.
+
+>>> from crystallab.analysis import Thresholds
+>>> Thresholds().eps, Thresholds().v_min
+(0.05, 0.2)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crystallab import metrics as M
+from crystallab.analysis import table as T
+from crystallab.analysis.dynamics import dynamics
+from crystallab.analysis.relations import transition
+from crystallab.analysis.states import Valid, ensemble_state
+from crystallab.analysis.thresholds import Thresholds
+from crystallab.analysis.types import (
+    ANALYSIS_VERSION, Analysis, Checkpoint, Dynamics, EnsembleState, Estimate, Family, SeedP, Sweep, Transition,
+    Verdict,
+)
+from crystallab.analysis.verdicts import liquid, nucleation, settling
+from crystallab.errors import UserError
+
+__all__ = [
+    "ANALYSIS_VERSION", "Analysis", "Checkpoint", "Dynamics", "EnsembleState", "Estimate", "Family", "SeedP", "Sweep",
+    "Thresholds", "Transition", "Verdict", "analyze", "analyze_dir", "load_analysis", "parent_graph", "summary_text",
+]
+
+
+def parent_graph(checkpoints: list[dict[str, Any]], parents: dict[str, str | None] | None) -> dict[str, str | None]:
+    """Each checkpoint's parent: as given, or (when no checkpoint has one) the one before it.
+
+    >>> parent_graph([{"label": "a"}, {"label": "b"}], None)
+    {'a': None, 'b': 'a'}
+    >>> parent_graph([{"label": "x"}, {"label": "y"}, {"label": "z"}], {"y": "x", "z": "x"})
+    {'x': None, 'y': 'x', 'z': 'x'}
+    """
+    labels = [c["label"] for c in checkpoints]
+    given = {k: v for k, v in (parents or {}).items() if v is not None and k in labels and v in labels}
+    if not given:
+        return {lab: (labels[i - 1] if i else None) for i, lab in enumerate(labels)}
+    return {lab: given.get(lab) for lab in labels}
+
+
+def _descendants(graph: dict[str, str | None], label: str) -> list[str]:
+    out, frontier = [], [label]
+    while frontier:
+        kids = [c for c, p in graph.items() if p in frontier and c not in out]
+        out += kids
+        frontier = kids
+    return out
+
+
+def _select(table: Any, method: str | None) -> tuple[Any, str]:
+    import pyarrow.compute as pc
+
+    methods = set(table.column("method").to_pylist()) if table.num_rows else set()
+    if not methods:
+        raise UserError("the results table is empty: measure something first")
+    method = method or ("exact" if "exact" in methods else sorted(methods)[0])
+    if method not in methods:
+        raise UserError(f"no rows measured with method '{method}' (found: {', '.join(sorted(methods))})")
+    return table.filter(pc.equal(table.column("method"), method)), method
+
+
+def _verdict_split(ens: T.Ensemble) -> str | None:
+    return "heldout" if "heldout" in ens.splits else None
+
+
+def analyze(table: Any, thresholds: Thresholds | None = None, method: str | None = None, *,
+            parents: dict[str, str | None] | None = None,
+            train_answers: dict[str, dict[str, dict[str, float]]] | None = None) -> Analysis:
+    """The whole analysis of one method's rows of a distribution table (a pyarrow Table).
+
+    ``parents`` maps checkpoint labels to their parents (default: the order measured);
+    ``train_answers[checkpoint][task]`` is the answer distribution a checkpoint was trained on,
+    where its data held answers to the task (it enables the attraction index).
+    """
+    from crystallab import __version__
+
+    th = thresholds or Thresholds()
+    th.validate()
+    rows, method = _select(table, method)
+    tab = T.read(rows)
+    graph = parent_graph(tab.checkpoints, parents)
+    by_label = {c["label"]: c for c in tab.checkpoints}
+    root = next((lab for lab, p in graph.items() if p is None), None)
+    cks = [Checkpoint(c["label"], c["index"], graph[c["label"]], c["model"] or "", c["stage"] or "") for c in tab.checkpoints]
+    tasks = [t for t in sorted(tab.options) if len(tab.options[t]) >= 2]
+    warnings = [f"task '{t}' has {len(tab.options[t])} option(s) in the table; a random task needs at least 2, so it was left out"
+                for t in sorted(tab.options) if t not in tasks]
+    states: list[EnsembleState] = []
+    transitions: list[Transition] = []
+    dyn: list[Dynamics] = []
+    pending: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        opts = tab.options[task]
+        final: dict[tuple[str, str, str | None], EnsembleState] = {}
+        valid: dict[tuple[str, str], Valid] = {}
+        for c in tab.checkpoints:
+            steps = tab.steps(c["index"], task)
+            if not steps:
+                continue
+            for kind in ("raw", "chat"):
+                ens = tab.get(c["index"], steps[-1], task, kind)
+                if ens is None:
+                    continue
+                splits = [None] + [s for s in ("train", "heldout") if s in ens.splits]
+                for sp in splits:
+                    sub = ens.split(sp)
+                    st = ensemble_state(sub, th, checkpoint=c["label"], task=task, kind=kind, step=steps[-1], split=sp)
+                    states.append(st)
+                    final[(c["label"], kind, sp)] = st
+                    if sp is None and st.invalid_prompts:
+                        ids = st.invalid_prompts
+                        warnings.append(f"{c['label']}/{task}/{kind}: {len(ids)} of {st.n_prompts} prompt(s) have valid mass "
+                                        f"below {th.v_min} and were left out: {', '.join(ids[:8])}{' …' if len(ids) > 8 else ''}")
+                vs = _verdict_split(ens)
+                valid[(c["label"], kind)] = Valid.of(ens.split(vs), th.v_min)[0]
+                final[(c["label"], kind, "verdict")] = final[(c["label"], kind, vs)]
+
+        def defined(label: str, kind: str) -> bool:
+            st = final.get((label, kind, "verdict"))
+            return st is not None and st.state != "undefined"
+
+        def t_answers(label: str) -> np.ndarray | None:
+            ans = ((train_answers or {}).get(label) or {}).get(task)
+            if not ans:
+                return None
+            v = np.array([float(ans.get(o, 0.0)) for o in opts])
+            return v / v.sum() if v.sum() > 0 else None
+
+        edges: dict[tuple[str, str], Transition] = {}
+
+        def edge(parent: str, child: str) -> Transition | None:
+            if (parent, child) in edges:
+                return edges[(parent, child)]
+            if root is None or not (defined(root, "raw") and defined(parent, "chat") and defined(child, "chat")):
+                return None
+            t = transition(task, parent=parent, child=child, root=root, root_raw=valid[(root, "raw")],
+                           root_chat=valid[(root, "chat")] if defined(root, "chat") else None,
+                           parent_chat=valid[(parent, "chat")], child_chat=valid[(child, "chat")], options=opts,
+                           train_answers=t_answers(child), th=th)
+            edges[(parent, child)] = t
+            return t
+
+        for c in tab.checkpoints:
+            p = graph[c["label"]]
+            if p is not None and (c["label"], "chat", "verdict") in final:
+                t = edge(p, c["label"])
+                if t is not None:
+                    transitions.append(t)
+        # dynamics of every tracked run (>= 4 measured steps)
+        for c in tab.checkpoints:
+            steps = [s for s in tab.steps(c["index"], task) if s is not None]
+            if len(steps) < 4 or root is None or not defined(root, "raw") or c["label"] == root:
+                continue
+            parent = graph[c["label"]]
+            t = edges.get((parent, c["label"])) if parent else None
+            k = None
+            support = None
+            names = list(dict.fromkeys(valid[(root, "raw")].families)) if not valid[(root, "raw")].by_prompt else valid[(root, "raw")].ids
+            if parent == root and t is not None and t.k_star is not None:
+                k = names.index(t.k_star)
+            elif t is not None:
+                support = np.array([opts.index(o) for o in t.support])
+            else:
+                continue
+            dyn.append(dynamics(c["label"], task, steps, [tab.get(c["index"], s, task, "chat") for s in steps],
+                                [tab.get(c["index"], s, task, "raw") for s in steps], root_raw=valid[(root, "raw")],
+                                k_star=k, support=support, train_answers=t_answers(c["label"]), th=th))
+        # the claims' ingredients; the verdicts wait for the Holm correction across tasks
+        kids = sorted([lab for lab, p in graph.items() if p == root and (lab, "chat", "verdict") in final],
+                      key=lambda lab: by_label[lab]["index"])
+        first = kids[0] if kids else None
+        desc = [d for d in _descendants(graph, first) if (d, "chat", "verdict") in final] if first else []
+        last = max(desc, key=lambda lab: by_label[lab]["index"]) if desc else None
+        pending[task] = {
+            "root_raw": final.get((root, "raw", None)) if root else None,
+            "first": first, "first_chat": final.get((first, "chat", "verdict")) if first else None,
+            "t_nuc": edge(root, first) if first and root else None,
+            "last": last, "last_chat": final.get((last, "chat", "verdict")) if last else None,
+            "t_set": edge(first, last) if first and last else None,
+        }
+    p_raw = [(pending[t]["t_nuc"].seed_p.p if pending[t]["t_nuc"] and pending[t]["t_nuc"].seed_p else None) for t in tasks]
+    p_holm = M.holm(p_raw)
+    verdicts: dict[str, dict[str, Verdict]] = {}
+    for task, ph in zip(tasks, p_holm):
+        d = pending[task]
+        miss_n = "" if d["first"] else "the ladder has no child of the root for this task"
+        if d["first"] and not d["t_nuc"] and d["first_chat"] is not None and d["first_chat"].state != "undefined":
+            miss_n = "the root's raw ensemble is undefined: there are no basins to nucleate into"
+        miss_s = "" if d["last"] else "the ladder has no descendant of the root's first child"
+        verdicts[task] = {
+            "liquid": liquid(d["root_raw"]),
+            "nucleation": nucleation(d["first_chat"], d["t_nuc"], ph, th, miss_n),
+            "settling": settling(d["first_chat"], d["last_chat"], d["t_set"], th, miss_s),
+        }
+    return Analysis(crystallab_version=__version__, method=method, thresholds=dict(th.__dict__), checkpoints=cks,
+                    root=root, tasks=tasks, options={t: tab.options[t] for t in tasks}, states=states,
+                    transitions=transitions, verdicts=verdicts, dynamics=dyn, warnings=warnings)
+
+
+def _manifest_links(directory: Path) -> tuple[dict[str, str | None], dict[str, dict[str, dict[str, float]]]]:
+    try:
+        m = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+        cks = [c for c in m.get("checkpoints", []) if isinstance(c, dict) and "label" in c]
+    except (OSError, ValueError, AttributeError):
+        return {}, {}
+    info = [c.get("info") if isinstance(c.get("info"), dict) else {} for c in cks]
+    parents = {c["label"]: c.get("parent") or i.get("parent") for c, i in zip(cks, info)}
+    answers = {c["label"]: c.get("train_answers") or i.get("train_answers") for c, i in zip(cks, info)}
+    return parents, {k: v for k, v in answers.items() if isinstance(v, dict)}
+
+
+def analyze_dir(directory: str | Path, thresholds: str | Thresholds | None = None, method: str | None = None) -> Analysis:
+    """Analyse a results folder and write ``DIR/analysis.json``."""
+    from crystallab.store import ResultStore, atomic_write_bytes, read_table
+
+    d = Path(directory)
+    if not d.is_dir():
+        raise UserError(f"no results folder at {d}")
+    ResultStore(d)  # refuses a folder written by an incompatible version
+    th = Thresholds.from_file(thresholds) if isinstance(thresholds, str) else (thresholds or Thresholds())
+    parents, answers = _manifest_links(d)
+    result = analyze(read_table(d), th, method, parents=parents, train_answers=answers)
+    atomic_write_bytes(d / "analysis.json", (json.dumps(result.to_json(), indent=1, ensure_ascii=False) + "\n").encode())
+    return result
+
+
+def load_analysis(directory: str | Path) -> Analysis:
+    """``DIR/analysis.json`` as an :class:`Analysis`; a missing, unreadable or foreign file is one line."""
+    f = Path(directory) / "analysis.json"
+    if not f.is_file():
+        raise UserError(f"no analysis at {f}; run `crystallab analyze {Path(directory)}` first")
+    try:
+        return Analysis.from_json(json.loads(f.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"cannot read {f} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                        f"rerun `crystallab analyze {Path(directory)}`") from exc
+
+
+def summary_text(an: Analysis) -> str:
+    """A short terminal summary: states along the ladder and the three verdicts per task."""
+    lines = [f"checkpoints: {' → '.join(c.label for c in an.checkpoints)}   (root: {an.root}; method: {an.method}; "
+             f"ε = {an.thresholds.get('eps')}, v_min = {an.thresholds.get('v_min')}, α = {an.thresholds.get('alpha')})"]
+    for task in an.tasks:
+        parts = []
+        for c in an.checkpoints:
+            r, ch = an.state(c.label, task, "raw"), an.state(c.label, task, "chat")
+            if r or ch:
+                parts.append(f"{c.label}=raw:{r.state if r else '-'}/chat:{ch.state if ch else '-'}")
+        lines.append(f"{task}: " + " → ".join(parts))
+        for claim, v in an.verdicts.get(task, {}).items():
+            lines.append(f"  {claim:<10} {v.value:<12} {v.why}")
+    for w in an.warnings:
+        lines.append(f"note: {w}")
+    for d in an.dynamics:
+        lines.append(f"dynamics {d.checkpoint}/{d.task}: {d.coordinate}: {d.test.get('verdict')} "
+                     f"(t0 {d.test.get('t0')}, share logistic {d.test.get('share_logistic')})")
+    return "\n".join(lines)
