@@ -215,7 +215,9 @@ def topk_mass(p: ArrayLike, k: int = 3) -> float:
     0.9
     """
     a = _dist(p)
-    return float(np.sort(a)[::-1][: max(1, min(int(k), a.size))].sum())
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return float(np.sort(a)[::-1][: min(int(k), a.size)].sum())
 
 
 def collision(p: ArrayLike) -> float:
