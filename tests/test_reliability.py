@@ -53,7 +53,8 @@ def write_task(d: Path, task_id: str = "many", version: int = 1, n_contexts: int
     data = {
         "id": task_id, "version": version, "options": [str(i) for i in range(1, 13)],
         "contexts": [{"family": f"f{i % 4}", "text": f"Draw {i}: pick a number from 1 to 12:"} for i in range(n_contexts)],
-        "instructions": ["Pick a random number between 1 and 12."],
+        # 5 chat families of 3 (the family sizes a user task is warned about otherwise)
+        "instructions": [{"family": f"c{i // 3}", "text": f"Pick a random number between 1 and 12 ({i})."} for i in range(15)],
     }
     data.update(over)
     (d / f"{task_id}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
@@ -244,7 +245,7 @@ def test_bad_input_task_versions_differ(tiny_ckpt, tmp_path):
     analyze refuses a folder that holds both (shards copied in by hand)."""
     model = tiny_ckpt("llama", "digits")
     base = ["--task", "many", "--prompts", "raw", "--limit", "2"]
-    v1, v2 = write_task(tmp_path / "v1", n_contexts=4), write_task(tmp_path / "v2", version=2, n_contexts=4)
+    v1, v2 = write_task(tmp_path / "v1", n_contexts=12), write_task(tmp_path / "v2", version=2, n_contexts=12)
     assert cli("measure", "--model", model, *base, "--tasks-dir", v1, "--out", tmp_path / "a", "--label", "one").returncode == 0
     one_line_exit_2(cli("measure", "--model", model, *base, "--tasks-dir", v2, "--out", tmp_path / "a", "--label", "two"), "version 2 differs from version 1")
     assert cli("measure", "--model", model, *base, "--tasks-dir", v2, "--out", tmp_path / "b", "--label", "two").returncode == 0
@@ -352,7 +353,7 @@ def test_all_other_prompts_and_single_option_tasks_are_reported_not_measured():
     import numpy as np
     import pyarrow as pa
 
-    from crystallab.phases import analyze, summary_text
+    from crystallab.analysis import Thresholds, analyze, summary_text
     from crystallab.store import SCHEMA
 
     rng = np.random.default_rng(0)
@@ -360,17 +361,18 @@ def test_all_other_prompts_and_single_option_tasks_are_reported_not_measured():
 
     def add(task, pid, opts, probs):
         for o, p in zip(opts, probs):
-            rows.append({"model": "m", "checkpoint": "base", "checkpoint_index": 0, "stage": "base", "step": None, "task": task, "task_version": 1,
-                         "prompt_id": pid, "prompt_kind": "raw", "prompt_family": "f", "prompt_text": pid, "option": o, "prob": float(p), "method": "exact", "n_samples": 0, "seed": 0})
+            rows.append({"model": "m", "checkpoint": "base", "checkpoint_index": 0, "stage": "base", "step": None, "task": task,
+                         "task_version": 1, "prompt_id": pid, "prompt_kind": "raw", "prompt_family": "f", "prompt_text": pid,
+                         "option": o, "prob": float(p), "method": "exact", "n_samples": 0, "seed": 0})
 
     for i in range(6):
         add("t", f"raw-{i:02d}", ["a", "b", "c", "⊥"], [*rng.dirichlet([1, 1, 1]) * 0.9, 0.1])
     add("t", "raw-06", ["a", "b", "c", "⊥"], [0.0, 0.0, 0.0, 1.0])  # all ⊥
     add("solo", "raw-00", ["a", "⊥"], [0.7, 0.3])
-    a = analyze(pa.Table.from_pylist(rows, schema=SCHEMA))
-    s = next(s for s in a["states"] if s["task"] == "t")["sets"]["raw"]
-    assert s["n_prompts"] == 7 and s["n_valid_prompts"] == 6 and s["no_valid_mass"] == ["raw-06"]
-    assert s["params"]["valid_mass"][0] == pytest.approx(0.9 * 6 / 7)
-    assert "solo" not in a["tasks"] and not [x for x in a["states"] if x["task"] == "solo"]
+    a = analyze(pa.Table.from_pylist(rows, schema=SCHEMA), Thresholds(n_boot=100))
+    s = a.state("base", "t", "raw")
+    assert s.n_prompts == 7 and s.n_valid == 6 and s.invalid_prompts == ["raw-06"]
+    assert s.params["valid_mass"].value == pytest.approx(0.9 * 6 / 7)
+    assert "solo" not in a.tasks and not [x for x in a.states if x.task == "solo"]
     text = summary_text(a)
     assert "raw-06" in text and "task 'solo' has 1 option(s)" in text

@@ -30,6 +30,11 @@ _LAZY = {
     "ResultStore": "crystallab.store",
     "read_table": "crystallab.store",
     "UserError": "crystallab.errors",
+    "analyze": "crystallab.analysis",
+    "analyze_dir": "crystallab.analysis",
+    "load_analysis": "crystallab.analysis",
+    "Analysis": "crystallab.analysis",
+    "Thresholds": "crystallab.analysis",
 }
 __all__ = ["__version__", *_LAZY]
 

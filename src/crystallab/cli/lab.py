@@ -77,12 +77,16 @@ def run_planted(args: argparse.Namespace) -> int:
         print(f"--- seed {seed} ---\n{summary_text(s)}")
     if args.seeds > 1 and args.sft_data == "planted":
         hits = sum(s["seed_named_correctly"] for s in summaries)
-        confirmed = sum(bool(s["named_seed"] and s["named_seed"]["confirmed"]) for s in summaries)
-        rows = [{"seed": s["config"]["seed"], "planted": s["planted_family"], "named": s["named_family"], "distance": s["named_seed"]["distance"], "p_value": s["named_seed"]["p_value"], "confirmed": s["named_seed"]["confirmed"]} for s in summaries]
+        confirmed = sum(s["verdicts"].get("nucleation") == "holds" for s in summaries)
+        rows = [{"seed": s["config"]["seed"], "planted": s["planted_family"], "named": s["named_family"],
+                 "z_k_star": (s["nucleation"] or {}).get("z_k_star"), "seed_p": (s["nucleation"] or {}).get("seed_p"),
+                 "nucleation": s["verdicts"].get("nucleation")} for s in summaries]
         (out / "tally.json").write_text(json.dumps({"named_correctly": hits, "confirmed": confirmed, "seeds": args.seeds, "runs": rows}, indent=1))
         for r in rows:
-            print(f"seed {r['seed']}: planted {r['planted']:<10} named {str(r['named']):<10} distance {r['distance']:.3f}  p {r['p_value']:.3g}  {'confirmed' if r['confirmed'] else 'not confirmed'}")
-        print(f"tally: named the planted seed family in {hits} of {args.seeds} seeds (nucleation confirmed in {confirmed}); {out / 'tally.json'}")
+            print(f"seed {r['seed']}: planted {r['planted']:<10} k* {str(r['named']):<10} z {r['z_k_star']}  seed_p {r['seed_p']}  "
+                  f"nucleation {r['nucleation']}")
+        print(f"tally (a positive control): k* was the planted family in {hits} of {args.seeds} seeds (nucleation holds in {confirmed}); "
+              f"{out / 'tally.json'}")
     return 0
 
 

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.task or not args.out:
         raise UserError("crystallab ladder needs --task and --out")
     lad = load_ladder(args.file, args.preset)
-    from crystallab.cli.analyze import analyze_dir
+    from crystallab.analysis import analyze_dir, summary_text
     from crystallab.cli.measure import config_from_args
     from crystallab.measure import measure
 
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{i + 1}/{len(lad.checkpoints)}] {c.label} ({c.stage}): {c.model}", file=sys.stderr)
             measure(replace(base, model=c.model, label=c.label, stage=c.stage, revision=c.revision or base.revision))
             gc.collect()  # drop the previous checkpoint's weights before loading the next
-    print(analyze_dir(args.out, args.thresholds)["summary"])
+    print(summary_text(analyze_dir(args.out, args.thresholds)))
     try:
         from crystallab.report import write_report
     except ImportError:

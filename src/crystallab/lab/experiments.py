@@ -112,7 +112,7 @@ def run_lab(cfg: LabConfig, log=print) -> dict[str, Any]:
 
 
 def _run_lab(cfg: LabConfig, log=print) -> dict[str, Any]:
-    from crystallab.cli.analyze import analyze_dir
+    from crystallab.analysis import Thresholds, analyze_dir
     from crystallab.lab import universe as U
     from crystallab.lab.rl import GRPORecipe, run_grpo
     from crystallab.lab.sft import SFTRecipe, run_sft
@@ -148,7 +148,7 @@ def _run_lab(cfg: LabConfig, log=print) -> dict[str, Any]:
     # 2. SFT onto the chosen answers, tracked
     family, answers, per_instruction, forced = _sft_answers(cfg, results, task, rng)
     tracker = PhaseTracker(MeasureConfig(**{**asdict(mcfg), "model": "sft-run", "label": "sft", "stage": "sft"}), every=cfg.track_every)
-    recipe = SFTRecipe(model=base, out=str(ck / "sft"), instructions=task.instructions, options=task.labels, answers=answers, per_instruction=per_instruction,
+    recipe = SFTRecipe(model=base, out=str(ck / "sft"), instructions=task.instruction_texts, options=task.labels, answers=answers, per_instruction=per_instruction,
                        n_examples=cfg.sft_examples, steps=cfg.sft_steps, lora=cfg.lora, seed=cfg.seed, callbacks=[tracker])
     sft_ckpt = run_sft(recipe, log=log)
     t = lap("sft", t)
@@ -170,8 +170,11 @@ def _run_lab(cfg: LabConfig, log=print) -> dict[str, Any]:
 
     # 4. analysis and report
     th_file = out / "thresholds.yaml"
-    th_file.write_text(f"n_boot: {cfg.n_boot}\nn_perm: {max(200, cfg.n_boot)}\nseed: {cfg.seed}\n")
-    analysis = analyze_dir(str(results), str(th_file))["analysis"]
+    th_file.write_text(f"n_boot: {cfg.n_boot}\nseed: {cfg.seed}\n")
+    if answers is not None or per_instruction is not None:  # the attraction index needs what SFT was shown
+        t = np.asarray(answers if answers is not None else np.mean(per_instruction, axis=0), dtype=float)
+        _record_train_answers(results, "sft", cfg.task, dict(zip(task.labels, (t / t.sum()).tolist())))
+    analysis = analyze_dir(str(results), Thresholds.from_file(str(th_file)))
     report = None
     if cfg.report:
         try:
@@ -232,31 +235,38 @@ def _sft_answers(cfg: LabConfig, results: Path, task, rng: random.Random) -> tup
     return None, None, None, {"kind": "format"}
 
 
-def _summarise(cfg: LabConfig, analysis: dict, family: str | None, rl_info: dict, results: Path, report: str | None) -> dict[str, Any]:
+def _record_train_answers(results: Path, label: str, task: str, answers: dict[str, float]) -> None:
+    from crystallab.store import ResultStore
+
+    store = ResultStore(results)
+    for c in store.manifest["checkpoints"]:
+        if c["label"] == label:
+            c.setdefault("info", {}).setdefault("train_answers", {})[task] = answers
+    store.save_manifest()
+
+
+def _summarise(cfg: LabConfig, analysis: Any, family: str | None, rl_info: dict, results: Path, report: str | None) -> dict[str, Any]:
     from crystallab.lab import universe as U
 
     task = cfg.task
-    v = analysis["verdicts"].get(task, {})
-    trans = [t for t in analysis["transitions"] if t["task"] == task]
-    seed = trans[0]["seed"] if trans else None
-    base_state = next((s for s in analysis["states"] if s["task"] == task), None)
-    named_family = None
-    if seed:
-        from crystallab.store import read_table
-
-        fam = {r["prompt_id"]: r["prompt_family"] for r in read_table(results).to_pylist() if r["checkpoint"] == "base" and r["task"] == task}
-        named_family = fam.get(seed["prompt_id"])
+    v = analysis.verdicts.get(task, {})
+    nuc = v.get("nucleation")
+    named_family = nuc.numbers.get("k_star") if nuc else None
     planted = {}
     if not cfg.base_model:
         P = _base_family_means(results, task)
         planted = {f.name: round(float(js_distance(P[f.name], f.planted)), 4) for f in U.FAMILIES if f.name in P}
+    chat = [s for s in analysis.states if s.task == task and s.ensemble == "chat" and s.split is None]
+    settle = v.get("settling")
     return {
-        "config": asdict(cfg), "results": str(results), "report": report, "verdicts": {k: x["value"] for k, x in v.items()},
-        "why": {k: x["why"] for k, x in v.items()}, "states": [s["state"] for s in analysis["states"] if s["task"] == task],
-        "planted_family": family, "named_seed": seed, "named_family": named_family, "seed_named_correctly": family is not None and family == named_family,
-        "base_state": base_state and base_state["state"], "planted_js_distance": planted, "rl": rl_info,
-        "settling": {k: trans[-1].get(k) for k in ("retention", "new_mass", "redistribution", "support")} if len(trans) > 1 else None,
-        "dynamics": [{k: d.get(k) for k in ("checkpoint", "transition_step", "sharpness", "susceptibility_peak_step", "method")} for d in analysis["dynamics"]],
+        "config": asdict(cfg), "results": str(results), "report": report, "verdicts": {k: x.value for k, x in v.items()},
+        "why": {k: x.why for k, x in v.items()}, "states": [f"{s.checkpoint}:{s.state}" for s in chat],
+        "planted_family": family, "named_family": named_family, "seed_named_correctly": family is not None and family == named_family,
+        "nucleation": nuc.numbers if nuc else None,
+        "base_state": (analysis.state(analysis.root, task, "raw").state if analysis.root and analysis.state(analysis.root, task, "raw") else None),
+        "planted_js_distance": planted, "rl": rl_info, "settling": settle.numbers if settle and settle.numbers else None,
+        "dynamics": [{"checkpoint": d.checkpoint, "coordinate": d.coordinate, **{k: d.test.get(k) for k in ("verdict", "t0", "w", "share_logistic")}}
+                     for d in analysis.dynamics if d.task == task],
     }
 
 
@@ -268,22 +278,23 @@ def _base_family_means(results: Path, task: str) -> dict[str, np.ndarray]:
 
 
 def summary_text(s: dict[str, Any]) -> str:
-    lines = [f"states along base → sft → rl: {' → '.join(s['states'])}"]
+    lines = [f"chat states along the ladder: {' → '.join(s['states'])}"]
     for claim in ("liquid", "nucleation", "settling"):
         if claim in s["verdicts"]:
             lines.append(f"  {claim:<10} {s['verdicts'][claim]:<12} {s['why'][claim]}")
     if s.get("planted_js_distance"):
         lines.append("base vs planted (JS distance per family): " + ", ".join(f"{k} {v:.3f}" for k, v in s["planted_js_distance"].items()))
     if s.get("planted_family"):
-        ok = "named correctly" if s["seed_named_correctly"] else f"analysis named '{s['named_family']}'"
-        lines.append(f"planted seed family: {s['planted_family']} ({ok}; seed prompt {s['named_seed']['prompt_id']}, distance {s['named_seed']['distance']:.3f}, p = {s['named_seed']['p_value']:.3g})")
+        ok = "named correctly" if s["seed_named_correctly"] else f"the analysis found k* = {s['named_family']}"
+        n = s.get("nucleation") or {}
+        lines.append(f"planted seed family: {s['planted_family']} ({ok}; z_k* {n.get('z_k_star')}, seed_p {n.get('seed_p')}) "
+                     "[positive control: SFT was shown this family's answers]")
     if s.get("rl"):
         st = s.get("settling") or {}
-        ret = st.get("retention")
-        lines.append(f"RL target {s['rl']['target']} vs SFT support {s['rl']['sft_support']}: retention {ret:.3f}, new mass {st.get('new_mass', float('nan')):.3f}" if ret is not None else "RL: no retention measured")
+        lines.append(f"RL target {s['rl']['target']} vs SFT support {s['rl']['sft_support']}: retention {st.get('retention')}, "
+                     f"excess retention ρ {st.get('rho')}" if st else "RL: no settling figures")
     for d in s.get("dynamics", []):
-        if d.get("transition_step") is not None:
-            lines.append(f"{d['checkpoint']}: transition at step {d['transition_step']:.0f} (sharpness {d['sharpness'] or float('nan'):.3g}, {d['method']})")
+        lines.append(f"{d['checkpoint']}: {d['coordinate']}: {d['verdict']} (t0 {d['t0']}, w {d['w']})")
     if s.get("report"):
         lines.append(f"report: {s['report']}")
     lines.append(f"took {s['timings']['total']:.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in s["timings"].items() if k != "total"))
