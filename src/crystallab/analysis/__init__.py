@@ -23,6 +23,7 @@ from crystallab.analysis import table as T
 from crystallab.analysis.dynamics import dynamics
 from crystallab.analysis.relations import transition
 from crystallab.analysis.states import Valid, ensemble_state
+from crystallab.analysis.sweeps import order_parameter, sweep
 from crystallab.analysis.thresholds import Thresholds
 from crystallab.analysis.types import (
     ANALYSIS_VERSION, Analysis, Checkpoint, Dynamics, EnsembleState, Estimate, Family, SeedP, Sweep, Transition,
@@ -33,7 +34,8 @@ from crystallab.errors import UserError
 
 __all__ = [
     "ANALYSIS_VERSION", "Analysis", "Checkpoint", "Dynamics", "EnsembleState", "Estimate", "Family", "SeedP", "Sweep",
-    "Thresholds", "Transition", "Verdict", "analyze", "analyze_dir", "load_analysis", "parent_graph", "summary_text",
+    "Thresholds", "Transition", "Verdict", "analyze", "analyze_dir", "load_analysis", "order_parameter", "parent_graph", "summary_text",
+    "sweep",
 ]
 
 
