@@ -82,6 +82,7 @@ def dynamics(checkpoint: str, task: str, steps: list[int], chat: list[Ensemble |
     t = np.asarray(steps, dtype=float)
     test = TR.transition_test(t[ok], Y[:, ok], dbic=th.dbic, share=th.sharp_share, n_sd=th.n_sd, level=th.level)
     chi = TR.susceptibility(Y)
-    return Dynamics(checkpoint=checkpoint, task=task, steps=[int(s) for s in steps], coordinate=coord, series=series,
+    return Dynamics(checkpoint=checkpoint, task=task, steps=[int(s) for s in steps], coordinate=coord,
+                    k_star=names[k_star] if use_d else None, series=series,
                     replica_series=[[_f(v) for v in row] for row in Y.tolist()], test=test.to_json(),
                     chi=[_f(v) for v in chi.tolist()], prompt_variance=pvar)

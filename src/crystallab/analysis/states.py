@@ -41,7 +41,7 @@ class Valid:
         keep = [i for i in range(len(ens.ids)) if v[i] >= v_min and v[i] > M.MIN_VALID_MASS]
         sub = ens.subset(keep)
         P = sub.probs[:, :-1] / np.maximum(sub.probs[:, :-1].sum(axis=1, keepdims=True), 1e-300) if keep else sub.probs[:, :-1]
-        by_prompt = len(set(sub.families)) <= 1
+        by_prompt = len(set(ens.families)) <= 1  # the table's families, not only the valid prompts'
         invalid = [ens.ids[i] for i in range(len(ens.ids)) if i not in set(keep)]
         return cls(sub.ids, P, sub.probs, sub.n_samples, sub.families, sub.replicas, by_prompt), invalid
 
@@ -163,9 +163,9 @@ def ensemble_state(ens: Ensemble, th: Thresholds, *, checkpoint: str, task: str,
         why = f"{len(V.ids)} valid prompt(s) (valid mass >= {th.v_min}); a state needs at least 3"
         return EnsembleState(**base, state="undefined", reason=why, params={"valid_mass": valid_mass}, phi_p=None,
                              phi_relabellings=None, families=[], basins=[], aggregate=None,
-                             replicas=len(by_rep), replica_states=["undefined"] * len(by_rep))
+                             replicas=len(by_rep), replica_states=["undefined"] * len(by_rep), families_replica=None)
     codes = V.codes()
-    per, states, phi_ps, first = [], [], [], None
+    per, states, phi_ps, first, first_rep = [], [], [], None, None
     for r, rows in by_rep.items():
         if rows.size < 3:
             states.append("undefined")
@@ -173,8 +173,9 @@ def ensemble_state(ens: Ensemble, th: Thresholds, *, checkpoint: str, task: str,
         P = V.P[rows]
         D = M.pairwise_jsd(P)
         fam = None if V.by_prompt else [V.families[i] for i in rows]
-        b = M.basins(P, fam, th.eps)
-        first = first or (b, P)
+        b = M.basins_coded(P, np.arange(rows.size), [V.ids[i] for i in rows], th.eps) if V.by_prompt else M.basins(P, fam, th.eps)
+        if first is None:
+            first, first_rep = (b, P), r
         s = _stats(P, D, np.arange(rows.size), _dense(codes[rows]), _dense(codes[rows]), th.eps)
         per.append(s)
         states.append("liquid" if b.n_basins >= 2 else "crystal")
@@ -201,7 +202,8 @@ def ensemble_state(ens: Ensemble, th: Thresholds, *, checkpoint: str, task: str,
     pooled = np.concatenate([V.P[rows] for rows in defined.values()]).mean(axis=0)
     return EnsembleState(**base, state=state, reason=reason, params=params, phi_p=p_med,
                          phi_relabellings=phi_ps[0][1] if phi_ps else None, families=fams, basins=b.groups(),
-                         aggregate=[float(x) for x in pooled], replicas=len(by_rep), replica_states=states)
+                         aggregate=[float(x) for x in pooled], replicas=len(by_rep), replica_states=states,
+                         families_replica=first_rep)
 
 
 def _rows_by_replica(replicas: list[int | None]) -> dict[int | None, np.ndarray]:

@@ -104,12 +104,13 @@ class EnsembleState:
     params: dict[str, Estimate]  # h, entropy_norm, spread, phi, n_basins, concentration, valid_mass
     phi_p: float | None
     phi_relabellings: int | None
-    families: list[Family]
+    families: list[Family]  # with replicas: those of replica ``families_replica`` (the first defined one)
     basins: list[list[str]]
-    aggregate: list[float] | None
+    aggregate: list[float] | None  # mean p̃ over every valid prompt (all replicas)
     replicas: int = 1
     replica_states: list[str] = field(default_factory=list)
     prompt_ids: list[str] = field(default_factory=list)  # the valid prompts, in matrix order
+    families_replica: int | None = None
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,8 @@ class Dynamics:
     checkpoint: str
     task: str
     steps: list[int]
-    coordinate: str  # d_k*(t) | q(S)
+    coordinate: str  # d_k*(t) [family] | q(S)(t)
+    k_star: str | None  # the root family d_k*(t) follows (None for q(S))
     series: dict[str, list[float | None]]  # medians across replicas
     replica_series: list[list[float | None]]  # the coordinate, one list per replica
     test: dict[str, Any]  # crystallab.transitions.TransitionTest.to_json()

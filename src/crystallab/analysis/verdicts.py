@@ -79,11 +79,13 @@ def nucleation(child_chat: EnsembleState | None, t: Transition | None, p_holm: f
 def settling(first: EnsembleState | None, last: EnsembleState | None, t: Transition | None, th: Thresholds,
              why_missing: str = "") -> Verdict:
     """First child → its last descendant: redistribution > ε (else inconclusive) and ρ >= 0.8."""
-    if first is None or last is None or t is None:
+    if first is None or last is None:
         return Verdict("settling", "inconclusive", why_missing or "the ladder has no descendant of the first child", {})
     for s in (first, last):
         if s.state == "undefined":
             return Verdict("settling", "inconclusive", f"'{s.checkpoint}' chat ensemble undefined: {s.reason}", _state_numbers(s))
+    if t is None:
+        return Verdict("settling", "inconclusive", why_missing or "the root's raw ensemble is undefined", {})
     nums = {"from": t.parent, "to": t.child, "support": t.support, "retention": t.retention.to_json(), "rho": t.rho.to_json(),
             "redistribution": t.redistribution.to_json(), "to_state": last.state, "replicas": t.replicas}
     red, rho = t.redistribution.value, t.rho.value

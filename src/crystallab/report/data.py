@@ -145,17 +145,6 @@ class Panel:
     replicas: int = 1
 
 
-def family_names(s: EnsembleState) -> dict[str, str]:
-    """Family name as the state holds it → the name transitions use: read prompt by prompt, the
-    states call the families ``prompt-i`` (i in matrix order) while transitions use prompt ids."""
-    if s.read_by != "prompts":
-        return {f.name: f.name for f in s.families}
-    ids = list(dict.fromkeys(s.prompt_ids))
-    return {f.name: (ids[int(f.name.rsplit("-", 1)[1])] if f.name.startswith("prompt-") and
-                     f.name.rsplit("-", 1)[1].isdigit() and int(f.name.rsplit("-", 1)[1]) < len(ids) else f.name)
-            for f in s.families}
-
-
 def k_star_marks(an: Analysis, task: str) -> dict[str, list[str]]:
     """Root family (or prompt) → the children whose chat aggregate lies nearest its basin (k*)."""
     out: dict[str, list[str]] = {}
@@ -195,8 +184,7 @@ def _panel(s: EnsembleState, ens: Any, marks: dict[str, list[str]]) -> Panel:
     invalid = set(s.invalid_prompts)
     fam_of = {pid: ens.families[rows[0]] for pid, rows in by_prompt.items()}
     basin_of = {f.name: f.basin for f in s.families}
-    names = family_names(s)
-    prompt_basin = {names[f.name]: f.basin for f in s.families} if s.read_by == "prompts" else {}
+    prompt_basin = {f.name: f.basin for f in s.families} if s.read_by == "prompts" else {}
     order = [f.name for f in s.families] if s.read_by == "families" else []
     order += [f for f in dict.fromkeys(fam_of.values()) if f not in order]
     rows: list[Row] = []

@@ -42,11 +42,6 @@ def safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("_") or "x"
 
 
-def k_star_of(an: Analysis, d: Dynamics) -> str | None:
-    """The k* of the edge that ends at the tracked checkpoint."""
-    return next((t.k_star for t in an.transitions if t.task == d.task and t.child == d.checkpoint), None)
-
-
 def make(an: Analysis, table: Any, fig_dir: Path, v_min: float, svg: bool = True) -> Figures:
     from crystallab.report import plots
 
@@ -68,7 +63,7 @@ def make(an: Analysis, table: Any, fig_dir: Path, v_min: float, svg: bool = True
     for i, d in enumerate(an.dynamics):
         if d.task not in out or not d.steps:
             continue
-        k = k_star_of(an, d)
+        k = d.k_star
         fams = [key[2:-1] for key in d.series if key.startswith("d[") and key.endswith("]")]
         stem = fig_dir / f"dynamics_{i:02d}_{safe(d.checkpoint)}_{safe(d.task)}"
         png = plots.save(plots.dynamics(d, k, fams), stem, svg)
