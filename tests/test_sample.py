@@ -7,7 +7,8 @@ import pytest
 from scipy import stats
 from tiny import train_briefly
 
-from crystallab.scoring.exact import score_exact
+from crystallab.models.text import MAX_DRAWS
+from crystallab.scoring.exact import ScoreStats, score_exact
 from crystallab.scoring.sample import parse_answer, sample_prompt
 from crystallab.tasks import load_task
 
@@ -27,25 +28,66 @@ def chi_square_p(counts: np.ndarray, probs: np.ndarray, min_expected: float = 5.
 @pytest.fixture(scope="module")
 def peaked(tiny_ckpt, backend_of):
     """A tiny model trained for a few steps on lists of random numbers, so that options carry
-    real, uneven mass (a random init puts almost all of it on ⊥)."""
+    real, uneven mass (a random init puts almost all of it on ⊥). Numbers are separated by ', ',
+    ',\\n' or ',  ', so that after a comma a space is likely but not certain (W well below 1), and
+    two spaces, which the tokenizer writes as a lone space twice, happen too."""
     import random
 
     be = backend_of(tiny_ckpt("llama", "digits", seed=3))
     rng = random.Random(0)
     weights = [1, 2, 3, 2, 1, 5, 9, 2, 1, 4]
-    lines = ["Random numbers between 1 and 10: " + ", ".join(str(rng.choices(range(1, 11), weights)[0]) for _ in range(10)) for _ in range(64)]
-    return train_briefly(be, lines)
+
+    def line() -> str:
+        nums = [str(rng.choices(range(1, 11), weights)[0]) for _ in range(10)]
+        seps = rng.choices([", ", ",\n", ",  "], [5, 3, 2], k=len(nums) - 1)
+        return "Random numbers between 1 and 10: " + nums[0] + "".join(s + x for s, x in zip(seps, nums[1:]))
+
+    return train_briefly(be, [line() for _ in range(64)])
 
 
-@pytest.mark.parametrize("prompt", ["Random numbers between 1 and 10: 3, 8, 1,", "Random numbers between 1 and 10: 7, 2, "])
+@pytest.mark.parametrize("prompt", [
+    "Random numbers between 1 and 10: 3, 8, 1,",  # nothing after the comma
+    "Random numbers between 1 and 10: 7, 2, ",  # a space: sampled from c̄, kept when they write it
+    "Random numbers between 1 and 10: 7, 2,\n",  # a newline: it stays in the context
+])
 def test_sampled_agrees_with_exact(peaked, prompt):
+    """Pearson chi-square at N = 2000 draws kept, alpha = 1e-3, on the token parser's event."""
     task = load_task("number_1_10")
-    exact = score_exact(peaked, [prompt], task)[0]
+    st = ScoreStats()
+    exact = score_exact(peaked, [prompt], task, stats=st)[0]
     assert exact[:-1].sum() > 0.2, exact  # enough option mass for the test to have power
     res = sample_prompt(peaked, prompt, task, n=N, seed=11, parser="tokens")
     assert res.counts.sum() == N
     p = chi_square_p(res.counts, exact)
     assert p > 1e-3, (p, res.counts, exact * N)
+    (w,) = st.lead_mass
+    if prompt.endswith(" "):  # the kept fraction estimates W: binomial, within 4 standard errors
+        assert 0.2 < w < 0.95, w
+        assert abs(N / res.drawn - w) < 4 * np.sqrt(w * (1 - w) / res.drawn), (N, res.drawn, w)
+    else:
+        assert w == 1.0 and res.drawn == N
+
+
+def test_sampled_agrees_with_exact_after_two_spaces(peaked):
+    """w = two spaces, which the tokenizer writes as a lone space twice (no token starts with
+    two spaces): the exact W follows the lone-space token one level deeper, and the kept draws
+    agree with it (chi-square at N = 500 kept, alpha = 1e-3)."""
+    task = load_task("number_1_10")
+    prompt = "Random numbers between 1 and 10: 7, 2,  "
+    assert not peaked.token_texts().starts_with("  ").any()
+    st = ScoreStats()
+    exact = score_exact(peaked, [prompt], task, stats=st)[0]
+    assert exact[:-1].sum() > 0.2 and 0.05 < st.lead_mass[0] < 0.6, (exact, st.lead_mass)
+    res = sample_prompt(peaked, prompt, task, n=500, seed=11, parser="tokens")
+    assert res.counts.sum() == 500 and res.drawn > 500
+    assert chi_square_p(res.counts, exact) > 1e-3, (res.counts, exact * 500)
+
+
+def test_draws_stop_at_the_budget(peaked):
+    """A lead the model (almost) never writes: draws stop at MAX_DRAWS * n, fewer are kept."""
+    task = load_task("number_1_10")
+    res = sample_prompt(peaked, "Random numbers between 1 and 10: 7, 2,\t", task, n=20, seed=3, parser="tokens")
+    assert res.drawn == MAX_DRAWS * 20 and res.counts.sum() < 20
 
 
 def test_chi_square_detects_a_wrong_scorer(peaked):
@@ -72,6 +114,28 @@ def test_text_parser_counts_match_token_parser_on_clean_answers(peaked):
     assert len(agree) > 100 and all(agree)
 
 
+def test_text_parser_reads_completions_of_the_prompt_as_written(peaked):
+    """After a prompt ending with a space, kept completions are stored and parsed without it,
+    and the lenient parser still accepts everything the exact event does."""
+    task = load_task("number_1_10")
+    prompt = "Random numbers between 1 and 10: 7, 2, "
+    res = sample_prompt(peaked, prompt, task, n=300, seed=5, parser="text", max_new_tokens=6)
+    tok = sample_prompt(peaked, prompt, task, n=300, seed=5, parser="tokens", max_new_tokens=6)
+    assert res.completions == tok.completions and res.drawn > 300  # same draws; some were not kept
+    assert sum(c[:1].isdigit() for c in res.completions) > 100  # ' 7' after the space reads '7'
+    agree = [a == b for a, b in zip(res.parsed, tok.parsed) if b is not None]
+    assert len(agree) > 100 and all(agree)
+
+
+def test_nothing_kept_is_all_other():
+    """When no draw wrote the prompt's blanks (W ~ 0), the estimate is all ⊥, as the exact
+    scorer's is when W is 0: there is no answer to the prompt as written to count."""
+    from crystallab.scoring.sample import SampleResult
+
+    none = SampleResult(counts=np.zeros(3, dtype=np.int64), completions=[], parsed=[], drawn=640)
+    assert none.probs.tolist() == [0.0, 0.0, 1.0]
+
+
 def test_sampling_is_seeded(peaked):
     task = load_task("coin_flip")
     a = sample_prompt(peaked, "Coin: ", task, n=20, seed=1)
@@ -88,3 +152,28 @@ def test_text_parser(text, expected):
     task = load_task("number_1_10")
     k = parse_answer(text, task)
     assert (None if k is None else task.labels[k]) == expected
+
+
+def test_api_sampler_keeps_the_completions_that_write_the_space(monkeypatch):
+    """The API sampler sends c̄ and keeps the completions that start with w, stripped, asking
+    again until N are kept; a newline-ending prompt is sent as written and keeps everything."""
+    from types import SimpleNamespace
+
+    from crystallab.models.api import ApiBackend
+
+    api = ApiBackend("api:http://127.0.0.1:9/v1#stub")
+    sent: list[str] = []
+
+    def post(path, body):
+        sent.append(body["prompt"])
+        return {"choices": [{"text": [" 7", "\n3", " 2, 5", "8"][i % 4]} for i in range(body["n"])]}
+
+    monkeypatch.setattr(api, "post", post)
+    task = load_task("number_1_10")
+    res = api.sample(SimpleNamespace(kind="raw", text="Numbers: 4, "), task, 10, seed=1)
+    assert set(sent) == {"Numbers: 4,"} and len(sent) == 2  # half are kept: a second request
+    assert len(res.completions) == 10 and set(res.completions) == {"7", "2, 5"} and res.probs[6] + res.probs[1] == 1
+    sent.clear()
+    res = api.sample(SimpleNamespace(kind="raw", text="Numbers: 4,\n"), task, 4, seed=1)
+    assert sent == ["Numbers: 4,\n"] and res.completions == [" 7", "\n3", " 2, 5", "8"]
+    api.close()

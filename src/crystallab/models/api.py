@@ -13,7 +13,8 @@ Two methods:
                    closes it (a token starting with a character that is not a letter or digit,
                    or EOS). Option probabilities are lower bounds; ``uncovered`` is an upper
                    bound on what they miss: the sum, over every queried position, of the path's
-                   probability times the mass outside the top-k list there.
+                   probability times the mass outside the top-k list there (divided by W when
+                   the prompt ends with blanks, see ``topk_walk``).
 
 The API key is read from the environment variable the spec names (``key_env``, default
 ``OPENAI_API_KEY``; none is sent when it is unset) and lives only in the request headers: it is
@@ -41,7 +42,7 @@ import numpy as np
 
 from crystallab.errors import UserError, require
 from crystallab.models.spec import ModelSpec, parse_spec
-from crystallab.models.text import is_boundary_text
+from crystallab.models.text import MAX_DRAWS, is_boundary_text, next_draws, split_blank_tail, strip_lead
 
 SERVERS = ("openai", "vllm", "llama.cpp", "transformers")
 
@@ -83,24 +84,35 @@ def topk_walk(prompt: str, answers: Sequence[tuple[int, str]], n_options: int, t
     texts queried, from ``top_logprobs(texts) -> [{token_text: logprob}, ...]`` (the server's
     top-k after each text; one level of the walk is asked at once).
 
-    Trailing whitespace of the prompt moves into the answers, as in the exact scorer.
+    The prompt's trailing spaces and tabs ``w`` move into the answers, as in the exact scorer,
+    and the answers are conditioned on the text after ``c̄`` starting with ``w``: with ``Wt``
+    that event's mass among the walked paths and ``Uw`` the mass outside the top-k lists while
+    ``w`` is being written, the true W lies in ``[Wt, Wt + Uw]``, so options are divided by
+    ``Wt + Uw`` (still lower bounds) and ``uncovered`` bounds the rest: ``(N + U) / Wt - sum``.
 
-    >>> table = {"Q:": {" a": math.log(0.5), " b": math.log(0.3), " c": math.log(0.1)},
+    >>> table = {"Q:": {" a": math.log(0.5), " b": math.log(0.3), "\\n": math.log(0.1)},
     ...          "Q: a": {"\\n": math.log(0.9), "x": math.log(0.05)}, "Q: b": {".": math.log(0.6)}}
     >>> probs, unc, q = topk_walk("Q: ", [(0, "a"), (0, " a"), (1, "b"), (1, " b")], 2, lambda ts: [table[t] for t in ts])
     >>> [round(float(x), 4) for x in probs], round(unc, 4), q
-    ([0.45, 0.18, 0.37], 0.245, 3)
-    """
-    from crystallab.scoring.exact import split_trailing_whitespace
+    ([0.5, 0.2, 0.3], 0.3937, 3)
 
-    ctx, ws = split_trailing_whitespace(prompt)
+    A newline stays in the context (no lead, W = 1):
+
+    >>> table = {"Q:\\n": {"a": math.log(0.5), "b": math.log(0.25)},
+    ...          "Q:\\na": {",": 0.0}, "Q:\\nb": {"c": 0.0}}
+    >>> probs, unc, q = topk_walk("Q:\\n", [(0, "a"), (1, "b")], 2, lambda ts: [table[t] for t in ts])
+    >>> [round(float(x), 4) for x in probs], round(unc, 4), q
+    ([0.5, 0.0, 0.5], 0.25, 3)
+    """
+    ctx, lead = split_blank_tail(prompt)
     texts: dict[str, int] = {}
     for k, s in answers:
-        a = ws + s
+        a = lead + s
         if texts.setdefault(a, k) != k:
             raise UserError(f"surface forms collide: {a!r} names two options")
     probs = np.zeros(n_options + 1)
     uncovered = 0.0
+    lead_mass, lead_unc = (0.0, 0.0) if lead else (1.0, 0.0)  # Wt, Uw
     queried: set[str] = set()
     frontier: list[tuple[str, float]] = [("", 0.0)]
     while frontier:
@@ -116,10 +128,15 @@ def topk_walk(prompt: str, answers: Sequence[tuple[int, str]], n_options: int, t
             if not top:
                 raise ApiError("the server returned no top logprobs")
             covered = sum(math.exp(v) for v in top.values())
-            uncovered += math.exp(lp) * max(0.0, 1.0 - covered)
+            miss = math.exp(lp) * max(0.0, 1.0 - covered)
+            uncovered += miss
+            writing = len(s) < len(lead)  # s is then a proper prefix of w: every answer starts with w
+            lead_unc += miss if writing else 0.0
             for t, lt in top.items():
                 p = math.exp(lp + lt)
                 s2 = s + t
+                if writing and s2.startswith(lead):
+                    lead_mass += p
                 if t and any(a.startswith(s2) for a in texts):
                     nxt.append((s2, lp + lt))
                     continue
@@ -128,9 +145,12 @@ def topk_walk(prompt: str, answers: Sequence[tuple[int, str]], n_options: int, t
                 if best is not None and best:
                     probs[texts[best]] += p
         frontier = nxt
+    found = probs[:n_options].sum()
+    probs[:n_options] /= max(lead_mass + lead_unc, 1e-300)  # found is 0 when both are
     total = probs[:n_options].sum()
     probs[n_options] = max(0.0, 1.0 - total)
-    return probs, float(min(uncovered, 1.0)), len(queried)
+    bound = (found + uncovered) / lead_mass - total if lead_mass > 0 else 1.0
+    return probs, float(min(max(bound, 0.0), 1.0)), len(queried)
 
 
 class ApiBackend:
@@ -249,8 +269,8 @@ class ApiBackend:
         if prompt.kind == "chat":
             data = self.post("chat/completions", {"messages": [{"role": "user", "content": prompt.text}], **body})
             texts = [(c.get("message") or {}).get("content") or "" for c in data.get("choices", [])]
-        else:
-            data = self.post("completions", {"prompt": prompt.text.rstrip(), **body})
+        else:  # c̄: sample() keeps the completions that write w, as the exact scorer conditions on it
+            data = self.post("completions", {"prompt": split_blank_tail(prompt.text)[0], **body})
             texts = [c.get("text") or "" for c in data.get("choices", [])]
         if not texts:
             raise ApiError("the server returned no choices")
@@ -258,31 +278,40 @@ class ApiBackend:
 
     def sample(self, prompt, task, n: int, seed: int) -> PromptResult:
         """N completions of one prompt, parsed with the task's text parser. Raw prompts are sent
-        with trailing whitespace moved into the answer, as the local sampler does."""
+        as ``c̄`` (without their trailing spaces and tabs ``w``), and only the completions that
+        start with ``w`` are kept, ``w`` stripped, as the local sampler does; more are asked for
+        until N are kept, up to MAX_DRAWS * N."""
         from crystallab.models.hf import sample_seed
         from crystallab.scoring.sample import parse_answer
 
+        lead = split_blank_tail(prompt.text)[1] if prompt.kind != "chat" else ""
         texts: list[str] = []
-        tokens = 0
+        tokens = drawn = 0
+
+        def keep(got: list[str], tk: int) -> None:
+            nonlocal tokens, drawn
+            tokens, drawn = tokens + tk, drawn + len(got)
+            for t in got:
+                if (u := strip_lead(t, lead)) is not None and len(texts) < n:
+                    texts.append(u)
+
         first, k_first = self._request_choices(prompt, n, seed)
-        texts += first[:n]
-        tokens += k_first
+        keep(first[:n], k_first)
         per = max(1, len(first))  # a server may cap n, or ignore it (transformers serve: one per request)
         j = 1
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            while len(texts) < n:
-                need = n - len(texts)
-                asks = [min(per, need - i * per) for i in range(min(-(-need // per), 4 * self.concurrency))]
+            while len(texts) < n and (want := next_draws(n - len(texts), len(texts), drawn, MAX_DRAWS * n - drawn)):
+                asks = [min(per, want - i * per) for i in range(min(-(-want // per), 4 * self.concurrency))]
                 futs = [pool.submit(self._request_choices, prompt, k, sample_seed(seed, str(j + i))) for i, k in enumerate(asks)]
                 j += len(asks)
-                for f in futs:
+                for f, k in zip(futs, asks):
                     got, tk = f.result()
-                    texts += got[: n - len(texts)]
-                    tokens += tk
+                    keep(got[:k], tk)
         K = len(task.options)
         parsed = [parse_answer(t, task) for t in texts]
         counts = np.bincount([K if k is None else k for k in parsed], minlength=K + 1)
-        return PromptResult(probs=counts / counts.sum(), completions=texts, parsed=parsed, tokens=tokens)
+        probs = counts / counts.sum() if texts else np.eye(K + 1)[K]  # no completion wrote w: all ⊥
+        return PromptResult(probs=probs, completions=texts, parsed=parsed, tokens=tokens)
 
     def top_logprobs_after(self, text: str) -> dict[str, float]:
         """The server's top-k next tokens after ``text`` (raw completion, one token)."""

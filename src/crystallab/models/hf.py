@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,6 +22,7 @@ import torch
 
 from crystallab.errors import NumericalError, UserError
 from crystallab.models.text import PLAIN_CHAT_TEMPLATE, TokenizerText, is_boundary_text  # noqa: F401  (PLAIN_CHAT_TEMPLATE re-exported)
+from crystallab.models.text import decode_continuations, special_ids
 from crystallab.models.spec import ModelSpec, parse_spec
 
 
@@ -37,16 +38,21 @@ class LoadSettings:
     device_map: str | None = None  # "auto": split the model over every visible GPU (and CPU) with accelerate
 
 
+LeadKey = tuple[str, bool]  # a lead mask: (rest of w, whole), see TokenTexts.starts_with
+
+
 @dataclass
 class TrieItem:
     """One prompt's scoring request: the context tokens and the option trie in BFS order.
 
     ``parent[n]`` is the index of node n's parent node, or -1 when its parent is the context.
+    ``lead`` asks, per (node or -1, lead mask), for the mass of the mask's tokens after the node.
     """
 
     context: list[int]
     tokens: list[int]
     parent: list[int]
+    lead: list[tuple[int, LeadKey]] = field(default_factory=list)
 
     def depth(self) -> list[int]:
         d: list[int] = []
@@ -58,10 +64,12 @@ class TrieItem:
 @dataclass
 class TrieScores:
     """Per trie node: log P(node token | context, ancestors) and log B(node), the mass of the
-    boundary tokens right after the node (log of the sum over boundary tokens of P(b | ...))."""
+    boundary tokens right after the node (log of the sum over boundary tokens of P(b | ...));
+    per entry of the item's ``lead``: the log-mass of its mask's tokens after its node."""
 
     logp: np.ndarray  # float64 [N]
     log_boundary: np.ndarray  # float64 [N]
+    log_lead: np.ndarray = field(default_factory=lambda: np.zeros(0))  # float64 [len(item.lead)]
 
 
 def _tree_block(L: int, parent: np.ndarray, depth: np.ndarray) -> np.ndarray:
@@ -209,6 +217,7 @@ class HFBackend(TokenizerText):
         self.device = next(model.parameters()).device
         self._boundary: np.ndarray | None = None
         self._sums: dict[str, torch.Tensor] = {}  # per device: [V, 2] ones and boundary indicator
+        self._lead_cols: dict[tuple[str, LeadKey], torch.Tensor] = {}  # per device and lead mask: [V] indicator
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.convert_ids_to_tokens(0)
 
@@ -225,7 +234,8 @@ class HFBackend(TokenizerText):
         """Boolean mask over the output vocabulary: special/EOS/end-of-turn tokens, and tokens whose
         decoded text starts with a character that is not a letter or digit (or is empty)."""
         if self._boundary is None:
-            self._boundary = compute_boundary_mask(self.tokenizer, self.vocab_size, self.eos_ids())
+            texts = self.token_texts().texts
+            self._boundary = compute_boundary_mask(self.tokenizer, self.vocab_size, self.eos_ids(), texts)
         return self._boundary
 
     def eos_ids(self) -> set[int]:
@@ -254,7 +264,8 @@ class HFBackend(TokenizerText):
         The LM head is applied only to the rows needed (each segment's last context token and its
         trie nodes), ``logits_chunk`` rows at a time, and each chunk of logits is reduced in
         place to what the scorer needs: log Z, the log-mass of the boundary tokens, and the
-        logits of the children the trie continues with. No [tokens x vocab] tensor is kept.
+        logits of the children the trie continues with, plus the mass of each lead mask an item
+        asks for (a few more columns of the same reduction). No [tokens x vocab] tensor is kept.
         """
         if not items:
             return []
@@ -297,7 +308,9 @@ class HFBackend(TokenizerText):
         del out, mask
 
         # gathered rows, item by item: the last context token (the root), then every trie node
-        flat, child_tok, child_row, node_row = [], [], [], []
+        flat, child_tok, child_row, node_row, lead_row = [], [], [], [], []
+        keys = sorted({k for it in items for _, k in it.lead})
+        col = {k: j for j, k in enumerate(keys)}
         r0 = 0
         for i, it in enumerate(items):
             L, N = len(it.context), len(it.tokens)
@@ -307,25 +320,31 @@ class HFBackend(TokenizerText):
             child_tok.append(np.asarray(it.tokens, dtype=np.int64))
             child_row.append(r0 + 1 + par)  # parent -1 (the context) is the root row r0
             node_row.append(r0 + 1 + np.arange(N))
+            lead_row.append(np.array([r0 + 1 + n for n, _ in it.lead], dtype=np.int64))  # node -1: the root row r0
             r0 += N + 1
         flat_t = torch.from_numpy(np.concatenate(flat)).to(hidden.device)
         h = hidden.reshape(B * T, hidden.shape[-1]).index_select(0, flat_t)  # [M, d]
         del hidden
         ct, cr = np.concatenate(child_tok), np.concatenate(child_row)
-        logz, logb, child_logit = self._head_reductions(h, ct, cr, logits_chunk)
+        logz, logb, child_logit, logl = self._head_reductions(h, ct, cr, logits_chunk, keys)
 
         results = []
         c = 0
-        for it, nr in zip(items, node_row):
+        for it, nr, lr in zip(items, node_row, lead_row):
             N = len(it.tokens)
             lp = child_logit[c : c + N] - logz[cr[c : c + N]]
             lb = logb[nr] - logz[nr]
-            results.append(TrieScores(logp=lp, log_boundary=lb))
+            ll = logl[lr, np.array([col[k] for _, k in it.lead], dtype=np.int64)] - logz[lr]
+            results.append(TrieScores(logp=lp, log_boundary=lb, log_lead=ll))
             c += N
         return results
 
-    def _head_reductions(self, h: torch.Tensor, child_tok: np.ndarray, child_row: np.ndarray, chunk: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per gathered row: log Z and log Σ_boundary exp(logit); per child (token, row): its logit.
+    def _head_reductions(
+        self, h: torch.Tensor, child_tok: np.ndarray, child_row: np.ndarray, chunk: int | None,
+        lead_keys: Sequence[LeadKey] = (),
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per gathered row: log Z, log Σ_boundary exp(logit) and, per lead mask, log Σ_mask
+        exp(logit) (columns in ``lead_keys`` order); per child (token, row): its logit.
 
         The LM head runs on ``chunk`` rows at a time into one reused buffer (one large matmul); the
         logits of the children are gathered, then each chunk is reduced in place a few rows at a
@@ -342,9 +361,10 @@ class HFBackend(TokenizerText):
             budget = (2 << 30) if cuda else (256 << 20)  # bytes of fp32 logits per chunk
             chunk = int(min(8192, max(16, budget // (4 * V))))
         block = chunk if cuda else 4  # CPU: reduce 4 rows (4 MiB at V=262k) at a time, in cache
-        sums = self._sum_matrix(h.device)  # [V, 2] fp32: ones, boundary indicator
+        sums = self._sum_matrix(h.device, lead_keys)  # [V, 2 + leads] fp32: ones, boundary indicator, lead masks
         logz = np.empty(M)
         logb = np.empty(M)
+        logl = np.empty((M, len(lead_keys)))
         child_logit = np.empty(len(child_tok))
         order = np.argsort(child_row, kind="stable")
         cr_sorted = child_row[order]
@@ -362,7 +382,7 @@ class HFBackend(TokenizerText):
                 t_idx = torch.from_numpy(child_tok[sel]).to(lg.device)
                 child_logit[sel] = lg[r_idx, t_idx].double().cpu().numpy()
             mx = torch.empty((e - s, 1), dtype=torch.float32, device=lg.device)
-            tot = torch.empty((e - s, 2), dtype=torch.float32, device=lg.device)
+            tot = torch.empty((e - s, sums.shape[1]), dtype=torch.float32, device=lg.device)
             for q in range(0, e - s, block):  # a few rows at a time, so the passes below hit the cache
                 blk = lg[q : q + block]
                 m = blk.amax(dim=-1, keepdim=True)
@@ -373,14 +393,24 @@ class HFBackend(TokenizerText):
             m64, tot64 = mx.squeeze(-1).double(), tot.double()
             logz[s:e] = (m64 + tot64[:, 0].log()).cpu().numpy()
             logb[s:e] = (m64 + tot64[:, 1].log()).cpu().numpy()
-        return logz, logb, child_logit
+            logl[s:e] = (m64[:, None] + tot64[:, 2:].log()).cpu().numpy()
+        return logz, logb, child_logit, logl
 
-    def _sum_matrix(self, device: torch.device) -> torch.Tensor:
-        """[V, 2] float32: a column of ones and the boundary indicator (cached per device)."""
-        if str(device) not in self._sums:
+    def _sum_matrix(self, device: torch.device, lead_keys: Sequence[LeadKey] = ()) -> torch.Tensor:
+        """[V, 2 + len(lead_keys)] float32: a column of ones, the boundary indicator, then one
+        column per lead mask (every column cached per device; a batch holds few distinct leads)."""
+        d = str(device)
+        if d not in self._sums:
             b = torch.from_numpy(self.boundary_mask()).to(torch.float32)
-            self._sums[str(device)] = torch.stack([torch.ones_like(b), b], dim=1).contiguous().to(device)
-        return self._sums[str(device)]
+            self._sums[d] = torch.stack([torch.ones_like(b), b], dim=1).contiguous().to(device)
+        if not lead_keys:
+            return self._sums[d]
+        for k in lead_keys:
+            if (d, k) not in self._lead_cols:
+                mask = torch.from_numpy(self.token_texts().starts_with(*k))
+                self._lead_cols[(d, k)] = mask.to(torch.float32).to(device)
+        leads = torch.stack([self._lead_cols[(d, k)] for k in lead_keys], dim=1)
+        return torch.cat([self._sums[d], leads], dim=1).contiguous()
 
     def _logits(self, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """LM head on selected hidden states, in fp32, with the model's final logit transforms.
@@ -471,30 +501,23 @@ class HFBackend(TokenizerText):
         return out
 
 
-def compute_boundary_mask(tokenizer: Any, vocab_size: int, eos_ids: set[int] = frozenset()) -> np.ndarray:
+def compute_boundary_mask(
+    tokenizer: Any, vocab_size: int, eos_ids: set[int] = frozenset(), texts: Sequence[str] | None = None,
+) -> np.ndarray:
     """Which token ids start a new word (or end the answer): special tokens, and tokens whose
     decoded text begins with a non-alphanumeric character, or is empty.
 
-    Each token is decoded after an anchor token and the anchor's text is stripped, because some
-    SentencePiece decoders drop the leading space of the first token of a sequence.
+    ``texts`` are the token texts (decoded here when not given), each decoded after an anchor
+    token whose text is stripped, because some SentencePiece decoders drop the leading space of
+    the first token of a sequence (``decode_continuations``).
     """
-    n_tok = len(tokenizer)
-    ids = list(range(min(n_tok, vocab_size)))
-    plain = tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-    texts = plain
-    anchor = tokenizer.convert_tokens_to_ids("a") if "a" in tokenizer.get_vocab() else None
-    if anchor is not None and anchor != getattr(tokenizer, "unk_token_id", None):
-        head = tokenizer.decode([anchor], clean_up_tokenization_spaces=False)
-        joined = tokenizer.batch_decode([[anchor, i] for i in ids], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        texts = [j[len(head):] if j.startswith(head) else p for j, p in zip(joined, plain)]
+    if texts is None:
+        ids = [[i] for i in range(min(len(tokenizer), vocab_size))]
+        texts = decode_continuations(tokenizer, ids, skip_special_tokens=False)
     mask = np.zeros(vocab_size, dtype=bool)
-    for i, t in enumerate(texts):
+    for i, t in enumerate(texts[:vocab_size]):
         mask[i] = is_boundary_text(t)
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items():
-        if getattr(tok, "special", False):
-            special.add(int(i))
-    for i in special | set(eos_ids):
+    for i in special_ids(tokenizer, eos_ids):
         if 0 <= i < vocab_size:
             mask[i] = True
     return mask

@@ -102,7 +102,8 @@ class VLLMBackend(TokenizerText):
         from crystallab.models.hf import compute_boundary_mask
 
         if self._boundary is None:
-            self._boundary = compute_boundary_mask(self.tokenizer, self.vocab_size, self.eos_ids())
+            texts = self.token_texts().texts
+            self._boundary = compute_boundary_mask(self.tokenizer, self.vocab_size, self.eos_ids(), texts)
         return self._boundary
 
     # ---- scoring -----------------------------------------------------------------------------
@@ -114,9 +115,10 @@ class VLLMBackend(TokenizerText):
         return [_as_array(o.outputs[0].logprobs[0], V) for o in outs]
 
     def score_tries(self, items: Sequence, padding_side: str = "right", rows: Sequence[Sequence[int]] | None = None, logits_chunk: int | None = None) -> list:
-        """Per item, per trie node: log P(node | context, ancestors) and log B(node), from the
-        next-token distributions after the context and after every node (``padding_side`` and
-        ``rows`` are for the transformers backend's packing and are ignored here)."""
+        """Per item, per trie node: log P(node | context, ancestors) and log B(node), and per lead
+        request the log-mass of its mask, from the next-token distributions after the context and
+        after every node (``padding_side`` and ``rows`` are for the transformers backend's
+        packing and are ignored here)."""
         from crystallab.models.hf import TrieScores
 
         prompts: list[list[int]] = []
@@ -129,13 +131,14 @@ class VLLMBackend(TokenizerText):
             prompts.append(list(it.context))
             prompts += [list(it.context) + p for p in paths]
         dists = self.next_token_logprobs(prompts)
-        boundary = self.boundary_mask()
+        boundary, masks = self.boundary_mask(), self.token_texts()
         out = []
         for it, s in zip(items, starts):
             N = len(it.tokens)
             logp = np.array([dists[s + 1 + it.parent[n]][it.tokens[n]] for n in range(N)], dtype=np.float64)  # parent -1 is the root (s)
             logb = np.array([_logsumexp(dists[s + 1 + n][boundary]) for n in range(N)], dtype=np.float64)
-            out.append(TrieScores(logp=logp, log_boundary=logb))
+            logl = np.array([_logsumexp(dists[s + 1 + n][masks.starts_with(*k)]) for n, k in it.lead], dtype=np.float64)
+            out.append(TrieScores(logp=logp, log_boundary=logb, log_lead=logl))
         return out
 
     # ---- sampling ----------------------------------------------------------------------------

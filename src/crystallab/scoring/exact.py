@@ -1,12 +1,15 @@
 """The exact scorer: P(option | prompt) for every option and ⊥, as SCIENCE.md defines it.
 
-For each prompt the surface forms of all options (with and without a leading space) are split
-into context and continuation tokens the way lm-evaluation-harness does, and inserted in one
-token trie. The backend scores the context and the whole trie in a single forward pass, so
-the context is computed once and every shared prefix once. Then, in log space,
+For each prompt ``c = c̄ + w`` (``w`` its trailing spaces and tabs) the surface forms of all
+options (with and without a leading space) are split into context and continuation tokens, and
+inserted in one token trie. The backend scores the context and the whole trie in a single
+forward pass, so the context is computed once and every shared prefix once. Then, in log space,
 
-    P(s | c) = prod_j P(t_j | c, t_<j) * B(c, s)
+    P(s | c) = prod_j P(t_j | c̄, t_<j) * B(c̄, s) / W(c)
     P(o | c) = sum over the distinct token paths s of o
+
+W(c) is the probability that the text after ``c̄`` starts with ``w`` (1 when ``w`` is empty or
+stays in the context), so the answer is conditional on the prompt as written; see ``plan_lead``.
 
 B is the boundary mass after the path. One refinement keeps events disjoint when one option's
 path is a prefix of another's (``New`` / ``New York``): boundary children of a terminal node
@@ -23,7 +26,10 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from crystallab.errors import NumericalError, UserError
+from crystallab.models.text import TokenTexts, split_blank_tail
 from crystallab.tasks import Task
+
+LEAD_NODES = 64  # most trie nodes a prompt's lead w may add (see plan_lead)
 
 
 class TrieBackend(Protocol):  # the narrow interface the scorer needs (HFBackend implements it)
@@ -31,17 +37,8 @@ class TrieBackend(Protocol):  # the narrow interface the scorer needs (HFBackend
     def wants_special_tokens(self, text: str) -> bool: ...
     def encode_many(self, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]: ...
     def boundary_mask(self) -> np.ndarray: ...
+    def token_texts(self) -> TokenTexts: ...
     def score_tries(self, items: Sequence, padding_side: str = "right", rows: Sequence[Sequence[int]] | None = None) -> list: ...
-
-
-def split_trailing_whitespace(text: str) -> tuple[str, str]:
-    """lm-eval's rule: trailing whitespace of the context moves to the front of the answer.
-
-    >>> split_trailing_whitespace("Answer: ")
-    ('Answer:', ' ')
-    """
-    stripped = text.rstrip()
-    return stripped, text[len(stripped) :]
 
 
 def answer_strings(task: Task) -> list[tuple[int, str]]:
@@ -72,17 +69,25 @@ class PromptTrie:
     children: list[dict[int, int]] = field(default_factory=list)
     root_children: dict[int, int] = field(default_factory=dict)
     split: str = "moved"  # moved | kept-whitespace | fallback (see build_trie)
+    lead: str = ""  # w when the context is c̄ and the answer is conditioned on w (W), else ""
+    # W's terms (see plan_lead): (node, rest of w still to write, whole) and the term each extends
+    lead_nodes: list[tuple[int, str, bool]] = field(default_factory=list)
+    lead_up: list[int] = field(default_factory=list)
+
+    def child(self, node: int, tok: int) -> int:
+        """The node after ``node`` (-1: the context) and token ``tok``, added if new."""
+        kids = self.root_children if node < 0 else self.children[node]
+        if tok not in kids:
+            kids[tok] = len(self.tokens)
+            self.tokens.append(int(tok))
+            self.parent.append(node)
+            self.children.append({})
+        return kids[tok]
 
     def insert(self, path: Sequence[int], option: int, what: str) -> None:
-        kids, node = self.root_children, -1
+        node = -1
         for t in path:
-            if t not in kids:
-                kids[t] = len(self.tokens)
-                self.tokens.append(int(t))
-                self.parent.append(node)
-                self.children.append({})
-            node = kids[t]
-            kids = self.children[node]
+            node = self.child(node, int(t))
         prev = self.terminal.get(node)
         if prev is not None and prev != option:
             raise UserError(f"surface forms collide: {what} has the same tokens as a form of option #{prev}")
@@ -93,37 +98,82 @@ class PromptTrie:
         return len(self.terminal)
 
 
-def split_answers(backend: TrieBackend, prompt_text: str, task: Task) -> tuple[list[int], list[tuple[int, str]], list[list[int]], str]:
+def split_answers(
+    backend: TrieBackend, prompt_text: str, task: Task,
+) -> tuple[list[int], list[tuple[int, str]], list[list[int]], str, str]:
     """(context tokens, the task's (option, answer string) pairs, each answer's token path, the
-    split used: ``moved``, ``kept-whitespace`` or lm-eval's fallback); see ``build_trie``."""
+    split used: ``moved``, ``kept-whitespace`` or lm-eval's fallback, and the lead ``w`` the
+    answers are conditioned on: empty when there is none or the context kept it); see
+    ``build_trie``."""
     answers = answer_strings(task)
-    ctx_text, ws = split_trailing_whitespace(prompt_text)
-    ctx, paths, mode = _split(backend, ctx_text, [ws + s for _, s in answers])
-    if mode != "moved" and ws:
+    ctx_text, lead = split_blank_tail(prompt_text)
+    ctx, paths, mode = _split(backend, ctx_text, [lead + s for _, s in answers])
+    if mode != "moved" and lead:
         ctx_b, paths_b, mode_b = _split(backend, prompt_text, [s for _, s in answers])
         if mode_b == "moved":
-            ctx, paths, mode = ctx_b, paths_b, "kept-whitespace"
-    return ctx, answers, paths, mode
+            return ctx_b, answers, paths_b, "kept-whitespace", ""
+    return ctx, answers, paths, mode, lead
 
 
 def build_trie(backend: TrieBackend, prompt_text: str, task: Task) -> PromptTrie:
     """The prompt's context tokens and its option trie.
 
-    Splitting follows lm-evaluation-harness: trailing whitespace of the context moves to the
-    front of each answer, and the answer's tokens are the tail of tokenize(context + answer).
-    When the context's tokens are not a prefix of that, the whitespace was merged into the
-    context's last token (Gemma has ``)\n`` as one token); then the split that keeps the
-    whitespace in the context is used if it is prefix-consistent for every answer, and only
-    otherwise is an answer tokenized alone (lm-eval's fallback), which would score a path the
-    model never produces.
+    The prompt's trailing spaces and tabs ``w`` move to the front of each answer (newlines stay:
+    the model sees them, and common tokenizers do not merge a newline into the next word), and
+    the answer's tokens are the tail of tokenize(c̄ + w + answer) after tokenize(c̄). When the
+    tokens of ``c̄`` are not a prefix of that for some answer, ``w`` was merged into the context's
+    last token; then the split that keeps ``w`` in the context is used if it is prefix-consistent
+    for every answer (no W then: the model has read ``w``), and only otherwise is an answer
+    tokenized alone (lm-eval's fallback), which would score a path the model never produces.
     """
-    ctx, answers, paths, mode = split_answers(backend, prompt_text, task)
-    trie = PromptTrie(context=ctx, split=mode)
+    ctx, answers, paths, mode, lead = split_answers(backend, prompt_text, task)
+    trie = PromptTrie(context=ctx, split=mode, lead=lead)
     for (k, s), path in zip(answers, paths):
         if not path:
             raise UserError(f"task {task.id}: surface form {s!r} tokenizes to nothing")
         trie.insert(path, k, f"form {s!r} of option '{task.options[k].label}'")
+    if lead:
+        plan_lead(trie, backend.token_texts())
     return trie
+
+
+def plan_lead(trie: PromptTrie, vocab: TokenTexts, budget: int | None = None) -> None:
+    """The terms of W(c), the probability that the text after ``c̄`` starts with ``w``.
+
+    At a node with ``rest`` of ``w`` still to write, W sums the tokens that start ``rest`` and,
+    for each token that is a proper prefix of it (a lone space when ``w`` is two spaces), that
+    token's probability times W one level deeper. Those prefix tokens become trie nodes, so W
+    comes from the same forward pass as the answers; counting only the first level would leave
+    out answer paths such as ``' '``, ``' 7'`` and could give probabilities above 1. Past
+    ``budget`` nodes (long runs of blanks in a vocabulary with many space-run tokens) a term
+    counts its prefix tokens in full (``whole``): W is then an upper bound, so probabilities
+    stay lower bounds that never sum above 1. ``budget`` defaults to LEAD_NODES.
+    """
+    budget = LEAD_NODES if budget is None else budget
+    trie.lead_nodes, trie.lead_up = [(-1, trie.lead, False)], [-1]
+    added, i = 0, 0
+    while i < len(trie.lead_nodes):
+        node, rest, _ = trie.lead_nodes[i]
+        pre = vocab.prefixes(rest)
+        if added + len(pre) > budget:
+            trie.lead_nodes[i] = (node, rest, True)
+        else:
+            for tok, tail in pre:
+                trie.lead_nodes.append((trie.child(node, tok), tail, False))
+                trie.lead_up.append(i)
+            added += len(pre)
+        i += 1
+
+
+def lead_log_mass(trie: PromptTrie, logp: np.ndarray, log_lead: np.ndarray) -> float:
+    """log W(c) from the node scores and each lead term's own mask mass (0 without a lead)."""
+    if not trie.lead_nodes:
+        return 0.0
+    acc = [float(x) for x in log_lead]
+    for i in range(len(acc) - 1, 0, -1):  # terms come after the term they extend
+        up, node = trie.lead_up[i], trie.lead_nodes[i][0]
+        acc[up] = float(np.logaddexp(acc[up], logp[node] + acc[i]))
+    return acc[0]
 
 
 def _split(backend: TrieBackend, ctx_text: str, conts: list[str]) -> tuple[list[int], list[list[int]], str]:
@@ -136,19 +186,31 @@ def _split(backend: TrieBackend, ctx_text: str, conts: list[str]) -> tuple[list[
     return ctx, [w[len(ctx) :] if good else a for w, a, good in zip(wholes, alone, ok)], "fallback"
 
 
-def trie_probabilities(trie: PromptTrie, logp: np.ndarray, log_boundary: np.ndarray, boundary: np.ndarray, n_options: int) -> np.ndarray:
-    """Option probabilities from per-node scores; the last entry is ⊥ = 1 - sum."""
+def lead_requests(trie: PromptTrie) -> list[tuple[int, tuple[str, bool]]]:
+    """What the backend must sum for W: per lead term, its node and its mask (rest, whole)."""
+    return [(node, (rest, whole)) for node, rest, whole in trie.lead_nodes]
+
+
+def trie_probabilities(
+    trie: PromptTrie, logp: np.ndarray, log_boundary: np.ndarray, boundary: np.ndarray, n_options: int,
+    log_w: float = 0.0,
+) -> np.ndarray:
+    """Option probabilities from per-node scores, divided by W = exp(log_w); the last entry is
+    ⊥ = 1 - sum. When W is 0 the prompt as written has no continuation at all: all ⊥."""
+    probs = np.zeros(n_options + 1)
+    if log_w == -np.inf:
+        probs[n_options] = 1.0
+        return probs
     cum = np.empty(len(trie.tokens))
     for n, p in enumerate(trie.parent):  # parents come before children
         cum[n] = logp[n] + (cum[p] if p >= 0 else 0.0)
-    probs = np.zeros(n_options + 1)
     for node, k in trie.terminal.items():
         b = math.exp(log_boundary[node])
         # boundary children that continue to a longer option are that option, not this one
         for tok, child in trie.children[node].items():
             if boundary[tok]:
                 b -= math.exp(logp[child])
-        probs[k] += math.exp(cum[node]) * max(b, 0.0)
+        probs[k] += math.exp(cum[node] - log_w) * max(b, 0.0)
     total = probs[:n_options].sum()
     if not np.isfinite(total):
         raise NumericalError("non-finite option probabilities (NaN/inf logits?)")
@@ -167,6 +229,7 @@ class ScoreStats:
     trie_nodes: int = 0
     context_tokens: int = 0
     seconds: float = 0.0
+    lead_mass: list[float] = field(default_factory=list)  # W(c) per prompt, in input order (debug)
 
     def add(self, other: "ScoreStats") -> None:
         for k in self.__dataclass_fields__:
@@ -247,6 +310,7 @@ def score_exact(
 
     Prompts are packed into rows (several short prompts per row, see ``plan_batches``) and the
     rows into batches of at most ``batch_tokens`` padded tokens; each batch is one forward pass.
+    ``stats.lead_mass`` receives each prompt's W(c), the mass the answers are conditioned on.
     """
     from crystallab.models.hf import TrieItem
 
@@ -255,18 +319,23 @@ def score_exact(
     boundary = backend.boundary_mask()
     size = [len(t.context) + len(t.tokens) for t in tries]
     out: list[np.ndarray | None] = [None] * len(tries)
+    lead_w = [1.0] * len(tries)
     st = ScoreStats()
     for rows in plan_batches(size, batch_tokens, row_tokens or default_row_tokens(backend)):
         batch = [b for r in rows for b in r]
         local = {b: k for k, b in enumerate(batch)}
-        items = [TrieItem(tries[b].context, tries[b].tokens, tries[b].parent) for b in batch]
+        items = [TrieItem(t.context, t.tokens, t.parent, lead_requests(t)) for t in (tries[b] for b in batch)]
         scores = backend.score_tries(items, padding_side=padding_side, rows=[[local[b] for b in r] for r in rows])
         for b, sc in zip(batch, scores):
-            if not (np.all(np.isfinite(sc.logp)) and np.all(np.isfinite(sc.log_boundary) | (sc.log_boundary == -np.inf))):
+            # a mass may be -inf (no token of the kind has probability), never NaN or +inf
+            masses_ok = all(np.all(np.isfinite(x) | (x == -np.inf)) for x in (sc.log_boundary, sc.log_lead))
+            if not (np.all(np.isfinite(sc.logp)) and masses_ok):
                 dtype = getattr(backend, "info", {}).get("dtype", "?")
                 hint = "the weights themselves hold NaN/inf?" if dtype == "float32" else "overflow? try --dtype float32"
                 raise NumericalError(f"NaN or inf logits for prompt {prompts[b][:60]!r} (model dtype {dtype}: {hint}); nothing was written for it")
-            out[b] = trie_probabilities(tries[b], sc.logp, sc.log_boundary, boundary, len(task.options))
+            log_w = lead_log_mass(tries[b], sc.logp, sc.log_lead)
+            lead_w[b] = math.exp(log_w)
+            out[b] = trie_probabilities(tries[b], sc.logp, sc.log_boundary, boundary, len(task.options), log_w)
         st.padded_tokens += max(sum(size[b] for b in r) for r in rows) * len(rows)
     st.prompts = len(tries)
     st.options = len(tries) * len(task.options)
@@ -274,6 +343,7 @@ def score_exact(
     st.trie_nodes = sum(len(t.tokens) for t in tries)
     st.context_tokens = sum(len(t.context) for t in tries)
     st.seconds = time.perf_counter() - t0
+    st.lead_mass = lead_w
     if stats is not None:
         stats.add(st)
     return out  # type: ignore[return-value]

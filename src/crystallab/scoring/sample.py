@@ -1,7 +1,10 @@
 """The sampled estimator: N completions per prompt at temperature 1, parsed, counted.
 
-Completions are drawn from the same context tokens the exact scorer conditions on (trailing
-whitespace moved into the answer), so the two estimate the same distribution.
+Completions are drawn from the same context tokens the exact scorer conditions on, so the two
+estimate the same distribution. When the prompt's trailing spaces and tabs ``w`` moved into the
+answers, completions are drawn from ``c̄`` and only those that write ``w`` first are kept (the
+exact scorer divides by W, the probability of that event), with ``w`` stripped before parsing;
+more are drawn until N are kept, up to MAX_DRAWS * N.
 
 Two parsers:
   ``text``   (default) the task's parser: strip whitespace and the task's preambles, then the
@@ -20,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from crystallab.models.text import MAX_DRAWS, decode_continuations, next_draws, strip_lead
 from crystallab.tasks import Task
 
 _LEAD = " \t\r\n\"'`*_([{>#."
@@ -84,12 +88,16 @@ def parse_tokens(tokens: Sequence[int], trie, boundary: np.ndarray, eos: set[int
 @dataclass
 class SampleResult:
     counts: np.ndarray  # [K + 1], ⊥ last
-    completions: list[str]
+    completions: list[str]  # kept completions, as continuations of the prompt as written
     parsed: list[int | None]
+    drawn: int = 0  # completions drawn, kept or not (debug: kept / drawn estimates W)
 
     @property
     def probs(self) -> np.ndarray:
-        return self.counts / max(1, self.counts.sum())
+        """Counts as frequencies; all ⊥ when no completion wrote the prompt's lead (W ~ 0)."""
+        if self.counts.sum() == 0:
+            return np.eye(len(self.counts))[-1]
+        return self.counts / self.counts.sum()
 
 
 def sample_prompt(backend, prompt_text: str, task: Task, n: int, seed: int, parser: str = "text", temperature: float = 1.0, max_new_tokens: int | None = None) -> SampleResult:
@@ -99,11 +107,13 @@ def sample_prompt(backend, prompt_text: str, task: Task, n: int, seed: int, pars
     if n <= 0:
         raise ValueError("the number of samples must be positive")
     trie = build_trie(backend, prompt_text, task)
-    depth = max(trie_depths(trie), default=1)
+    depth = max(max(trie_depths(trie), default=1), len(trie.lead))  # covering w takes <= len(w) tokens
     if max_new_tokens is None:
         max_new_tokens = depth + 1 if parser == "tokens" else max(16, depth + 8)
-    seqs = backend.sample(trie.context, n=n, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature)
-    texts = backend.tokenizer.batch_decode(seqs, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    seqs, drawn = draw_kept(backend, trie.context, trie.lead, n, seed, max_new_tokens, temperature)
+    # the kept tokens write w first; a decoder that still loses it leaves the text as decoded
+    decoded = decode_continuations(backend.tokenizer, seqs)
+    texts = [t if (u := strip_lead(t, trie.lead)) is None else u for t in decoded]
     K = len(task.options)
     counts = np.zeros(K + 1, dtype=np.int64)
     parsed: list[int | None] = []
@@ -112,7 +122,29 @@ def sample_prompt(backend, prompt_text: str, task: Task, n: int, seed: int, pars
         k = parse_tokens(seq, trie, boundary, eos) if parser == "tokens" else parse_answer(text, task)
         parsed.append(k)
         counts[K if k is None else k] += 1
-    return SampleResult(counts=counts, completions=texts, parsed=parsed)
+    return SampleResult(counts=counts, completions=texts, parsed=parsed, drawn=drawn)
+
+
+def draw_kept(
+    backend, context: list[int], lead: str, n: int, seed: int, max_new_tokens: int, temperature: float,
+) -> tuple[list[list[int]], int]:
+    """Up to ``n`` completions of ``context`` that write ``lead`` first (all of them when there
+    is no lead), and how many were drawn. The first round uses ``seed`` itself, so a prompt
+    without a lead draws what it always drew; the first n kept of i.i.d. draws are an i.i.d.
+    sample of the conditional distribution."""
+    from crystallab.models.hf import sample_seed
+
+    if not lead:
+        return backend.sample(context, n=n, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature), n
+    vocab = backend.token_texts()
+    kept: list[list[int]] = []
+    drawn, budget, r = 0, MAX_DRAWS * n, 0
+    while len(kept) < n and (k := next_draws(n - len(kept), len(kept), drawn, budget - drawn)) > 0:
+        s = seed if r == 0 else sample_seed(seed, "lead", str(r))
+        got = backend.sample(context, n=k, seed=s, max_new_tokens=max_new_tokens, temperature=temperature)
+        kept += [q for q in got if vocab.covers(q, lead)]
+        drawn, r = drawn + k, r + 1
+    return kept[:n], drawn
 
 
 def trie_depths(trie) -> list[int]:
