@@ -31,9 +31,19 @@ def jitter(p: np.ndarray, rng: np.random.Generator, conc: float = 400.0) -> np.n
     return rng.dirichlet(p * conc + 1e-3)
 
 
-def rows_for(label: str, index: int, task: str, raw: dict[str, list[np.ndarray]], chat: dict[str, list[np.ndarray]],
-             valid: float = 0.8, step: int | None = None, stage: str = "other", replica: int | None = None,
-             options: list[str] = OPTIONS, split: dict[str, str] | None = None) -> list[dict]:
+def rows_for(
+    label: str,
+    index: int,
+    task: str,
+    raw: dict[str, list[np.ndarray]],
+    chat: dict[str, list[np.ndarray]],
+    valid: float = 0.8,
+    step: int | None = None,
+    stage: str = "other",
+    replica: int | None = None,
+    options: list[str] = OPTIONS,
+    split: dict[str, str] | None = None,
+) -> list[dict]:
     """Rows of one checkpoint: ``raw``/``chat`` map family -> the distributions of its prompts."""
     out = []
     for kind, fams in (("raw", raw), ("chat", chat)):
@@ -44,15 +54,34 @@ def rows_for(label: str, index: int, task: str, raw: dict[str, list[np.ndarray]]
                 i += 1
                 full = [*(np.asarray(p) * valid), 1 - valid]
                 for opt, prob in zip([*options, OTHER], full):
-                    out.append({"model": f"synthetic/{label}", "checkpoint": label, "checkpoint_index": index, "stage": stage,
-                                "step": step, "task": task, "task_version": 1, "prompt_id": pid, "prompt_kind": kind,
-                                "prompt_family": fam, "prompt_text": f"{task} {kind} {fam} prompt {pid}", "option": opt,
-                                "prob": float(prob), "method": "exact", "n_samples": 0, "seed": 0,
-                                "split": (split or {}).get(fam), "replica": replica})
+                    out.append(
+                        {
+                            "model": f"synthetic/{label}",
+                            "checkpoint": label,
+                            "checkpoint_index": index,
+                            "stage": stage,
+                            "step": step,
+                            "task": task,
+                            "task_version": 1,
+                            "prompt_id": pid,
+                            "prompt_kind": kind,
+                            "prompt_family": fam,
+                            "prompt_text": f"{task} {kind} {fam} prompt {pid}",
+                            "option": opt,
+                            "prob": float(prob),
+                            "method": "exact",
+                            "n_samples": 0,
+                            "seed": 0,
+                            "split": (split or {}).get(fam),
+                            "replica": replica,
+                        }
+                    )
     return out
 
 
-def family_prompts(dists: dict[str, np.ndarray], rng: np.random.Generator, per: int = 4, conc: float = 400.0) -> dict[str, list[np.ndarray]]:
+def family_prompts(
+    dists: dict[str, np.ndarray], rng: np.random.Generator, per: int = 4, conc: float = 400.0
+) -> dict[str, list[np.ndarray]]:
     return {f: [jitter(p, rng, conc) for _ in range(per)] for f, p in dists.items()}
 
 
@@ -64,11 +93,18 @@ def ladder(kind: str = "planted", task: str = "number_1_10", seed: int = 0) -> l
     fams = dict(FAMILIES)
     if kind == "broad":
         fams[SEED] = BROAD
-    base = rows_for("base", 0, task, family_prompts(fams, rng),
-                    family_prompts({f: list(fams.values())[i % len(fams)] for i, f in enumerate(CHAT_FAMILIES)}, rng, 3, 50))
+    base = rows_for(
+        "base",
+        0,
+        task,
+        family_prompts(fams, rng),
+        family_prompts({f: list(fams.values())[i % len(fams)] for i, f in enumerate(CHAT_FAMILIES)}, rng, 3, 50),
+    )
     raw_after = family_prompts(fams, rng)
     if kind == "no-collapse":
-        sft_chat = family_prompts({f: list(fams.values())[i % len(fams)] for i, f in enumerate(CHAT_FAMILIES)}, rng, 3, 400)
+        sft_chat = family_prompts(
+            {f: list(fams.values())[i % len(fams)] for i, f in enumerate(CHAT_FAMILIES)}, rng, 3, 400
+        )
     else:
         sft_chat = family_prompts({f: fams[SEED] for f in CHAT_FAMILIES}, rng, 3, 2000)
     rows = base + rows_for("sft", 1, task, raw_after, sft_chat, valid=0.95)
@@ -78,7 +114,11 @@ def ladder(kind: str = "planted", task: str = "number_1_10", seed: int = 0) -> l
     elif kind == "frozen":
         rl = q_sft
     else:
-        rl = np.array([0.01, 0.01, 0.2, 0.01, 0.02, 0.01, 0.72, 0.01, 0.005, 0.005]) if kind != "broad" else q_sft ** 2 / (q_sft ** 2).sum()
+        rl = (
+            np.array([0.01, 0.01, 0.2, 0.01, 0.02, 0.01, 0.72, 0.01, 0.005, 0.005])
+            if kind != "broad"
+            else q_sft**2 / (q_sft**2).sum()
+        )
     rows += rows_for("rl", 2, task, raw_after, family_prompts({f: rl for f in CHAT_FAMILIES}, rng, 3, 2000), valid=0.99)
     if kind == "dead":
         for r in rows:
@@ -101,7 +141,11 @@ def write(dir_: Path, rows: list[dict]) -> Path:
     atomic_write_table(dir_ / "shards" / "synthetic.parquet", t)
     atomic_write_table(dir_ / "distributions.parquet", t)
     labels = sorted({(r["checkpoint_index"], r["checkpoint"], r["model"], r["stage"]) for r in rows})
-    manifest = {"format": FORMAT_VERSION, "checkpoints": [{"index": i, "label": lab, "model": m, "stage": s, "info": {}}
-                                                         for i, lab, m, s in labels], "tasks": {}, "runs": []}
+    manifest = {
+        "format": FORMAT_VERSION,
+        "checkpoints": [{"index": i, "label": lab, "model": m, "stage": s, "info": {}} for i, lab, m, s in labels],
+        "tasks": {},
+        "runs": [],
+    }
     (dir_ / "manifest.json").write_text(json.dumps(manifest))
     return dir_

@@ -63,10 +63,22 @@ def test_two_option_task_uses_the_basin_test():
     rng = np.random.default_rng(0)
     opts = ["heads", "tails"]
     fams = {"qa": np.array([0.8, 0.2]), "story": np.array([0.2, 0.8]), "game": np.array([0.5, 0.5])}
-    base = rows_for("base", 0, "coin", {f: [jitter(p, rng, 2000) for _ in range(3)] for f, p in fams.items()},
-                    {f: [jitter(np.array([0.5, 0.5]), rng, 50) for _ in range(3)] for f in CHAT_FAMILIES}, options=opts)
-    sft = rows_for("sft", 1, "coin", {}, {f: [jitter(fams["qa"], rng, 5000) for _ in range(3)] for f in CHAT_FAMILIES},
-                   options=opts)
+    base = rows_for(
+        "base",
+        0,
+        "coin",
+        {f: [jitter(p, rng, 2000) for _ in range(3)] for f, p in fams.items()},
+        {f: [jitter(np.array([0.5, 0.5]), rng, 50) for _ in range(3)] for f in CHAT_FAMILIES},
+        options=opts,
+    )
+    sft = rows_for(
+        "sft",
+        1,
+        "coin",
+        {},
+        {f: [jitter(fams["qa"], rng, 5000) for _ in range(3)] for f in CHAT_FAMILIES},
+        options=opts,
+    )
     an = analyze(table(base + sft), FAST)
     nuc = an.verdicts["coin"]["nucleation"]
     assert nuc.numbers["seed_p_testable"] is False and nuc.numbers["relabellings"] == 1
@@ -85,8 +97,14 @@ def test_rl_escape_fails_settling_and_uniform_child_has_no_excess_retention():
     rows = ladder("planted")
     rng = np.random.default_rng(5)
     rows = [r for r in rows if r["checkpoint"] != "rl"]
-    rows += rows_for("rl", 2, "number_1_10", {}, {f: [jitter(np.full(10, 0.1), rng, 1e5) for _ in range(3)]
-                                                  for f in CHAT_FAMILIES}, valid=0.99)
+    rows += rows_for(
+        "rl",
+        2,
+        "number_1_10",
+        {},
+        {f: [jitter(np.full(10, 0.1), rng, 1e5) for _ in range(3)] for f in CHAT_FAMILIES},
+        valid=0.99,
+    )
     an = analyze(table(rows), FAST)
     rho = an.verdicts["number_1_10"]["settling"].numbers["rho"][0]
     assert abs(rho) < 0.02 and an.verdicts["number_1_10"]["settling"].value == "fails"
@@ -151,9 +169,20 @@ def test_attraction_index_separates_fitting_from_nucleation():
     # the child sits exactly on its training data: A < 0
     rng = np.random.default_rng(1)
     rows2 = [r for r in rows if r["checkpoint"] != "sft" and r["checkpoint"] != "rl"]
-    rows2 += rows_for("sft", 1, "number_1_10", {}, {f: [jitter(FAMILIES["code"] * 0.5 + FAMILIES[SEED] * 0.5, rng, 3000)
-                                                         for _ in range(3)] for f in CHAT_FAMILIES}, valid=0.95)
-    t_mix = {o: float(0.5 * a + 0.5 * b) for o, a, b in zip([str(i) for i in range(1, 11)], FAMILIES["code"], FAMILIES[SEED])}
+    rows2 += rows_for(
+        "sft",
+        1,
+        "number_1_10",
+        {},
+        {
+            f: [jitter(FAMILIES["code"] * 0.5 + FAMILIES[SEED] * 0.5, rng, 3000) for _ in range(3)]
+            for f in CHAT_FAMILIES
+        },
+        valid=0.95,
+    )
+    t_mix = {
+        o: float(0.5 * a + 0.5 * b) for o, a, b in zip([str(i) for i in range(1, 11)], FAMILIES["code"], FAMILIES[SEED])
+    }
     fitted = analyze(table(rows2), FAST, train_answers={"sft": {"number_1_10": t_mix}})
     nuc = fitted.verdicts["number_1_10"]["nucleation"]
     assert nuc.numbers["attraction"][0] < 0 and nuc.value == "fails"
@@ -165,16 +194,30 @@ def test_replicas_need_a_common_seed():
     rng = np.random.default_rng(2)
     rows = [r for r in ladder("planted") if r["checkpoint"] == "base"]
     for rep, fam in enumerate(["qa", "qa", "qa", "list", "list"]):
-        rows += rows_for("sft", 1, "number_1_10", {}, {f: [jitter(FAMILIES[fam], rng, 3000) for _ in range(3)]
-                                                        for f in CHAT_FAMILIES}, valid=0.95, replica=rep)
+        rows += rows_for(
+            "sft",
+            1,
+            "number_1_10",
+            {},
+            {f: [jitter(FAMILIES[fam], rng, 3000) for _ in range(3)] for f in CHAT_FAMILIES},
+            valid=0.95,
+            replica=rep,
+        )
     an = analyze(table(rows), FAST)
     nuc = an.verdicts["number_1_10"]["nucleation"]
     assert nuc.value == "fails" and "without a common seed" in nuc.why
     assert nuc.numbers["k_star_counts"] == {"qa": 3, "list": 2}
     same = [r for r in ladder("planted") if r["checkpoint"] == "base"]
     for rep in range(5):
-        same += rows_for("sft", 1, "number_1_10", {}, {f: [jitter(FAMILIES["qa"], rng, 3000) for _ in range(3)]
-                                                        for f in CHAT_FAMILIES}, valid=0.95, replica=rep)
+        same += rows_for(
+            "sft",
+            1,
+            "number_1_10",
+            {},
+            {f: [jitter(FAMILIES["qa"], rng, 3000) for _ in range(3)] for f in CHAT_FAMILIES},
+            valid=0.95,
+            replica=rep,
+        )
     ok = analyze(table(same), FAST)
     assert ok.verdicts["number_1_10"]["nucleation"].value == "holds"
     assert ok.state("sft", "number_1_10", "chat").replicas == 5
@@ -187,8 +230,12 @@ def test_heldout_prompts_decide_the_verdict():
     rows = [r for r in ladder("planted") if r["checkpoint"] == "base"]
     split = {"plain": "train", "game": "train", "code": "heldout", "person": "heldout", "story": "heldout"}
     other = {"code": "code", "person": "list", "story": "form"}
-    chat = {f: [jitter(FAMILIES[SEED], rng, 3000) for _ in range(3)] if split[f] == "train"
-            else [jitter(FAMILIES[other[f]], rng, 3000) for _ in range(3)] for f in CHAT_FAMILIES}
+    chat = {
+        f: [jitter(FAMILIES[SEED], rng, 3000) for _ in range(3)]
+        if split[f] == "train"
+        else [jitter(FAMILIES[other[f]], rng, 3000) for _ in range(3)]
+        for f in CHAT_FAMILIES
+    }
     rows += rows_for("sft", 1, "number_1_10", {}, chat, valid=0.95, split=split)
     an = analyze(table(rows), FAST)
     assert an.state("sft", "number_1_10", "chat", "train").state == "crystal"
@@ -213,8 +260,16 @@ def test_dynamics_along_a_tracked_run():
         for s in steps:
             w = 1 / (1 + np.exp(-(s - 48) / 4))
             p = (1 - w) * start + w * FAMILIES[SEED]
-            rows += rows_for("sft", 1, "number_1_10", {}, {f: [jitter(p, rng, 5000) for _ in range(3)] for f in CHAT_FAMILIES},
-                             valid=0.95, step=s, replica=rep)
+            rows += rows_for(
+                "sft",
+                1,
+                "number_1_10",
+                {},
+                {f: [jitter(p, rng, 5000) for _ in range(3)] for f in CHAT_FAMILIES},
+                valid=0.95,
+                step=s,
+                replica=rep,
+            )
     an = analyze(table(rows), FAST)
     (d,) = an.dynamics
     assert d.steps == steps and d.coordinate.startswith("d_k*") and SEED in d.coordinate
@@ -250,7 +305,7 @@ def test_analysis_json_round_trips_and_cli(tmp_path, capsys):
     th.write_text("epss: 0.2\n")
     assert main(["analyze", str(d), "--thresholds", str(th)]) == 2
     assert "did you mean 'eps'" in capsys.readouterr().err
-    (d / "analysis.json").write_text("{\"version\": 1}")
+    (d / "analysis.json").write_text('{"version": 1}')
     with pytest.raises(UserError, match="rerun"):
         load_analysis(d)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -91,9 +92,9 @@ def test_renormalize():
 def distributions(draw, k=None):
     k = draw(st.integers(1, 12)) if k is None else k
     w = draw(
-        st.lists(
-            st.one_of(st.just(0.0), st.floats(1e-6, 1.0)), min_size=k, max_size=k
-        ).filter(lambda xs: sum(xs) > 1e-3)
+        st.lists(st.one_of(st.just(0.0), st.floats(1e-6, 1.0)), min_size=k, max_size=k).filter(
+            lambda xs: sum(xs) > 1e-3
+        )
     )
     a = np.asarray(w)
     return a / a.sum()
@@ -129,8 +130,6 @@ def test_js_properties(pq):
         assert d > 0.0
         # Pinsker on each KL to the midpoint: JS >= TV^2 / 2
         assert d >= tv**2 / 2 * (1 - 1e-9)
-
-
 
 
 @settings(max_examples=50)
@@ -192,7 +191,9 @@ def test_phi_permutation_exact_and_random():
     value, p, n, exact = M.phi_permutation(Q, [f"f{i // 4}" for i in range(16)], n_random=499)
     assert not exact and n == 2627625 and 0.0 < p <= 1.0
     # structureless data: phi_p is roughly uniform, rarely below 0.05
-    ps = [M.phi_permutation(rng.dirichlet(np.ones(3) * 5, size=9), list("aaabbbccc"), n_random=199)[1] for _ in range(60)]
+    ps = [
+        M.phi_permutation(rng.dirichlet(np.ones(3) * 5, size=9), list("aaabbbccc"), n_random=199)[1] for _ in range(60)
+    ]
     assert np.mean(np.array(ps) < 0.05) < 0.15
 
 

@@ -275,8 +275,13 @@ def concentration(p: ArrayLike, k: int = 3) -> dict[str, float]:
     >>> {k: round(v, 3) for k, v in concentration([0.5, 0.5, 0.0, 0.0]).items()}
     {'top1': 0.5, 'topk_mass': 1.0, 'collision': 0.5, 'n_eff': 2.0, 'chi2_uniform': 1.0}
     """
-    return {"top1": top1(p), "topk_mass": topk_mass(p, k), "collision": collision(p), "n_eff": n_eff(p),
-            "chi2_uniform": chi2_uniform(p)}
+    return {
+        "top1": top1(p),
+        "topk_mass": topk_mass(p, k),
+        "collision": collision(p),
+        "n_eff": n_eff(p),
+        "chi2_uniform": chi2_uniform(p),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -397,7 +402,12 @@ def _n_partitions(sizes: list[int]) -> int:
 
 
 def phi_permutation(
-    P: ArrayLike, families: Sequence[str], *, max_exact: int = MAX_EXACT, n_random: int = N_RANDOM, seed: int = 0,
+    P: ArrayLike,
+    families: Sequence[str],
+    *,
+    max_exact: int = MAX_EXACT,
+    n_random: int = N_RANDOM,
+    seed: int = 0,
     D: np.ndarray | None = None,
 ) -> tuple[float, float, int, bool]:
     """``(phi, phi_p, n_relabellings, exact)``: the permutation p-value of ``phi`` with family
@@ -522,7 +532,9 @@ def basins_coded(A: np.ndarray, codes: np.ndarray, names: Sequence[str], eps: fl
     return Basins(tuple(names), means, radii, sizes, _cluster(means, radii))
 
 
-def order_parameters(P: ArrayLike, families: Sequence[str] | None, eps: float = EPSILON, k: int = 3) -> dict[str, float]:
+def order_parameters(
+    P: ArrayLike, families: Sequence[str] | None, eps: float = EPSILON, k: int = 3
+) -> dict[str, float]:
     """Every order parameter of one ensemble: ``h``, ``entropy_norm`` (of ``p̄``), ``spread``,
     ``phi``, ``n_basins`` and the concentration figures of ``p̄``.
 
@@ -634,8 +646,14 @@ def _multiset_perms(keys: np.ndarray) -> Iterator[tuple[int, ...]]:
 
 
 def seed_p(
-    q: ArrayLike, means: ArrayLike, radii: ArrayLike, *, max_exact: int = MAX_EXACT, n_random: int = N_RANDOM,
-    min_testable: int = MIN_TESTABLE, seed: int = 0,
+    q: ArrayLike,
+    means: ArrayLike,
+    radii: ArrayLike,
+    *,
+    max_exact: int = MAX_EXACT,
+    n_random: int = N_RANDOM,
+    min_testable: int = MIN_TESTABLE,
+    seed: int = 0,
 ) -> SeedTest:
     """The fraction of distinct option relabellings ``π`` of ``q`` (identity and every ``π`` that
     leaves ``q`` unchanged excluded) with ``min_k z_k(πq) <= z_k*(q)``.
@@ -782,7 +800,9 @@ class Structure:
             rows = [i for i in range(n) if reps[i] == r]
             fam = [families[i] for i in rows] if families is not None else None
             codes = _families(fam, len(rows))
-            out.append(tuple(np.array([rows[j] for j in range(len(rows)) if codes[j] == k]) for k in range(codes.max() + 1)))
+            out.append(
+                tuple(np.array([rows[j] for j in range(len(rows)) if codes[j] == k]) for k in range(codes.max() + 1))
+            )
         return cls(tuple(out))
 
 
@@ -827,7 +847,9 @@ def _draws(structure: Structure, rng: np.random.Generator) -> list[tuple[np.ndar
 def hierarchical_bootstrap(
     structure: Structure,
     statistic: Callable[[list[tuple[np.ndarray, np.ndarray]]], dict[str, float]],
-    *, n_boot: int = 1000, seed: int = 0,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """Replicates of ``statistic`` under resampling of replicas, then families within each
     drawn replica, then prompts within each drawn family (percentile intervals come from

@@ -26,15 +26,40 @@ from crystallab.analysis.states import Valid, ensemble_state
 from crystallab.analysis.sweeps import order_parameter, sweep
 from crystallab.analysis.thresholds import Thresholds
 from crystallab.analysis.types import (
-    ANALYSIS_VERSION, Analysis, Checkpoint, Dynamics, EnsembleState, Estimate, Family, SeedP, Sweep, Transition,
+    ANALYSIS_VERSION,
+    Analysis,
+    Checkpoint,
+    Dynamics,
+    EnsembleState,
+    Estimate,
+    Family,
+    SeedP,
+    Sweep,
+    Transition,
     Verdict,
 )
 from crystallab.analysis.verdicts import liquid, nucleation, settling
 from crystallab.errors import UserError
 
 __all__ = [
-    "ANALYSIS_VERSION", "Analysis", "Checkpoint", "Dynamics", "EnsembleState", "Estimate", "Family", "SeedP", "Sweep",
-    "Thresholds", "Transition", "Verdict", "analyze", "analyze_dir", "load_analysis", "order_parameter", "parent_graph", "summary_text",
+    "ANALYSIS_VERSION",
+    "Analysis",
+    "Checkpoint",
+    "Dynamics",
+    "EnsembleState",
+    "Estimate",
+    "Family",
+    "SeedP",
+    "Sweep",
+    "Thresholds",
+    "Transition",
+    "Verdict",
+    "analyze",
+    "analyze_dir",
+    "load_analysis",
+    "order_parameter",
+    "parent_graph",
+    "summary_text",
     "sweep",
 ]
 
@@ -79,9 +104,14 @@ def _verdict_split(ens: T.Ensemble) -> str | None:
     return "heldout" if "heldout" in ens.splits else None
 
 
-def analyze(table: Any, thresholds: Thresholds | None = None, method: str | None = None, *,
-            parents: dict[str, str | None] | None = None,
-            train_answers: dict[str, dict[str, dict[str, float]]] | None = None) -> Analysis:
+def analyze(
+    table: Any,
+    thresholds: Thresholds | None = None,
+    method: str | None = None,
+    *,
+    parents: dict[str, str | None] | None = None,
+    train_answers: dict[str, dict[str, dict[str, float]]] | None = None,
+) -> Analysis:
     """The whole analysis of one method's rows of a distribution table (a pyarrow Table).
 
     ``parents`` maps checkpoint labels to their parents (default: the order measured);
@@ -97,10 +127,17 @@ def analyze(table: Any, thresholds: Thresholds | None = None, method: str | None
     graph = parent_graph(tab.checkpoints, parents)
     by_label = {c["label"]: c for c in tab.checkpoints}
     root = next((lab for lab, p in graph.items() if p is None), None)
-    cks = [Checkpoint(c["label"], c["index"], graph[c["label"]], c["model"] or "", c["stage"] or "") for c in tab.checkpoints]
+    cks = [
+        Checkpoint(c["label"], c["index"], graph[c["label"]], c["model"] or "", c["stage"] or "")
+        for c in tab.checkpoints
+    ]
     tasks = [t for t in sorted(tab.options) if len(tab.options[t]) >= 2]
-    warnings = [f"task '{t}' has {len(tab.options[t])} option(s) in the table; a random task needs at least 2, so it was left out"
-                for t in sorted(tab.options) if t not in tasks]
+    warnings = [
+        f"task '{t}' has {len(tab.options[t])} option(s) in the table; a random task needs at least 2, "
+        "so it was left out"
+        for t in sorted(tab.options)
+        if t not in tasks
+    ]
     states: list[EnsembleState] = []
     transitions: list[Transition] = []
     dyn: list[Dynamics] = []
@@ -125,8 +162,10 @@ def analyze(table: Any, thresholds: Thresholds | None = None, method: str | None
                     final[(c["label"], kind, sp)] = st
                     if sp is None and st.invalid_prompts:
                         ids = st.invalid_prompts
-                        warnings.append(f"{c['label']}/{task}/{kind}: {len(ids)} of {st.n_prompts} prompt(s) have valid mass "
-                                        f"below {th.v_min} and were left out: {', '.join(ids[:8])}{' …' if len(ids) > 8 else ''}")
+                        warnings.append(
+                            f"{c['label']}/{task}/{kind}: {len(ids)} of {st.n_prompts} prompt(s) have valid mass "
+                            f"below {th.v_min} and were left out: {', '.join(ids[:8])}{' …' if len(ids) > 8 else ''}"
+                        )
                 vs = _verdict_split(ens)
                 valid[(c["label"], kind)] = Valid.of(ens.split(vs), th.v_min)[0]
                 final[(c["label"], kind, "verdict")] = final[(c["label"], kind, vs)]
@@ -149,10 +188,19 @@ def analyze(table: Any, thresholds: Thresholds | None = None, method: str | None
                 return edges[(parent, child)]
             if root is None or not (defined(root, "raw") and defined(parent, "chat") and defined(child, "chat")):
                 return None
-            t = transition(task, parent=parent, child=child, root=root, root_raw=valid[(root, "raw")],
-                           root_chat=valid[(root, "chat")] if defined(root, "chat") else None,
-                           parent_chat=valid[(parent, "chat")], child_chat=valid[(child, "chat")], options=opts,
-                           train_answers=t_answers(child), th=th)
+            t = transition(
+                task,
+                parent=parent,
+                child=child,
+                root=root,
+                root_raw=valid[(root, "raw")],
+                root_chat=valid[(root, "chat")] if defined(root, "chat") else None,
+                parent_chat=valid[(parent, "chat")],
+                child_chat=valid[(child, "chat")],
+                options=opts,
+                train_answers=t_answers(child),
+                th=th,
+            )
             edges[(parent, child)] = t
             return t
 
@@ -164,37 +212,58 @@ def analyze(table: Any, thresholds: Thresholds | None = None, method: str | None
                     transitions.append(t)
         # dynamics of every tracked run (>= 4 measured steps)
         for c in tab.checkpoints:
-            steps = [s for s in tab.steps(c["index"], task) if s is not None]
-            if len(steps) < 4 or root is None or not defined(root, "raw") or c["label"] == root:
+            tracked = [int(s) for s in tab.steps(c["index"], task) if s is not None]
+            if len(tracked) < 4 or root is None or not defined(root, "raw") or c["label"] == root:
                 continue
             parent = graph[c["label"]]
             t = edges.get((parent, c["label"])) if parent else None
             k = None
             support = None
-            names = list(dict.fromkeys(valid[(root, "raw")].families)) if not valid[(root, "raw")].by_prompt else valid[(root, "raw")].ids
+            names = (
+                list(dict.fromkeys(valid[(root, "raw")].families))
+                if not valid[(root, "raw")].by_prompt
+                else valid[(root, "raw")].ids
+            )
             if parent == root and t is not None and t.k_star is not None:
                 k = names.index(t.k_star)
             elif t is not None:
                 support = np.array([opts.index(o) for o in t.support])
             else:
                 continue
-            dyn.append(dynamics(c["label"], task, steps, [tab.get(c["index"], s, task, "chat") for s in steps],
-                                [tab.get(c["index"], s, task, "raw") for s in steps], root_raw=valid[(root, "raw")],
-                                k_star=k, support=support, train_answers=t_answers(c["label"]), th=th))
+            dyn.append(
+                dynamics(
+                    c["label"],
+                    task,
+                    tracked,
+                    [tab.get(c["index"], s, task, "chat") for s in tracked],
+                    [tab.get(c["index"], s, task, "raw") for s in tracked],
+                    root_raw=valid[(root, "raw")],
+                    k_star=k,
+                    support=support,
+                    train_answers=t_answers(c["label"]),
+                    th=th,
+                )
+            )
         # the claims' ingredients; the verdicts wait for the Holm correction across tasks
-        kids = sorted([lab for lab, p in graph.items() if p == root and (lab, "chat", "verdict") in final],
-                      key=lambda lab: by_label[lab]["index"])
+        kids = sorted(
+            [lab for lab, p in graph.items() if p == root and (lab, "chat", "verdict") in final],
+            key=lambda lab: by_label[lab]["index"],
+        )
         first = kids[0] if kids else None
         desc = [d for d in _descendants(graph, first) if (d, "chat", "verdict") in final] if first else []
         last = max(desc, key=lambda lab: by_label[lab]["index"]) if desc else None
         pending[task] = {
             "root_raw": final.get((root, "raw", None)) if root else None,
-            "first": first, "first_chat": final.get((first, "chat", "verdict")) if first else None,
+            "first": first,
+            "first_chat": final.get((first, "chat", "verdict")) if first else None,
             "t_nuc": edge(root, first) if first and root else None,
-            "last": last, "last_chat": final.get((last, "chat", "verdict")) if last else None,
+            "last": last,
+            "last_chat": final.get((last, "chat", "verdict")) if last else None,
             "t_set": edge(first, last) if first and last else None,
         }
-    p_raw = [(pending[t]["t_nuc"].seed_p.p if pending[t]["t_nuc"] and pending[t]["t_nuc"].seed_p else None) for t in tasks]
+    p_raw = [
+        (pending[t]["t_nuc"].seed_p.p if pending[t]["t_nuc"] and pending[t]["t_nuc"].seed_p else None) for t in tasks
+    ]
     p_holm = M.holm(p_raw)
     verdicts: dict[str, dict[str, Verdict]] = {}
     for task, ph in zip(tasks, p_holm):
@@ -208,9 +277,20 @@ def analyze(table: Any, thresholds: Thresholds | None = None, method: str | None
             "nucleation": nucleation(d["first_chat"], d["t_nuc"], ph, th, miss_n),
             "settling": settling(d["first_chat"], d["last_chat"], d["t_set"], th, miss_s),
         }
-    return Analysis(crystallab_version=__version__, method=method, thresholds=dict(th.__dict__), checkpoints=cks,
-                    root=root, tasks=tasks, options={t: tab.options[t] for t in tasks}, states=states,
-                    transitions=transitions, verdicts=verdicts, dynamics=dyn, warnings=warnings)
+    return Analysis(
+        crystallab_version=__version__,
+        method=method,
+        thresholds=dict(th.__dict__),
+        checkpoints=cks,
+        root=root,
+        tasks=tasks,
+        options={t: tab.options[t] for t in tasks},
+        states=states,
+        transitions=transitions,
+        verdicts=verdicts,
+        dynamics=dyn,
+        warnings=warnings,
+    )
 
 
 def _manifest_links(directory: Path) -> tuple[dict[str, str | None], dict[str, dict[str, dict[str, float]]]]:
@@ -219,13 +299,15 @@ def _manifest_links(directory: Path) -> tuple[dict[str, str | None], dict[str, d
         cks = [c for c in m.get("checkpoints", []) if isinstance(c, dict) and "label" in c]
     except (OSError, ValueError, AttributeError):
         return {}, {}
-    info = [c.get("info") if isinstance(c.get("info"), dict) else {} for c in cks]
+    info: list[dict[str, Any]] = [c["info"] if isinstance(c.get("info"), dict) else {} for c in cks]
     parents = {c["label"]: c.get("parent") or i.get("parent") for c, i in zip(cks, info)}
     answers = {c["label"]: c.get("train_answers") or i.get("train_answers") for c, i in zip(cks, info)}
     return parents, {k: v for k, v in answers.items() if isinstance(v, dict)}
 
 
-def analyze_dir(directory: str | Path, thresholds: str | Thresholds | None = None, method: str | None = None) -> Analysis:
+def analyze_dir(
+    directory: str | Path, thresholds: str | Thresholds | None = None, method: str | None = None
+) -> Analysis:
     """Analyse a results folder and write ``DIR/analysis.json``."""
     from crystallab.store import ResultStore, atomic_write_bytes, read_table
 
@@ -236,7 +318,9 @@ def analyze_dir(directory: str | Path, thresholds: str | Thresholds | None = Non
     th = Thresholds.from_file(thresholds) if isinstance(thresholds, str) else (thresholds or Thresholds())
     parents, answers = _manifest_links(d)
     result = analyze(read_table(d), th, method, parents=parents, train_answers=answers)
-    atomic_write_bytes(d / "analysis.json", (json.dumps(result.to_json(), indent=1, ensure_ascii=False) + "\n").encode())
+    atomic_write_bytes(
+        d / "analysis.json", (json.dumps(result.to_json(), indent=1, ensure_ascii=False) + "\n").encode()
+    )
     return result
 
 
@@ -248,14 +332,18 @@ def load_analysis(directory: str | Path) -> Analysis:
     try:
         return Analysis.from_json(json.loads(f.read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"cannot read {f} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                        f"rerun `crystallab analyze {Path(directory)}`") from exc
+        raise UserError(
+            f"cannot read {f} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            f"rerun `crystallab analyze {Path(directory)}`"
+        ) from exc
 
 
 def summary_text(an: Analysis) -> str:
     """A short terminal summary: states along the ladder and the three verdicts per task."""
-    lines = [f"checkpoints: {' → '.join(c.label for c in an.checkpoints)}   (root: {an.root}; method: {an.method}; "
-             f"ε = {an.thresholds.get('eps')}, v_min = {an.thresholds.get('v_min')}, α = {an.thresholds.get('alpha')})"]
+    lines = [
+        f"checkpoints: {' → '.join(c.label for c in an.checkpoints)}   (root: {an.root}; method: {an.method}; "
+        f"ε = {an.thresholds.get('eps')}, v_min = {an.thresholds.get('v_min')}, α = {an.thresholds.get('alpha')})"
+    ]
     for task in an.tasks:
         parts = []
         for c in an.checkpoints:
@@ -268,6 +356,8 @@ def summary_text(an: Analysis) -> str:
     for w in an.warnings:
         lines.append(f"note: {w}")
     for d in an.dynamics:
-        lines.append(f"dynamics {d.checkpoint}/{d.task}: {d.coordinate}: {d.test.get('verdict')} "
-                     f"(t0 {d.test.get('t0')}, share logistic {d.test.get('share_logistic')})")
+        lines.append(
+            f"dynamics {d.checkpoint}/{d.task}: {d.coordinate}: {d.test.get('verdict')} "
+            f"(t0 {d.test.get('t0')}, share logistic {d.test.get('share_logistic')})"
+        )
     return "\n".join(lines)

@@ -24,9 +24,19 @@ def _f(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def dynamics(checkpoint: str, task: str, steps: list[int], chat: list[Ensemble | None], raw: list[Ensemble | None], *,
-             root_raw: Valid, k_star: int | None, support: np.ndarray | None, train_answers: np.ndarray | None,
-             th: Thresholds) -> Dynamics:
+def dynamics(
+    checkpoint: str,
+    task: str,
+    steps: list[int],
+    chat: list[Ensemble | None],
+    raw: list[Ensemble | None],
+    *,
+    root_raw: Valid,
+    k_star: int | None,
+    support: np.ndarray | None,
+    train_answers: np.ndarray | None,
+    th: Thresholds,
+) -> Dynamics:
     """``chat[i]``/``raw[i]``: the run's ensembles at ``steps[i]``; ``k_star`` (an index into the
     root's families) selects the d_k* coordinate, else ``support`` the q(S) one."""
     fam_rows = [np.flatnonzero(root_raw.codes() == k) for k in range(int(root_raw.codes().max()) + 1)]
@@ -41,14 +51,19 @@ def dynamics(checkpoint: str, task: str, steps: list[int], chat: list[Ensemble |
     pvar: list[float | None] = []
     for i in range(len(steps)):
         for kind, ens in (("chat", chat[i]), ("raw", raw[i])):
-            st = ensemble_state(ens, th, checkpoint=checkpoint, task=task, kind=kind, step=steps[i], intervals=False) if ens else None
+            st = (
+                ensemble_state(ens, th, checkpoint=checkpoint, task=task, kind=kind, step=steps[i], intervals=False)
+                if ens
+                else None
+            )
             ok = st is not None and st.state != "undefined"
             series[f"phi_{kind}"].append(_f(st.params["phi"].value) if ok else None)  # type: ignore[union-attr]
             series[f"spread_{kind}"].append(_f(st.params["spread"].value) if ok else None)  # type: ignore[union-attr]
             if kind == "chat":
                 series["h"].append(_f(st.params["h"].value) if ok else None)  # type: ignore[union-attr]
                 series["valid_mass"].append(_f(st.params["valid_mass"].value) if st else None)
-        V = Valid.of(chat[i], th.v_min)[0] if chat[i] is not None else None
+        ens_i = chat[i]
+        V = Valid.of(ens_i, th.v_min)[0] if ens_i is not None else None
         if V is None or not V.ids:
             for n in names:
                 series[f"d[{n}]"].append(None)
@@ -70,7 +85,11 @@ def dynamics(checkpoint: str, task: str, steps: list[int], chat: list[Ensemble |
         pvar.append(_f(float(np.var(per_prompt))) if len(V.ids) > 1 else None)
         for r, rows in V.replica_rows().items():
             qr = V.P[rows].mean(axis=0)
-            val = M.js_distance(qr, means[k_star]) if use_d else (float(qr[support].sum()) if support is not None else None)
+            val = (
+                M.js_distance(qr, means[k_star])
+                if use_d
+                else (float(qr[support].sum()) if support is not None else None)
+            )
             replicas.setdefault(r, [None] * i).append(val)
         for r in replicas:
             if len(replicas[r]) < i + 1:
@@ -82,7 +101,15 @@ def dynamics(checkpoint: str, task: str, steps: list[int], chat: list[Ensemble |
     t = np.asarray(steps, dtype=float)
     test = TR.transition_test(t[ok], Y[:, ok], dbic=th.dbic, share=th.sharp_share, n_sd=th.n_sd, level=th.level)
     chi = TR.susceptibility(Y)
-    return Dynamics(checkpoint=checkpoint, task=task, steps=[int(s) for s in steps], coordinate=coord,
-                    k_star=names[k_star] if use_d else None, series=series,
-                    replica_series=[[_f(v) for v in row] for row in Y.tolist()], test=test.to_json(),
-                    chi=[_f(v) for v in chi.tolist()], prompt_variance=pvar)
+    return Dynamics(
+        checkpoint=checkpoint,
+        task=task,
+        steps=[int(s) for s in steps],
+        coordinate=coord,
+        k_star=names[k_star] if k_star is not None else None,
+        series=series,
+        replica_series=[[_f(v) for v in row] for row in Y.tolist()],
+        test=test.to_json(),
+        chi=[_f(v) for v in chi.tolist()],
+        prompt_variance=pvar,
+    )

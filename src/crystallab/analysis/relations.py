@@ -39,7 +39,9 @@ def _rows_P(V: Valid, rows: np.ndarray, rng: np.random.Generator | None) -> np.n
     return V.P[rows]
 
 
-def _root_basins(V: Valid, fam_rows: list[np.ndarray], eps: float, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+def _root_basins(
+    V: Valid, fam_rows: list[np.ndarray], eps: float, rng: np.random.Generator | None
+) -> tuple[np.ndarray, np.ndarray]:
     means, radii = [], []
     for members in fam_rows:
         pick = members if rng is None else members[rng.integers(0, members.size, size=members.size)]
@@ -57,14 +59,26 @@ def _q(V: Valid, rows: np.ndarray, rng: np.random.Generator | None) -> np.ndarra
     return _rows_P(V, picked, rng).mean(axis=0)
 
 
-def _figures(q: np.ndarray, means: np.ndarray, radii: np.ndarray, q_parent: np.ndarray, S: np.ndarray,
-             chat0: np.ndarray | None, t: np.ndarray | None) -> dict[str, float]:
+def _figures(
+    q: np.ndarray,
+    means: np.ndarray,
+    radii: np.ndarray,
+    q_parent: np.ndarray,
+    S: np.ndarray,
+    chat0: np.ndarray | None,
+    t: np.ndarray | None,
+) -> dict[str, float]:
     c = M.nucleation_coordinate(q, means, radii)
     u = S.size / q.size
     ret = float(q[S].sum())
-    out = {"margin": c.margin, "retention": ret, "rho": (ret - u) / (1 - u) if u < 1 else math.nan,
-           "redistribution": M.js_distance(q_parent, q), "d_chat0": M.js_distance(q, chat0) if chat0 is not None else math.nan,
-           "k_star": float(c.k_star)}
+    out = {
+        "margin": c.margin,
+        "retention": ret,
+        "rho": (ret - u) / (1 - u) if u < 1 else math.nan,
+        "redistribution": M.js_distance(q_parent, q),
+        "d_chat0": M.js_distance(q, chat0) if chat0 is not None else math.nan,
+        "k_star": float(c.k_star),
+    }
     out.update({f"d{k}": float(c.d[k]) for k in range(len(c.d))})
     out.update({f"z{k}": float(c.z[k]) for k in range(len(c.z))})
     if t is not None:
@@ -73,14 +87,24 @@ def _figures(q: np.ndarray, means: np.ndarray, radii: np.ndarray, q_parent: np.n
     return out
 
 
-def transition(task: str, *, parent: str, child: str, root: str, root_raw: Valid, root_chat: Valid | None,
-               parent_chat: Valid, child_chat: Valid, options: list[str], train_answers: np.ndarray | None,
-               th: Thresholds) -> Transition:
+def transition(
+    task: str,
+    *,
+    parent: str,
+    child: str,
+    root: str,
+    root_raw: Valid,
+    root_chat: Valid | None,
+    parent_chat: Valid,
+    child_chat: Valid,
+    options: list[str],
+    train_answers: np.ndarray | None,
+    th: Thresholds,
+) -> Transition:
     """Every figure of one edge, with intervals (the three ensembles must be defined)."""
     reps = list(child_chat.replica_rows())
     root_fams = {r: _family_rows(root_raw, _side(root_raw, r)) for r in reps}
     names = list(dict.fromkeys(root_raw.families)) if not root_raw.by_prompt else root_raw.ids
-    chat0 = root_chat.P.mean(axis=0) if root_chat is not None else None
     q_parent_point = {r: parent_chat.P[_side(parent_chat, r)].mean(axis=0) for r in reps}
     S = M.support_set(np.mean(list(q_parent_point.values()), axis=0), th.cover)
 
@@ -92,8 +116,10 @@ def transition(task: str, *, parent: str, child: str, root: str, root_raw: Valid
         return _figures(q, means, radii, qp, S, c0, train_answers)
 
     point_per = [one(r, None) for r in reps]
-    point = {k: float(np.nanmean([p[k] for p in point_per])) if any(math.isfinite(p[k]) for p in point_per)
-             else math.nan for k in point_per[0]}
+    point = {
+        k: float(np.nanmean([p[k] for p in point_per])) if any(math.isfinite(p[k]) for p in point_per) else math.nan
+        for k in point_per[0]
+    }
     counts = Counter(names[int(p["k_star"])] for p in point_per)
     k_star = counts.most_common(1)[0][0]
     rng = np.random.default_rng(th.seed)
@@ -111,19 +137,33 @@ def transition(task: str, *, parent: str, child: str, root: str, root_raw: Valid
     tests = []
     for r in reps:
         means, radii = _root_basins(root_raw, root_fams[r], th.eps, None)
-        tests.append(M.seed_p(child_chat.P[child_chat.replica_rows()[r]].mean(axis=0), means, radii,
-                              n_random=th.n_perm, seed=th.seed))
+        tests.append(
+            M.seed_p(
+                child_chat.P[child_chat.replica_rows()[r]].mean(axis=0), means, radii, n_random=th.n_perm, seed=th.seed
+            )
+        )
     ps = [t.p for t in tests if t.p is not None]
     seed = SeedP(float(np.median(ps)) if ps else None, tests[0].n_relabellings, tests[0].exact, bool(ps))
     k_i = names.index(k_star)
     z_star = est(f"z{k_i}")
     return Transition(
-        task=task, parent=parent, child=child, root=root,
-        d={n: est(f"d{k}") for k, n in enumerate(names)}, z={n: est(f"z{k}") for k, n in enumerate(names)},
-        k_star=k_star, k_star_counts=dict(counts), margin=est("margin"),
-        inside=None if z_star.value is None else bool(z_star.value <= 1.0), d_chat0=est("d_chat0"), seed_p=seed,
+        task=task,
+        parent=parent,
+        child=child,
+        root=root,
+        d={n: est(f"d{k}") for k, n in enumerate(names)},
+        z={n: est(f"z{k}") for k, n in enumerate(names)},
+        k_star=k_star,
+        k_star_counts=dict(counts),
+        margin=est("margin"),
+        inside=None if z_star.value is None else bool(z_star.value <= 1.0),
+        d_chat0=est("d_chat0"),
+        seed_p=seed,
         attraction=est("attraction") if train_answers is not None else None,
         d_data=est("d_data") if train_answers is not None else None,
-        support=[options[i] for i in S], retention=est("retention"), rho=est("rho"),
-        redistribution=est("redistribution"), replicas=len(reps),
+        support=[options[i] for i in S],
+        retention=est("retention"),
+        rho=est("rho"),
+        redistribution=est("redistribution"),
+        replicas=len(reps),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,11 @@ class Valid:
         v = ens.valid_mass
         keep = [i for i in range(len(ens.ids)) if v[i] >= v_min and v[i] > M.MIN_VALID_MASS]
         sub = ens.subset(keep)
-        P = sub.probs[:, :-1] / np.maximum(sub.probs[:, :-1].sum(axis=1, keepdims=True), 1e-300) if keep else sub.probs[:, :-1]
+        P = (
+            sub.probs[:, :-1] / np.maximum(sub.probs[:, :-1].sum(axis=1, keepdims=True), 1e-300)
+            if keep
+            else sub.probs[:, :-1]
+        )
         by_prompt = len(set(ens.families)) <= 1  # the table's families, not only the valid prompts'
         invalid = [ens.ids[i] for i in range(len(ens.ids)) if i not in set(keep)]
         return cls(sub.ids, P, sub.probs, sub.n_samples, sub.families, sub.replicas, by_prompt), invalid
@@ -58,7 +63,9 @@ class Valid:
         return np.array([names.index(f) for f in self.families])
 
 
-def _stats(P: np.ndarray, D: np.ndarray, orig: np.ndarray, fam: np.ndarray, copies: np.ndarray, eps: float) -> dict[str, float]:
+def _stats(
+    P: np.ndarray, D: np.ndarray, orig: np.ndarray, fam: np.ndarray, copies: np.ndarray, eps: float
+) -> dict[str, float]:
     """Order parameters of one (possibly resampled) replica. ``orig`` are the original rows (pairs
     of one prompt drawn twice are left out of spread and phi), ``fam`` their original family
     codes, ``copies`` the family copy ids that basins count."""
@@ -144,26 +151,56 @@ def _dense(ids: np.ndarray) -> np.ndarray:
     return np.array([names.index(x) for x in ids.tolist()])
 
 
-def ensemble_state(ens: Ensemble, th: Thresholds, *, checkpoint: str, task: str, kind: str, step: int | None,
-                   split: str | None = None, intervals: bool = True) -> EnsembleState:
+def ensemble_state(
+    ens: Ensemble,
+    th: Thresholds,
+    *,
+    checkpoint: str,
+    task: str,
+    kind: str,
+    step: int | None,
+    split: str | None = None,
+    intervals: bool = True,
+) -> EnsembleState:
     """Classify one ensemble; every figure with its interval."""
     V, invalid = Valid.of(ens, th.v_min)
     vm_all = ens.valid_mass
     vm_struct = M.Structure.of(None if len(set(ens.families)) <= 1 else ens.families, ens.replicas)
     vm_reps = M.hierarchical_bootstrap(
-        vm_struct, lambda d: {"v": float(np.mean([vm_all[r].mean() for r, _ in d]))}, n_boot=th.n_boot, seed=th.seed)
+        vm_struct, lambda d: {"v": float(np.mean([vm_all[r].mean() for r, _ in d]))}, n_boot=th.n_boot, seed=th.seed
+    )
     vm_point = float(np.mean([vm_all[rows].mean() for rows in _rows_by_replica(ens.replicas).values()]))
     valid_mass = Estimate.of(vm_point, *M.percentile_interval(vm_reps["v"], th.level))
-    base = dict(checkpoint=checkpoint, task=task, ensemble=kind, step=step, split=split, n_prompts=len(ens.ids),
-                n_valid=len(V.ids), invalid_prompts=invalid, read_by="prompts" if V.by_prompt else "families",
-                prompt_ids=V.ids)
+    base: dict[str, Any] = dict(
+        checkpoint=checkpoint,
+        task=task,
+        ensemble=kind,
+        step=step,
+        split=split,
+        n_prompts=len(ens.ids),
+        n_valid=len(V.ids),
+        invalid_prompts=invalid,
+        read_by="prompts" if V.by_prompt else "families",
+        prompt_ids=V.ids,
+    )
     by_rep = V.replica_rows()
     defined = {r: rows for r, rows in by_rep.items() if rows.size >= 3}
     if not defined:
         why = f"{len(V.ids)} valid prompt(s) (valid mass >= {th.v_min}); a state needs at least 3"
-        return EnsembleState(**base, state="undefined", reason=why, params={"valid_mass": valid_mass}, phi_p=None,
-                             phi_relabellings=None, families=[], basins=[], aggregate=None,
-                             replicas=len(by_rep), replica_states=["undefined"] * len(by_rep), families_replica=None)
+        return EnsembleState(
+            **base,
+            state="undefined",
+            reason=why,
+            params={"valid_mass": valid_mass},
+            phi_p=None,
+            phi_relabellings=None,
+            families=[],
+            basins=[],
+            aggregate=None,
+            replicas=len(by_rep),
+            replica_states=["undefined"] * len(by_rep),
+            families_replica=None,
+        )
     codes = V.codes()
     per, states, phi_ps, first, first_rep = [], [], [], None, None
     for r, rows in by_rep.items():
@@ -173,14 +210,18 @@ def ensemble_state(ens: Ensemble, th: Thresholds, *, checkpoint: str, task: str,
         P = V.P[rows]
         D = M.pairwise_jsd(P)
         fam = None if V.by_prompt else [V.families[i] for i in rows]
-        b = M.basins_coded(P, np.arange(rows.size), [V.ids[i] for i in rows], th.eps) if V.by_prompt else M.basins(P, fam, th.eps)
+        b = (
+            M.basins_coded(P, np.arange(rows.size), [V.ids[i] for i in rows], th.eps)
+            if V.by_prompt
+            else M.basins(P, fam, th.eps)
+        )
         if first is None:
             first, first_rep = (b, P), r
         s = _stats(P, D, np.arange(rows.size), _dense(codes[rows]), _dense(codes[rows]), th.eps)
         per.append(s)
         states.append("liquid" if b.n_basins >= 2 else "crystal")
         if not V.by_prompt:
-            value, p, n_rel, _ = M.phi_permutation(P, fam, n_random=th.n_perm, seed=th.seed, D=D)
+            value, p, n_rel, _ = M.phi_permutation(P, fam or [], n_random=th.n_perm, seed=th.seed, D=D)
             phi_ps.append((p, n_rel))
     point = _combine(per)
     ci = bootstrap_params(V, th) if intervals else {}
@@ -189,21 +230,34 @@ def ensemble_state(ens: Ensemble, th: Thresholds, *, checkpoint: str, task: str,
     n_liquid, n_crystal = states.count("liquid"), states.count("crystal")
     state = "crystal" if n_crystal > n_liquid else "liquid"
     b, P = first  # type: ignore[misc]
-    fams = [Family(b.names[k], b.sizes[k], [float(x) for x in b.means[k]], float(b.radii[k]), int(b.labels[k]))
-            for k in range(len(b.names))]
+    fams = [
+        Family(b.names[k], b.sizes[k], [float(x) for x in b.means[k]], float(b.radii[k]), int(b.labels[k]))
+        for k in range(len(b.names))
+    ]
     nb = params["n_basins"]
+    unit = "prompt" if V.by_prompt else "family"
     if state == "liquid":
-        reason = f"n_basins = {nb.text('.0f')}: {len(b.groups())} groups of {'prompts' if V.by_prompt else 'families'} stay apart beyond their radii"
+        reason = f"n_basins = {nb.text('.0f')}: {len(b.groups())} groups of {unit} stay apart beyond their radii"
     else:
-        reason = f"n_basins = {nb.text('.0f')}: every {'prompt' if V.by_prompt else 'family'} sits in one basin (h = {point['h']:.2f})"
+        reason = f"n_basins = {nb.text('.0f')}: every {unit} sits in one basin (h = {point['h']:.2f})"
     if len(states) > 1:
         reason += f"; replicas: {n_liquid} liquid, {n_crystal} crystal, {states.count('undefined')} undefined"
     p_med = float(np.median([p for p, _ in phi_ps])) if phi_ps else None
     pooled = np.concatenate([V.P[rows] for rows in defined.values()]).mean(axis=0)
-    return EnsembleState(**base, state=state, reason=reason, params=params, phi_p=p_med,
-                         phi_relabellings=phi_ps[0][1] if phi_ps else None, families=fams, basins=b.groups(),
-                         aggregate=[float(x) for x in pooled], replicas=len(by_rep), replica_states=states,
-                         families_replica=first_rep)
+    return EnsembleState(
+        **base,
+        state=state,
+        reason=reason,
+        params=params,
+        phi_p=p_med,
+        phi_relabellings=phi_ps[0][1] if phi_ps else None,
+        families=fams,
+        basins=b.groups(),
+        aggregate=[float(x) for x in pooled],
+        replicas=len(by_rep),
+        replica_states=states,
+        families_replica=first_rep,
+    )
 
 
 def _rows_by_replica(replicas: list[int | None]) -> dict[int | None, np.ndarray]:

@@ -42,9 +42,18 @@ def _f(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
-def sweep(name: str, control: str, grid: Sequence[float], m: ArrayLike, f_A: ArrayLike, f_B: ArrayLike, *,
-          ends_from_A: Sequence[float] | None = None, ends_from_B: Sequence[float] | None = None,
-          th: Thresholds | None = None) -> Sweep:
+def sweep(
+    name: str,
+    control: str,
+    grid: Sequence[float],
+    m: ArrayLike,
+    f_A: ArrayLike,
+    f_B: ArrayLike,
+    *,
+    ends_from_A: Sequence[float] | None = None,
+    ends_from_B: Sequence[float] | None = None,
+    th: Thresholds | None = None,
+) -> Sweep:
     """Every statistic of one sweep; ``m`` is (replicas × grid) end states."""
     th = th or Thresholds()
     lam = np.asarray(grid, dtype=float)
@@ -61,10 +70,22 @@ def sweep(name: str, control: str, grid: Sequence[float], m: ArrayLike, f_A: Arr
         hyst = TR.hysteresis_test(ends_from_A, ends_from_B)[1]
     verdict = TR.sweep_verdict(sh, dip_p, hyst, alpha=th.alpha)
     return Sweep(
-        name=name, control=control, grid=[float(x) for x in lam],
-        m=[[_f(x) for x in row] for row in M.tolist()], m_lin=[float(x) for x in m_lin],
-        sharpness=Estimate.of(sh.sigma, *sh.sigma_interval), lambda_c=Estimate.of(sh.lambda_c, *sh.lambda_c_interval),
-        dip=_f(dip), dip_p=_f(dip_p), hysteresis_p=_f(hyst), verdict=verdict,
-        numbers={"sharpness": sh.to_json(), "dip_at": None if at is None else float(lam[at]),
-                 "ends_from_A": list(ends_from_A or []), "ends_from_B": list(ends_from_B or []), "alpha": th.alpha},
+        name=name,
+        control=control,
+        grid=[float(x) for x in lam],
+        m=[[_f(x) for x in row] for row in M.tolist()],
+        m_lin=[float(x) for x in m_lin],
+        sharpness=Estimate.of(sh.sigma, *sh.sigma_interval),
+        lambda_c=Estimate.of(sh.lambda_c, *sh.lambda_c_interval),
+        dip=_f(dip),
+        dip_p=_f(dip_p),
+        hysteresis_p=_f(hyst),
+        verdict=verdict,
+        numbers={
+            "sharpness": sh.to_json(),
+            "dip_at": None if at is None else float(lam[at]),
+            "ends_from_A": list(ends_from_A or []),
+            "ends_from_B": list(ends_from_B or []),
+            "alpha": th.alpha,
+        },
     )

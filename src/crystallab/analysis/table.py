@@ -11,8 +11,21 @@ import numpy as np
 from crystallab.errors import UserError
 
 OTHER = "⊥"
-_COLUMNS = ("checkpoint", "checkpoint_index", "model", "stage", "step", "task", "task_version", "prompt_id",
-            "prompt_kind", "prompt_family", "option", "prob", "n_samples")
+_COLUMNS = (
+    "checkpoint",
+    "checkpoint_index",
+    "model",
+    "stage",
+    "step",
+    "task",
+    "task_version",
+    "prompt_id",
+    "prompt_kind",
+    "prompt_family",
+    "option",
+    "prob",
+    "n_samples",
+)
 _OPTIONAL = ("split", "replica")
 
 
@@ -29,8 +42,14 @@ class Ensemble:
 
     def subset(self, keep: list[int]) -> "Ensemble":
         ns = None if self.n_samples is None else self.n_samples[keep]
-        return Ensemble([self.ids[i] for i in keep], [self.families[i] for i in keep],
-                        [self.splits[i] for i in keep], [self.replicas[i] for i in keep], self.probs[keep], ns)
+        return Ensemble(
+            [self.ids[i] for i in keep],
+            [self.families[i] for i in keep],
+            [self.splits[i] for i in keep],
+            [self.replicas[i] for i in keep],
+            self.probs[keep],
+            ns,
+        )
 
     def split(self, which: str | None) -> "Ensemble":
         return self if which is None else self.subset([i for i, s in enumerate(self.splits) if s == which])
@@ -77,28 +96,38 @@ def read(table: Any) -> Table:
     groups: dict[tuple, dict[tuple, dict[str, Any]]] = {}
     for i in range(n_rows):
         task, opt, ci = cols["task"][i], cols["option"][i], int(cols["checkpoint_index"][i])
-        ckpts.setdefault(ci, {"index": ci, "label": cols["checkpoint"][i], "model": cols["model"][i],
-                              "stage": cols["stage"][i]})
+        ckpts.setdefault(
+            ci, {"index": ci, "label": cols["checkpoint"][i], "model": cols["model"][i], "stage": cols["stage"][i]}
+        )
         versions.setdefault(task, {}).setdefault(cols["task_version"][i], set()).add(cols["checkpoint"][i])
         if opt != OTHER and opt not in options.setdefault(task, []):
             options[task].append(opt)
         key = (ci, cols["step"][i], task, cols["prompt_kind"][i])
         rep = None if replica[i] is None else int(replica[i])
-        row = groups.setdefault(key, {}).setdefault((rep, cols["prompt_id"][i]), {
-            "family": cols["prompt_family"][i], "split": split[i], "n": int(cols["n_samples"][i] or 0), "p": {}})
+        row = groups.setdefault(key, {}).setdefault(
+            (rep, cols["prompt_id"][i]),
+            {"family": cols["prompt_family"][i], "split": split[i], "n": int(cols["n_samples"][i] or 0), "p": {}},
+        )
         row["p"][opt] = float(cols["prob"][i])
     for task, v in versions.items():
         if len(v) > 1:
             detail = "; ".join(f"version {ver}: {', '.join(sorted(c))}" for ver, c in sorted(v.items()))
-            raise UserError(f"task '{task}' was measured with different versions across checkpoints ({detail}); "
-                            "re-measure them with one version")
+            raise UserError(
+                f"task '{task}' was measured with different versions across checkpoints ({detail}); "
+                "re-measure them with one version"
+            )
     ensembles: dict[tuple, Ensemble] = {}
     for key, rows in groups.items():
         opts = [*options[key[2]], OTHER]
         order = sorted(rows, key=lambda r: (r[0] is not None, r[0] or 0, r[1]))
         probs = np.array([[rows[r]["p"].get(o, 0.0) for o in opts] for r in order])
         ns = np.array([rows[r]["n"] for r in order])
-        ensembles[key] = Ensemble([r[1] for r in order], [rows[r]["family"] for r in order],
-                                  [rows[r]["split"] for r in order], [r[0] for r in order], probs,
-                                  ns if ns.any() else None)
+        ensembles[key] = Ensemble(
+            [r[1] for r in order],
+            [rows[r]["family"] for r in order],
+            [rows[r]["split"] for r in order],
+            [r[0] for r in order],
+            probs,
+            ns if ns.any() else None,
+        )
     return Table(ensembles, [ckpts[i] for i in sorted(ckpts)], options)

@@ -212,7 +212,9 @@ class Analysis:
 
     def state(self, checkpoint: str, task: str, ensemble: str, split: str | None = None) -> EnsembleState | None:
         """The final-step state of one ensemble, or None."""
-        found = [s for s in self.states if (s.checkpoint, s.task, s.ensemble, s.split) == (checkpoint, task, ensemble, split)]
+        found = [
+            s for s in self.states if (s.checkpoint, s.task, s.ensemble, s.split) == (checkpoint, task, ensemble, split)
+        ]
         return found[-1] if found else None
 
     def to_json(self) -> dict[str, Any]:
@@ -253,7 +255,7 @@ def _decode(tp: Any, data: Any) -> Any:
         return None if data is None else _decode(args[0], data)
     if tp is Estimate:
         return Estimate.from_json(data)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(data, dict):
             raise ValueError(f"expected an object for {tp.__name__}, got {type(data).__name__}")
         hints = typing.get_type_hints(tp)
