@@ -237,7 +237,8 @@ def ensemble_state(
     nb = params["n_basins"]
     unit = "prompt" if V.by_prompt else "family"
     if state == "liquid":
-        reason = f"n_basins = {nb.text('.0f')}: {len(b.groups())} groups of {unit} stay apart beyond their radii"
+        plural = "prompts" if V.by_prompt else "families"
+        reason = f"n_basins = {nb.text('.0f')}: {len(b.groups())} groups of {plural} stay apart beyond their radii"
     else:
         reason = f"n_basins = {nb.text('.0f')}: every {unit} sits in one basin (h = {point['h']:.2f})"
     if len(states) > 1:

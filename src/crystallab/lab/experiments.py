@@ -172,8 +172,8 @@ def _run_lab(cfg: LabConfig, log=print) -> dict[str, Any]:
     th_file = out / "thresholds.yaml"
     th_file.write_text(f"n_boot: {cfg.n_boot}\nseed: {cfg.seed}\n")
     if answers is not None or per_instruction is not None:  # the attraction index needs what SFT was shown
-        t = np.asarray(answers if answers is not None else np.mean(per_instruction, axis=0), dtype=float)
-        _record_train_answers(results, "sft", cfg.task, dict(zip(task.labels, (t / t.sum()).tolist())))
+        shown = np.asarray(answers if answers is not None else np.mean(per_instruction, axis=0), dtype=float)
+        _record_train_answers(results, "sft", cfg.task, dict(zip(task.labels, (shown / shown.sum()).tolist())))
     analysis = analyze_dir(str(results), Thresholds.from_file(str(th_file)))
     report = None
     if cfg.report:
@@ -277,6 +277,15 @@ def _base_family_means(results: Path, task: str) -> dict[str, np.ndarray]:
     return {fam: np.mean(rows, axis=0) for fam, rows in groups.items()}
 
 
+def _iv(x: Any) -> str:
+    """``0.912 [0.880, 0.931]`` from ``[v, lo, hi]``, ``0.912`` from a number, ``n/a`` from None."""
+    if isinstance(x, (list, tuple)) and len(x) == 3:
+        from crystallab.analysis.types import Estimate
+
+        return Estimate.of(*x).text(".3g")
+    return "n/a" if x is None else f"{x:.3g}" if isinstance(x, float) else str(x)
+
+
 def summary_text(s: dict[str, Any]) -> str:
     lines = [f"chat states along the ladder: {' → '.join(s['states'])}"]
     for claim in ("liquid", "nucleation", "settling"):
@@ -285,16 +294,16 @@ def summary_text(s: dict[str, Any]) -> str:
     if s.get("planted_js_distance"):
         lines.append("base vs planted (JS distance per family): " + ", ".join(f"{k} {v:.3f}" for k, v in s["planted_js_distance"].items()))
     if s.get("planted_family"):
-        ok = "named correctly" if s["seed_named_correctly"] else f"the analysis found k* = {s['named_family']}"
+        ok = "k* is the planted family" if s["seed_named_correctly"] else f"the analysis found k* = {s['named_family']}"
         n = s.get("nucleation") or {}
-        lines.append(f"planted seed family: {s['planted_family']} ({ok}; z_k* {n.get('z_k_star')}, seed_p {n.get('seed_p')}) "
-                     "[positive control: SFT was shown this family's answers]")
+        lines.append(f"planted seed family: {s['planted_family']} ({ok}; z_k* {_iv(n.get('z_k_star'))}, "
+                     f"seed_p {_iv(n.get('seed_p'))}) [a positive control: SFT was shown this family's answers]")
     if s.get("rl"):
         st = s.get("settling") or {}
-        lines.append(f"RL target {s['rl']['target']} vs SFT support {s['rl']['sft_support']}: retention {st.get('retention')}, "
-                     f"excess retention ρ {st.get('rho')}" if st else "RL: no settling figures")
+        lines.append(f"RL target {s['rl']['target']} vs SFT support {s['rl']['sft_support']}: retention {_iv(st.get('retention'))}, "
+                     f"excess retention ρ {_iv(st.get('rho'))}" if st else "RL: no settling figures")
     for d in s.get("dynamics", []):
-        lines.append(f"{d['checkpoint']}: {d['coordinate']}: {d['verdict']} (t0 {d['t0']}, w {d['w']})")
+        lines.append(f"{d['checkpoint']}: {d['coordinate']}: transition test {d['verdict']} (t0 {_iv(d['t0'])}, w {_iv(d['w'])})")
     if s.get("report"):
         lines.append(f"report: {s['report']}")
     lines.append(f"took {s['timings']['total']:.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in s["timings"].items() if k != "total"))
