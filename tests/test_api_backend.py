@@ -69,7 +69,7 @@ def served_dir(tiny_ckpt, tmp_path_factory):
     weights = [1, 2, 3, 2, 1, 5, 9, 2, 1, 4]
     draw = lambda: str(rng.choices(range(1, 11), weights)[0])  # noqa: E731
     lines = ["Random numbers between 1 and 10: " + ", ".join(draw() for _ in range(10)) for _ in range(48)]
-    ins = load_task("number_1_10").instructions[0]
+    ins = load_task("number_1_10").instruction_texts[0]
     lines += [be.render_chat(ins)[0] + draw() + "</s>" for _ in range(48)]
     train_briefly(be, lines, add_special_tokens=False)
     out = tmp_path_factory.mktemp("served") / "tiny-peaked"
@@ -94,7 +94,7 @@ def test_api_transformers_serve_sampling_agrees_with_exact(served_dir, hf_server
     task = load_task("number_1_10")
     hf = load_backend(str(served_dir))
     api = ApiBackend(f"api:{hf_server}#{served_dir}?server=transformers&max_tokens=6&concurrency=4")
-    ins = task.instructions[0]
+    ins = task.instruction_texts[0]
     for prompt, exact_text in [(Prompt("raw-x", "raw", "list", RAW), RAW), (Prompt("chat-00", "chat", "instruction", ins), hf.render_chat(ins)[0])]:
         exact = score_exact(hf, [exact_text], task)[0]
         assert exact[:-1].sum() > 0.3, exact  # enough option mass for the test to have power

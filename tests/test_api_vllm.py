@@ -80,7 +80,7 @@ def test_vllm_prompt_scores_map_to_exact_trie_probabilities(tiny_ckpt, backend_o
     vb = VLLMBackend(fake, hf.tokenizer, {"model": "vllm:fake"}, lambda **kw: SimpleNamespace(**kw), vocab_size=hf.vocab_size)
     for tid in ("number_1_10", "color"):
         task = load_task(tid)
-        prompts = [c.text for c in task.contexts[:3]] + [vb.render_chat(task.instructions[0])[0]]
+        prompts = [c.text for c in task.contexts[:3]] + [vb.render_chat(task.instruction_texts[0])[0]]
         want = np.array(score_exact(hf, prompts, task))
         got = np.array(score_exact(vb, prompts, task))
         np.testing.assert_allclose(got, want, atol=2e-6)

@@ -40,7 +40,7 @@ def test_gemma_tokenizer_traps(gemma):
 def test_gemma_exact_matches_brute_force(gemma):
     task = load_task("number_1_10")
     code = next(c.text for c in task.contexts if c.text.endswith(")\n"))
-    prompts = ["Q: Pick a random number between 1 and 10.\nA:", "Random numbers between 1 and 10: 3, 8, 1, 6, 10, 2,", code, gemma.render_chat(task.instructions[0])[0]]
+    prompts = ["Q: Pick a random number between 1 and 10.\nA:", "Random numbers between 1 and 10: 3, 8, 1, 6, 10, 2,", code, gemma.render_chat(task.instruction_texts[0])[0]]
     exact = score_exact(gemma, prompts, task)
     diffs = [float(np.abs(e - brute_force(gemma, p, task)).max()) for p, e in zip(prompts, exact)]
     assert max(diffs) <= 1e-5, diffs

@@ -38,7 +38,7 @@ def tiny(tiny_ckpt):
 @pytest.mark.parametrize("lora", [False, True])
 def test_sft_changes_parameters(tiny, tmp_path, lora):
     task = load_task("number_1_10")
-    out = run_sft(SFTRecipe(model=str(tiny), out=str(tmp_path / "sft"), instructions=task.instructions, options=task.labels, answers=[0.1] * 10,
+    out = run_sft(SFTRecipe(model=str(tiny), out=str(tmp_path / "sft"), instructions=task.instruction_texts, options=task.labels, answers=[0.1] * 10,
                             n_examples=32, steps=3, batch_size=8, lora=lora), log=lambda s: None)
     diff = changed(tiny, out)
     assert diff, "SFT changed no parameter"
@@ -63,7 +63,7 @@ def test_tracker_writes_one_slice_per_tracked_step(tiny, tmp_path):
     task = load_task("coin_flip")
     results = tmp_path / "results"
     tracker = PhaseTracker(MeasureConfig(model="run", tasks=["coin_flip"], out=str(results), label="sft", stage="sft", limit=3), every=2)
-    run_sft(SFTRecipe(model=str(tiny), out=str(tmp_path / "sft"), instructions=task.instructions, options=task.labels, answers=[0.9, 0.1],
+    run_sft(SFTRecipe(model=str(tiny), out=str(tmp_path / "sft"), instructions=task.instruction_texts, options=task.labels, answers=[0.9, 0.1],
                       n_examples=32, steps=5, batch_size=8, callbacks=[tracker]), log=lambda s: None)
     rows = pq.read_table(results / "distributions.parquet").to_pylist()
     steps = sorted({r["step"] for r in rows})

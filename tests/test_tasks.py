@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from pathlib import Path
 
 import pytest
 import yaml
 
 from crystallab.errors import TaskError, UserError
-from crystallab.tasks import BUILTIN_DIR, Task, load_task, load_task_file, task_ids
+from crystallab.tasks import BUILTIN_DIR, Instruction, Task, TaskWarning, load_task, load_task_file, task_ids
 
 REQUIRED_IDS = {
     "number_1_10", "number_0_10", "number_1_100", "die_d6", "coin_flip", "letter_a_z", "color", "animal", "fruit",
     "country", "us_state", "first_name", "weekday", "month", "card_suit", "rock_paper_scissors", "word",
 }
 FAMILIES = {"qa", "list", "narrative", "dialogue", "code", "game", "form", "poll"}
+CHAT_FAMILIES = {"plain", "game", "code", "person", "story", "form"}
 BUILTIN_IDS = task_ids()
+# the loader's own small tasks have one family of each kind: the warning is tested on its own below
+pytestmark = pytest.mark.filterwarnings("ignore::crystallab.tasks.TaskWarning")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,19 +107,27 @@ def test_builtin_task_loads(task_id):
 
 @pytest.mark.parametrize("task_id", BUILTIN_IDS)
 def test_builtin_task_sizes(task_id):
+    """The v2 rules: >= 3 contexts in each of >= 6 raw families, >= 3 paraphrases in each of
+    >= 5 chat families (the loader enforces the family sizes; the totals are the suite's own)."""
     task = load_task(task_id)
+    assert task.version >= 2
     assert len(task.options) >= 2
-    assert len(task.instructions) >= 10, "need at least 10 instruction paraphrases"
-    assert len(set(task.instructions)) == len(task.instructions)
-    assert len(task.contexts) >= 20, "need at least 20 raw contexts"
-    assert len(task.families) >= 6, f"need at least 6 context families, got {task.families}"
+    assert not task.family_problems()
+    sizes = task.family_sizes()
+    assert min(sizes["raw"].values()) >= 3 and len(sizes["raw"]) >= 6, sizes["raw"]
+    assert min(sizes["chat"].values()) >= 3 and len(sizes["chat"]) >= 5, sizes["chat"]
+    assert len(task.instructions) >= 15 and len(task.contexts) >= 20
+    assert len(set(task.instruction_texts)) == len(task.instructions)
 
 
 @pytest.mark.parametrize("task_id", BUILTIN_IDS)
-def test_builtin_context_families_are_known(task_id):
+def test_builtin_families_are_known(task_id):
     task = load_task(task_id)
     unknown = {c.family for c in task.contexts} - FAMILIES
     assert not unknown, f"unknown context families {sorted(unknown)}"
+    unknown = set(task.chat_families) - CHAT_FAMILIES
+    assert not unknown, f"unknown chat families {sorted(unknown)}"
+    assert "plain" in task.chat_families
 
 
 @pytest.mark.parametrize("task_id", BUILTIN_IDS)
@@ -336,3 +348,179 @@ def test_unknown_task_and_bad_dir(tmp_path):
         load_task("coin_flp")
     with pytest.raises(UserError, match="not a directory"):
         task_ids(tmp_path / "nope")
+
+
+# ---------------------------------------------------------------------------------------------
+# families (SCIENCE.md "Objects": >= 3 contexts per raw family, >= 5 chat families of >= 3)
+
+
+def _families_task(raw: dict[str, int], chat: dict[str, int], task_id: str = "fam") -> dict:
+    """VALID with ``raw`` contexts and ``chat`` instructions per family."""
+    return _variant(
+        id=task_id,
+        contexts=[{"family": f, "text": f"{f} context {i}:"} for f, n in raw.items() for i in range(n)],
+        instructions=[{"family": f, "text": f"{f} instruction {i}."} for f, n in chat.items() for i in range(n)],
+    )
+
+
+GOOD_RAW = {"qa": 3, "list": 3}
+GOOD_CHAT = {"plain": 3, "game": 3, "code": 3, "person": 3, "story": 3}
+
+
+def test_instruction_families_load_and_plain_strings_are_one_family(tmp_path):
+    task = load_task_file(_write(tmp_path, _families_task(GOOD_RAW, GOOD_CHAT), "fam.yaml"))
+    assert task.instructions[0] == Instruction("plain", "plain instruction 0.")
+    assert task.chat_families == ("code", "game", "person", "plain", "story")
+    assert task.family_sizes() == {"raw": GOOD_RAW, "chat": GOOD_CHAT}
+    assert task.to_json()["instructions"][3] == {"family": "game", "text": "game instruction 0."}
+    old = load_task_file(_write(tmp_path, _variant(instructions=["Flip a coin.", "Toss a coin."])))
+    assert old.instructions == (Instruction("instruction", "Flip a coin."), Instruction("instruction", "Toss a coin."))
+    assert old.instruction_texts == ("Flip a coin.", "Toss a coin.") and old.chat_families == ("instruction",)
+
+
+@pytest.mark.parametrize(
+    ("instructions", "field", "fragment"),
+    [
+        ([{"family": "plain"}], "instructions[0].text", "missing"),
+        ([{"text": "Flip."}], "instructions[0].family", "missing"),
+        ([{"family": "plain", "text": "Flip.", "mood": "x"}], "instructions[0].mood", "unknown key"),
+        ([{"family": "", "text": "Flip."}], "instructions[0].family", "must not be empty"),
+        (["Flip.", {"family": "plain", "text": "Flip."}], "instructions", "duplicate instruction"),
+    ],
+)
+def test_bad_instruction_entries_name_the_field(tmp_path, instructions, field, fragment):
+    path = _write(tmp_path, _variant(instructions=instructions))
+    with pytest.raises(TaskError) as exc:
+        load_task_file(path)
+    assert str(path) in str(exc.value) and f"'{field}'" in str(exc.value) and fragment in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "chat", "fragment"),
+    [
+        ({"qa": 3, "list": 2}, GOOD_CHAT, "raw family 'list' has 2 contexts; a family needs at least 3"),
+        (GOOD_RAW, {k: v for k, v in list(GOOD_CHAT.items())[:4]}, "4 chat families (plain, game, code, person); a task needs at least 5"),
+        (GOOD_RAW, {**GOOD_CHAT, "story": 2}, "chat family 'story' has 2 paraphrases; a family needs at least 3"),
+    ],
+)
+def test_family_sizes_refuse_a_builtin_and_warn_a_user_task(tmp_path, monkeypatch, raw, chat, fragment):
+    import crystallab.tasks as tasks_mod
+
+    # a built-in task: one line naming the file and the family
+    builtin = tmp_path / "builtin"
+    builtin.mkdir()
+    path = _write(builtin, _families_task(raw, chat), "fam.yaml")
+    monkeypatch.setattr(tasks_mod, "BUILTIN_DIR", builtin)
+    with pytest.raises(TaskError) as exc:
+        load_task_file(path)
+    msg = str(exc.value)
+    assert msg.startswith(f"{path}: field ") and fragment in msg and "\n" not in msg
+    monkeypatch.undo()
+
+    # a user task: loads, with one warning line, once per task
+    user = tmp_path / "user"
+    user.mkdir()
+    path = _write(user, _families_task(raw, chat), "fam.yaml")
+    with pytest.warns(TaskWarning) as rec:
+        task = load_task_file(path)
+        load_task_file(path)
+    assert task.id == "fam" and len(rec) == 1
+    msg = str(rec[0].message)
+    assert str(path) in msg and fragment in msg and "\n" not in msg
+
+
+def test_good_family_sizes_do_not_warn(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_task_file(_write(tmp_path, _families_task(GOOD_RAW, GOOD_CHAT), "fam.yaml"))
+
+
+def test_a_user_task_without_families_warns_once_with_every_problem_counted(tmp_path):
+    path = _write(tmp_path, VALID)
+    with pytest.warns(TaskWarning) as rec:
+        load_task("tiny", tasks_dir=tmp_path)
+        load_task("tiny", tasks_dir=tmp_path)
+    assert len(rec) == 1
+    assert "raw family 'qa' has 1 context;" in str(rec[0].message) and "(and 2 more)" in str(rec[0].message)
+    assert str(path) in str(rec[0].message)
+
+
+class _Renderer:
+    def render_chat(self, instruction: str) -> tuple[str, str]:
+        return f"User: {instruction}\nAssistant:", "plain"
+
+
+def test_chat_prompts_carry_their_instruction_family():
+    from crystallab.prompts import render_prompts
+
+    task = load_task("number_1_10")
+    chat = render_prompts(task, "chat", _Renderer())
+    assert [p.family for p in chat] == [i.family for i in task.instructions]
+    assert [p.text for p in chat] == [f"User: {t}\nAssistant:" for t in task.instruction_texts]
+    assert {p.kind for p in chat} == {"chat"} and {p.split for p in chat} == {None}
+    # a small limit takes one instruction per family in turn, like the raw contexts
+    few = render_prompts(task, "chat", _Renderer(), limit=len(task.chat_families))
+    assert sorted(p.family for p in few) == sorted(task.chat_families)
+    assert [p.id for p in few] == sorted(p.id for p in few)
+
+
+def test_builtin_chat_and_raw_families_mirror():
+    """Every built-in task has the plain, game, code and person framings in chat, and the raw
+    families they mirror (qa, game, code, poll)."""
+    for task_id in BUILTIN_IDS:
+        task = load_task(task_id)
+        assert {"plain", "game", "code", "person"} <= set(task.chat_families), task_id
+        assert {"qa", "game", "code", "poll"} <= set(task.families), task_id
+
+
+# ---------------------------------------------------------------------------------------------
+# the results schema: split and replica
+
+
+def test_split_and_replica_round_trip_through_a_measurement(tiny_ckpt, tmp_path):
+    import dataclasses
+
+    import pyarrow.parquet as pq
+
+    from crystallab.measure import MeasureConfig, measure, measure_into
+    from crystallab.models.hf import load_backend
+    from crystallab.prompts import render_prompts
+    from crystallab.store import FORMAT_VERSION, SCHEMA, ResultStore, read_table
+
+    assert SCHEMA.names[-2:] == ["split", "replica"] and FORMAT_VERSION == 2
+    model = str(tiny_ckpt("llama", "digits", chat_template=True))
+    backend = load_backend(model)
+    out = tmp_path / "run"
+    cfg = MeasureConfig(model=model, tasks=["coin_flip"], out=str(out), label="base", limit=2, replica=3, progress=False)
+    measure(cfg, backend=backend, log=lambda s: None)
+    rows = read_table(out).to_pylist()
+    assert rows and {r["replica"] for r in rows} == {3} and {r["split"] for r in rows} == {None}
+    chat = {r["prompt_family"] for r in rows if r["prompt_kind"] == "chat"}
+    assert chat and chat <= set(load_task("coin_flip").chat_families)
+
+    # the lab marks prompts train / heldout: the split reaches the rows; another replica of the
+    # same checkpoint is a new group (resume does not skip it)
+    task = load_task("coin_flip")
+    prompts = [dataclasses.replace(p, split="heldout" if i % 2 else "train") for i, p in enumerate(render_prompts(task, "raw", None, 2))]
+    store = ResultStore(out)
+    cfg4 = dataclasses.replace(cfg, replica=4, prompts="raw")
+    res = measure_into(store, cfg4, backend, [task], {task.id: prompts}, "base", 0, log=lambda s: None)
+    assert res["throughput"]["prompts"] == 2 and res["throughput"]["skipped_prompts"] == 0
+    t = pq.read_table(out / "shards").to_pylist()
+    split = {(r["prompt_id"], r["split"]) for r in t if r["replica"] == 4}
+    assert split == {(prompts[0].id, "train"), (prompts[1].id, "heldout")}
+    again = measure_into(store, cfg4, backend, [task], {task.id: prompts}, "base", 0, log=lambda s: None)
+    assert again["throughput"]["skipped_prompts"] == 2  # resume still works, per replica
+    assert store.consolidate().schema.equals(SCHEMA)
+
+
+def test_a_format_1_folder_is_refused_with_one_line(tmp_path):
+    import json
+
+    from crystallab.store import ResultStore
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": 1, "checkpoints": [], "tasks": {}, "runs": []}))
+    with pytest.raises(UserError) as exc:
+        ResultStore(tmp_path)
+    msg = str(exc.value)
+    assert "format 1" in msg and "new --out" in msg and "\n" not in msg

@@ -25,7 +25,7 @@ def corpus(n: int = 400, seed: int = 0) -> list[str]:
         forms = [f for o in t.options for f in o.forms]
         for c in t.contexts:
             lines.append(c.text + " " + rng.choice(forms))
-        lines.extend(t.instructions)
+        lines.extend(t.instruction_texts)
     for _ in range(n):
         lines.append(" ".join(str(rng.randint(0, 100)) for _ in range(8)))
         lines.append(", ".join(rng.choice(["heads", "tails", "Heads", "red", "blue", "seven", "ten"]) for _ in range(4)))

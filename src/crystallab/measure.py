@@ -38,6 +38,7 @@ class MeasureConfig:
     label: str | None = None  # checkpoint name; default: the model spec
     stage: str = "other"
     step: int | None = None
+    replica: int | None = None  # the replica of a replicated lab run (written into every row)
     tasks_dir: str | None = None
     limit: int | None = None  # first N prompts of each kind (quick runs)
     batch_tokens: int = 0  # 0 = by device: 4096 on CPU, 32768 on CUDA
@@ -67,6 +68,8 @@ class MeasureConfig:
             raise UserError(f"unknown --parser '{self.parser}'; use text or tokens")
         if self.stage not in STAGES:
             raise UserError(f"unknown --stage '{self.stage}'; use one of {', '.join(STAGES)}")
+        if self.replica is not None and (isinstance(self.replica, bool) or not isinstance(self.replica, int) or self.replica < 0):
+            raise UserError(f"--replica must be a non-negative integer, got {self.replica!r}")
         if self.chunk <= 0:
             raise UserError(f"--chunk must be positive, got {self.chunk}")
         if self.limit is not None and self.limit <= 0:
@@ -171,7 +174,7 @@ def measure_into(
     batch_tokens = cfg.batch_tokens or (32768 if str(getattr(backend, "device", "cpu")).startswith("cuda") else 4096)
     done = store.done_groups()
     tp = Throughput()
-    todo = {t.id: [p for p in prompt_sets[t.id] if (label, cfg.step, t.id, p.id, cfg.method) not in done] for t in tasks}
+    todo = {t.id: [p for p in prompt_sets[t.id] if (label, cfg.step, t.id, p.id, cfg.method, cfg.replica) not in done] for t in tasks}
     tp.skipped = sum(len(prompt_sets[t.id]) - len(todo[t.id]) for t in tasks)
     total = sum(len(v) for v in todo.values())
     if tp.skipped:
@@ -186,7 +189,7 @@ def measure_into(
             # is batched exactly as in an uninterrupted run and its numbers are bit-identical
             full = prompt_sets[t.id]
             for i in range(0, len(full), cfg.chunk):
-                chunk = [p for p in full[i : i + cfg.chunk] if (label, cfg.step, t.id, p.id, cfg.method) not in done]
+                chunk = [p for p in full[i : i + cfg.chunk] if (label, cfg.step, t.id, p.id, cfg.method, cfg.replica) not in done]
                 if not chunk:
                     continue
                 rows, samples, ntok = _measure_chunk(backend, t, chunk, cfg, label, index, batch_tokens, failed)
@@ -207,11 +210,11 @@ def measure_into(
     return {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "throughput": tp.summary(), "seconds_per_task": tp.per_task, "failed": len(failed)}
 
 
-def completion_rows(res: Any, label: str, index: int, step: int | None, task_id: str, prompt_id: str, labels: list[str]) -> list[dict]:
+def completion_rows(res: Any, label: str, index: int, step: int | None, task_id: str, prompt_id: str, labels: list[str], replica: int | None = None) -> list[dict]:
     """DIR/samples rows for one prompt's completions (``res.completions`` and the option index
     each parsed to, ``res.parsed``; None is ⊥)."""
     return [
-        {"checkpoint": label, "checkpoint_index": index, "step": step, "task": task_id, "prompt_id": prompt_id, "sample_index": j, "completion": c, "option": OTHER if k is None else labels[k]}
+        {"checkpoint": label, "checkpoint_index": index, "step": step, "task": task_id, "prompt_id": prompt_id, "sample_index": j, "completion": c, "option": OTHER if k is None else labels[k], "replica": replica}
         for j, (c, k) in enumerate(zip(res.completions, res.parsed))
     ]
 
@@ -232,13 +235,13 @@ def _measure_chunk(backend: Any, task: Task, prompts: list[Prompt], cfg: Measure
         ok = [(p, r) for p, r in zip(prompts, results) if not isinstance(r, Exception)]
         for p, r in zip(prompts, results):
             if isinstance(r, Exception) and failed is not None:
-                failed.append({"checkpoint": label, "step": cfg.step, "task": task.id, "prompt_id": p.id, "method": cfg.method, "error": f"{type(r).__name__}: {r}", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                failed.append({"checkpoint": label, "step": cfg.step, "task": task.id, "prompt_id": p.id, "method": cfg.method, "replica": cfg.replica, "error": f"{type(r).__name__}: {r}", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         prompts = [p for p, _ in ok]
         dists = [r.probs for _, r in ok]
         uncovered = [r.uncovered for _, r in ok]
         ntok = sum(r.tokens for _, r in ok)
         for p, r in ok:
-            samples += completion_rows(r, label, index, cfg.step, task.id, p.id, labels)
+            samples += completion_rows(r, label, index, cfg.step, task.id, p.id, labels, cfg.replica)
     elif cfg.method == "exact":
         st = ScoreStats()
         dists = score_exact(backend, [p.text for p in prompts], task, batch_tokens=batch_tokens, stats=st)
@@ -250,13 +253,13 @@ def _measure_chunk(backend: Any, task: Task, prompts: list[Prompt], cfg: Measure
             res = sample_prompt(backend, p.text, task, n=n, seed=seed, parser=cfg.parser)
             dists.append(res.probs)
             ntok += n * (len(backend.encode(p.text)) + 8)
-            samples += completion_rows(res, label, index, cfg.step, task.id, p.id, labels)
+            samples += completion_rows(res, label, index, cfg.step, task.id, p.id, labels, cfg.replica)
     for p, dist, unc in zip(prompts, dists, uncovered):
         for opt, prob in zip(labels, dist):
             rows.append({
                 "model": cfg.model, "checkpoint": label, "checkpoint_index": index, "stage": cfg.stage, "step": cfg.step,
                 "task": task.id, "task_version": task.version, "prompt_id": p.id, "prompt_kind": p.kind, "prompt_family": p.family,
                 "prompt_text": p.text, "option": opt, "prob": float(prob), "method": cfg.method, "n_samples": n, "seed": cfg.seed,
-                "uncovered": unc,
+                "uncovered": unc, "split": p.split, "replica": cfg.replica,
             })
     return rows, samples, ntok

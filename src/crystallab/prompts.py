@@ -3,8 +3,8 @@ checkpoint's chat template (or the plain ``User: ...\\nAssistant:`` one).
 
 >>> from crystallab.tasks import load_task
 >>> ps = render_prompts(load_task("number_1_10"), "raw")
->>> ps[0].id, ps[0].kind, ps[0].family
-('raw-00', 'raw', 'qa')
+>>> ps[0].id, ps[0].kind, ps[0].family, ps[0].split
+('raw-00', 'raw', 'qa', None)
 """
 
 from __future__ import annotations
@@ -26,32 +26,40 @@ class ChatRenderer(Protocol):
 class Prompt:
     id: str  # raw-NN (context NN) or chat-NN (instruction NN): stable within a task version
     kind: str  # raw | chat
-    family: str  # the context's family, or "instruction"
+    family: str  # the context's family, or the instruction's ("instruction" when the task has none)
     text: str  # what the model sees
     template: str | None = None  # chat prompts: "tokenizer" or "plain"
+    split: str | None = None  # train | heldout (set by the lab), None outside it
+
+
+def _round_robin(prompts: list[Prompt], limit: int | None) -> list[Prompt]:
+    """``limit`` prompts taken one per family in turn (then in id order), so that a small limit
+    still shows every kind of prompt."""
+    if limit is None:
+        return prompts
+    by_family: dict[str, list[Prompt]] = {}
+    for p in prompts:
+        by_family.setdefault(p.family, []).append(p)
+    queues = list(by_family.values())
+    picked = [q[r] for r in range(max(map(len, queues), default=0)) for q in queues if r < len(q)][:limit]
+    return sorted(picked, key=lambda p: p.id)
 
 
 def render_prompts(task: Task, which: str = "all", renderer: ChatRenderer | None = None, limit: int | None = None) -> list[Prompt]:
-    """The task's prompts of one set (raw, chat or all). ``limit`` keeps N of each kind: the first
-    N instructions, and N contexts taken round-robin over the families so that a small limit
-    still shows the repertoire."""
+    """The task's prompts of one set (raw, chat or all). ``limit`` keeps N of each kind, taken
+    round-robin over the families (contexts and instructions alike) so that a small limit still
+    shows the repertoire."""
     if which not in PROMPT_SETS:
         raise UserError(f"unknown prompt set '{which}'; use raw, chat or all")
     out: list[Prompt] = []
     if which in ("raw", "all"):
-        raw = [Prompt(f"raw-{i:02d}", "raw", c.family, c.text) for i, c in enumerate(task.contexts)]
-        if limit is not None:
-            by_family: dict[str, list[Prompt]] = {}
-            for p in raw:
-                by_family.setdefault(p.family, []).append(p)
-            queues = list(by_family.values())
-            picked = [q[r] for r in range(max(map(len, queues))) for q in queues if r < len(q)][:limit]
-            raw = sorted(picked, key=lambda p: p.id)
-        out += raw
+        out += _round_robin([Prompt(f"raw-{i:02d}", "raw", c.family, c.text) for i, c in enumerate(task.contexts)], limit)
     if which in ("chat", "all"):
         if renderer is None:
             raise ValueError("chat prompts need a renderer (the model's chat template)")
-        for i, ins in enumerate(task.instructions[:limit]):
-            text, template = renderer.render_chat(ins)
-            out.append(Prompt(f"chat-{i:02d}", "chat", "instruction", text, template))
+        # pick first (by family), render after: only the kept instructions go through the template
+        keep = _round_robin([Prompt(f"chat-{i:02d}", "chat", ins.family, ins.text) for i, ins in enumerate(task.instructions)], limit)
+        for p in keep:
+            text, template = renderer.render_chat(p.text)
+            out.append(Prompt(p.id, "chat", p.family, text, template))
     return out

@@ -6,10 +6,10 @@
     DIR/samples/*.parquet       raw completions of sampled measurements
     DIR/failures/*.json         prompts that failed (API errors after retries); remeasured on resume
 
-One row per (checkpoint, step, task, prompt, option, method); ``option == "⊥"`` holds the
-out-of-set mass and each prompt's probabilities sum to 1. See docs/results.md for the schema.
-A measurement resumes by skipping the (checkpoint, step, task, prompt, method) groups that a
-shard already holds. Nothing is pickled.
+One row per (checkpoint, step, task, prompt, option, method, replica); ``option == "⊥"`` holds
+the out-of-set mass and each prompt's probabilities sum to 1. See docs/results.md for the schema.
+A measurement resumes by skipping the (checkpoint, step, task, prompt, method, replica) groups
+that a shard already holds. Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 from crystallab.errors import UserError
 
 OTHER = "⊥"
-FORMAT_VERSION = 1
+# 2: the split and replica columns; chat prompts carry their instruction's family (1: "instruction")
+FORMAT_VERSION = 2
 STAGES = ("base", "sft", "dpo", "rl", "other")
 
 SCHEMA = pa.schema(
@@ -44,7 +45,7 @@ SCHEMA = pa.schema(
         ("task_version", pa.int32()),
         ("prompt_id", pa.string()),
         ("prompt_kind", pa.string()),  # raw | chat
-        ("prompt_family", pa.string()),  # the context family, or "instruction" for chat prompts
+        ("prompt_family", pa.string()),  # the context's or the instruction's family
         ("prompt_text", pa.string()),  # exactly what the model saw (chat: the rendered template)
         ("option", pa.string()),  # an option label, or ⊥
         ("prob", pa.float64()),
@@ -54,15 +55,20 @@ SCHEMA = pa.schema(
         # logprobs-topk rows: an upper bound on the option mass the top-k lists did not show (null
         # otherwise; shards written before this column existed read as null)
         ("uncovered", pa.float64()),
+        ("split", pa.string()),  # train | heldout (lab prompts), null outside the lab
+        ("replica", pa.int32()),  # the replica of a replicated lab run, null otherwise
     ]
 )
 SAMPLE_SCHEMA = pa.schema(
     [
         ("checkpoint", pa.string()), ("checkpoint_index", pa.int32()), ("step", pa.int64()), ("task", pa.string()),
         ("prompt_id", pa.string()), ("sample_index", pa.int32()), ("completion", pa.string()), ("option", pa.string()),
+        ("replica", pa.int32()),
     ]
 )
-GROUP = ("checkpoint", "step", "task", "prompt_id", "method")
+# what one measured prompt is keyed by: resume skips the groups a shard holds (replicas of a lab run
+# may share a checkpoint label, so the replica is part of the key)
+GROUP = ("checkpoint", "step", "task", "prompt_id", "method", "replica")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -111,6 +117,8 @@ class ResultStore:
             m = json.loads(self.manifest_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise UserError(f"{self.manifest_path}: unreadable manifest ({exc})") from exc
+        if m.get("format") == 1:
+            raise UserError(f"{self.root} holds results format 1 (written before the split and replica columns and the chat instruction families); this crystallab reads format {FORMAT_VERSION}: measure again into a new --out folder")
         if m.get("format") != FORMAT_VERSION:
             raise UserError(f"{self.root} was written by an incompatible crystallab (results format {m.get('format')!r}, this version reads {FORMAT_VERSION})")
         return m
@@ -149,7 +157,7 @@ class ResultStore:
         return sorted((self.root / sub).glob("*.parquet"))
 
     def done_groups(self) -> set[tuple]:
-        """(checkpoint, step, task, prompt_id, method) groups already written."""
+        """(checkpoint, step, task, prompt_id, method, replica) groups already written."""
         done: set[tuple] = set()
         for f in self._shards():
             t = pq.read_table(f, columns=list(GROUP))
@@ -207,8 +215,8 @@ def merge_manifests(disk: dict[str, Any], mine: dict[str, Any]) -> dict[str, Any
     wins), tasks by id (prompt texts united), runs by ``run_id`` (or by content); other keys from
     ``mine``.
 
-    >>> d = {"format": 1, "checkpoints": [{"index": 0, "label": "a", "model": "m", "stage": "base", "info": {}}], "tasks": {"t": {"version": 1, "prompts": {"raw-00": "x"}}}, "runs": [{"run_id": "1"}]}
-    >>> m = {"format": 1, "checkpoints": [{"index": 0, "label": "b", "model": "n", "stage": "sft", "info": {}}], "tasks": {"t": {"version": 1, "prompts": {"raw-01": "y"}}}, "runs": [{"run_id": "2"}]}
+    >>> d = {"format": 2, "checkpoints": [{"index": 0, "label": "a", "model": "m", "stage": "base", "info": {}}], "tasks": {"t": {"version": 1, "prompts": {"raw-00": "x"}}}, "runs": [{"run_id": "1"}]}
+    >>> m = {"format": 2, "checkpoints": [{"index": 0, "label": "b", "model": "n", "stage": "sft", "info": {}}], "tasks": {"t": {"version": 1, "prompts": {"raw-01": "y"}}}, "runs": [{"run_id": "2"}]}
     >>> out = merge_manifests(d, m)
     >>> [(c["index"], c["label"]) for c in out["checkpoints"]], sorted(out["tasks"]["t"]["prompts"]), [r["run_id"] for r in out["runs"]]
     ([(0, 'a'), (1, 'b')], ['raw-00', 'raw-01'], ['1', '2'])
@@ -277,7 +285,11 @@ def read_table(path: str | Path) -> pa.Table:
     f = p / "distributions.parquet" if p.is_dir() else p
     if not f.is_file():
         raise UserError(f"no results table at {f}; run `crystallab measure --out {p}` first")
-    return pq.read_table(f)
+    t = pq.read_table(f)
+    for col in SCHEMA:  # a table written before a nullable column existed reads it as null
+        if col.name not in t.column_names:
+            t = t.append_column(col, pa.nulls(len(t), col.type))
+    return t
 
 
 # ---- one writer per folder -------------------------------------------------------------------

@@ -32,9 +32,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings() -> None:
+    """crystallab's own warnings (a user task below the family sizes) as one line each, like errors."""
+    import warnings
+
+    plain = warnings.formatwarning
+
+    def fmt(message, category, filename, lineno, line=None):  # noqa: ANN001
+        if category.__module__.startswith("crystallab"):
+            return f"crystallab: warning: {message}\n"
+        return plain(message, category, filename, lineno, line)
+
+    warnings.formatwarning = fmt
+
+
 def main(argv: list[str] | None = None) -> int:
     from crystallab.errors import UserError
 
+    _one_line_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

@@ -13,6 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label", help="checkpoint name (default: the model spec)")
     p.add_argument("--stage", default="other", choices=["base", "sft", "dpo", "rl", "other"])
     p.add_argument("--step", type=int, help="training step of this checkpoint")
+    p.add_argument("--replica", type=int, help="replica of a replicated run, written into every row (default: none)")
     p.add_argument("--revision", help="model revision (branch, tag or commit) for HF ids")
     add_measure_options(p)
     p.set_defaults(run=run)
@@ -45,7 +46,7 @@ def config_from_args(args: argparse.Namespace, **override):
 
     fields = dict(
         model=getattr(args, "model", ""), tasks=args.task.split(","), out=args.out, prompts=args.prompts, method=args.method, samples=args.samples,
-        parser=args.parser, seed=args.seed, label=getattr(args, "label", None), stage=getattr(args, "stage", "other"), step=getattr(args, "step", None),
+        parser=args.parser, seed=args.seed, label=getattr(args, "label", None), stage=getattr(args, "stage", "other"), step=getattr(args, "step", None), replica=getattr(args, "replica", None),
         tasks_dir=args.tasks_dir, limit=args.limit, dtype=args.dtype, device=args.device, device_map=args.device_map, revision=getattr(args, "revision", None),
         batch_tokens=args.batch_tokens, chunk=args.chunk, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
         allow_plain_chat=not args.no_plain_chat, progress=args.progress,

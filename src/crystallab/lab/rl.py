@@ -87,7 +87,7 @@ def run_grpo(r: GRPORecipe, log=print) -> Path:
 
     set_seed(r.seed)
     backend, model, tok = load_for_training(r.model)
-    instructions = list(r.instructions or r.task.instructions)
+    instructions = list(r.instructions or r.task.instruction_texts)
     data = Dataset.from_list([{"prompt": backend.render_chat(ins)[0]} for ins in instructions] * max(1, r.steps * r.prompts_per_step // len(instructions) + 1))
     args = GRPOConfig(
         **trainer_settings(r.out, r.steps, r.seed), per_device_train_batch_size=r.num_generations * r.prompts_per_step,
@@ -130,7 +130,7 @@ def run_dpo(r: DPORecipe, log=print) -> Path:
     bad = [o for o in r.task.labels if o not in r.chosen]
     if not good or not bad:
         raise UserError("DPO needs both chosen and rejected options")
-    rows = [{"prompt": backend.render_chat(rng.choice(r.task.instructions))[0], "chosen": " " + rng.choice(good), "rejected": " " + rng.choice(bad)} for _ in range(r.n_pairs)]
+    rows = [{"prompt": backend.render_chat(rng.choice(r.task.instruction_texts))[0], "chosen": " " + rng.choice(good), "rejected": " " + rng.choice(bad)} for _ in range(r.n_pairs)]
     args = DPOConfig(
         **trainer_settings(r.out, r.steps, r.seed), per_device_train_batch_size=r.batch_size, learning_rate=r.learning_rate, beta=r.beta, max_length=128,
     )

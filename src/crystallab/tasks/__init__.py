@@ -5,10 +5,17 @@ A task is a versioned YAML file (see ``docs/tasks.md`` for the schema). Built-in
 wrong type, an empty list, a duplicate option or a surface form shared by two options is a
 :class:`~crystallab.errors.TaskError` naming the file and the field.
 
+Contexts and instructions come in *families* (SCIENCE.md, "Objects"): a family holds one content
+in several wordings, so that spread inside a family is wording alone. Built-in tasks must have at
+least 3 contexts per raw family, at least 5 chat families and at least 3 paraphrases per chat
+family; a user task that does not is loaded with one warning (:class:`TaskWarning`).
+
 >>> t = load_task("coin_flip")
 >>> t.labels
 ('heads', 'tails')
->>> len(t.instructions) >= 10 and len(t.contexts) >= 20
+>>> len(t.chat_families) >= 5 and t.instructions[0].family in t.chat_families
+True
+>>> t.instruction_texts[0] == t.instructions[0].text
 True
 """
 
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -40,6 +48,17 @@ _TOP_KEYS = ("id", "version", "description", "leading_space", "options", "parser
 _OPTION_KEYS = ("label", "forms")
 _PARSER_KEYS = ("case_sensitive", "preambles")
 _CONTEXT_KEYS = ("family", "text")
+_INSTRUCTION_KEYS = ("family", "text")
+# the family of an instruction written as a plain string (tasks written before families)
+DEFAULT_INSTRUCTION_FAMILY = "instruction"
+# family sizes (SCIENCE.md, "Objects"): enforced for built-in tasks, a warning for user tasks
+MIN_CONTEXTS_PER_FAMILY = 3
+MIN_CHAT_FAMILIES = 5
+MIN_PARAPHRASES_PER_FAMILY = 3
+
+
+class TaskWarning(UserWarning):
+    """A user task that loads but does not meet the family sizes the statistics assume."""
 
 
 @dataclass(frozen=True)
@@ -55,12 +74,18 @@ class Context:
 
 
 @dataclass(frozen=True)
+class Instruction:
+    family: str  # the framing: plain, game, code, person, story, ...
+    text: str  # the user turn of one chat prompt
+
+
+@dataclass(frozen=True)
 class Task:
     id: str
     version: int
     description: str
     options: tuple[Option, ...]
-    instructions: tuple[str, ...]
+    instructions: tuple[Instruction, ...]
     contexts: tuple[Context, ...]
     leading_space: str = "both"
     case_sensitive: bool = False
@@ -74,7 +99,40 @@ class Task:
 
     @property
     def families(self) -> tuple[str, ...]:
+        """The raw contexts' families, sorted."""
         return tuple(sorted({c.family for c in self.contexts}))
+
+    @property
+    def chat_families(self) -> tuple[str, ...]:
+        """The chat instructions' families, sorted."""
+        return tuple(sorted({i.family for i in self.instructions}))
+
+    @property
+    def instruction_texts(self) -> tuple[str, ...]:
+        """The instructions' texts, in order (what a chat prompt's user turn holds)."""
+        return tuple(i.text for i in self.instructions)
+
+    def family_sizes(self) -> dict[str, dict[str, int]]:
+        """``{"raw": {family: contexts}, "chat": {family: instructions}}``, in first-seen order."""
+        raw: dict[str, int] = {}
+        chat: dict[str, int] = {}
+        for c in self.contexts:
+            raw[c.family] = raw.get(c.family, 0) + 1
+        for i in self.instructions:
+            chat[i.family] = chat.get(i.family, 0) + 1
+        return {"raw": raw, "chat": chat}
+
+    def family_problems(self) -> list[tuple[str, str]]:
+        """``(field, problem)`` for each family size below the rules (empty when the task meets them)."""
+        sizes = self.family_sizes()
+        out = [("contexts", f"raw family '{f}' has {n} context{'s' * (n != 1)}; a family needs at least {MIN_CONTEXTS_PER_FAMILY}")
+               for f, n in sizes["raw"].items() if n < MIN_CONTEXTS_PER_FAMILY]
+        chat = sizes["chat"]
+        if len(chat) < MIN_CHAT_FAMILIES:
+            out.append(("instructions", f"{len(chat)} chat famil{'y' if len(chat) == 1 else 'ies'} ({', '.join(chat)}); a task needs at least {MIN_CHAT_FAMILIES}"))
+        out += [("instructions", f"chat family '{f}' has {n} paraphrase{'s' * (n != 1)}; a family needs at least {MIN_PARAPHRASES_PER_FAMILY}")
+                for f, n in chat.items() if n < MIN_PARAPHRASES_PER_FAMILY]
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,7 +142,7 @@ class Task:
             "leading_space": self.leading_space,
             "options": [{"label": o.label, "forms": list(o.forms)} for o in self.options],
             "parser": {"case_sensitive": self.case_sensitive, "preambles": list(self.preambles)},
-            "instructions": list(self.instructions),
+            "instructions": [{"family": i.family, "text": i.text} for i in self.instructions],
             "contexts": [{"family": c.family, "text": c.text} for c in self.contexts],
         }
 
@@ -180,8 +238,15 @@ def task_from_dict(data: Any, src: str = "<task>") -> Task:
     if len(options) < 2:
         raise _fail(src, "options", f"a random task needs at least 2 options, got {len(options)}")
 
-    instructions = tuple(_str(src, f"instructions[{i}]", s) for i, s in enumerate(_list(src, "instructions", data["instructions"])))
-    if len(set(instructions)) != len(instructions):
+    instructions: list[Instruction] = []
+    for i, raw in enumerate(_list(src, "instructions", data["instructions"])):
+        where = f"instructions[{i}]"
+        if isinstance(raw, dict):  # {family, text}
+            _check_keys(src, f"{where}.", raw, _INSTRUCTION_KEYS, _INSTRUCTION_KEYS)
+            instructions.append(Instruction(family=_str(src, f"{where}.family", raw["family"]), text=_str(src, f"{where}.text", raw["text"])))
+        else:  # a plain string: one family for all of them
+            instructions.append(Instruction(family=DEFAULT_INSTRUCTION_FAMILY, text=_str(src, where, raw)))
+    if len({ins.text for ins in instructions}) != len(instructions):
         raise _fail(src, "instructions", "duplicate instruction")
     contexts: list[Context] = []
     for i, raw in enumerate(_list(src, "contexts", data["contexts"])):
@@ -200,7 +265,7 @@ def task_from_dict(data: Any, src: str = "<task>") -> Task:
         version=version,
         description=_str(src, "description", data.get("description", task_id)),
         options=tuple(options),
-        instructions=instructions,
+        instructions=tuple(instructions),
         contexts=tuple(contexts),
         leading_space=leading,
         case_sensitive=case_sensitive,
@@ -228,7 +293,29 @@ def load_task_file(path: str | Path) -> Task:
     task = task_from_dict(data, str(path))
     if task.id != path.stem:
         raise _fail(str(path), "id", f"'{task.id}' must match the file name '{path.stem}'")
+    check_family_sizes(task, builtin=path.resolve().parent == BUILTIN_DIR.resolve())
     return task
+
+
+_WARNED: set[tuple[str, str, int]] = set()  # (source, id, version) already warned about
+
+
+def check_family_sizes(task: Task, builtin: bool) -> None:
+    """Enforce the family sizes: a built-in task that misses one is a :class:`TaskError` (its
+    first problem, naming the file and the family); a user task gets one :class:`TaskWarning`
+    line, once per task."""
+    problems = task.family_problems()
+    if not problems:
+        return
+    if builtin:
+        where, msg = problems[0]
+        raise _fail(task.source, where, msg)
+    key = (task.source, task.id, task.version)
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    warnings.warn(f"{task.source}: task '{task.id}': {problems[0][1]}{more}; family statistics (phi, n_basins) will be weak, see docs/tasks.md", TaskWarning, stacklevel=2)
 
 
 def _task_files(tasks_dir: str | Path | None) -> dict[str, Path]:
@@ -277,4 +364,4 @@ def load_tasks(spec: str | list[str], tasks_dir: str | Path | None = None) -> li
     return [load_task(i, tasks_dir) for i in ids]
 
 
-__all__ = ["Task", "Option", "Context", "load_task", "load_tasks", "load_task_file", "task_from_dict", "task_ids", "DEFAULT_PREAMBLES"]
+__all__ = ["Task", "Option", "Context", "Instruction", "TaskWarning", "check_family_sizes", "load_task", "load_tasks", "load_task_file", "task_from_dict", "task_ids", "DEFAULT_PREAMBLES"]
