@@ -524,3 +524,25 @@ def test_a_format_1_folder_is_refused_with_one_line(tmp_path):
         ResultStore(tmp_path)
     msg = str(exc.value)
     assert "format 1" in msg and "new --out" in msg and "\n" not in msg
+
+
+def test_tasks_cli_shows_raw_and_chat_families(capsys, tmp_path):
+    import json
+
+    from crystallab.cli.main import main
+
+    assert main(["tasks", "--json"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    coin = load_task("coin_flip")
+    assert rows["coin_flip"]["family_sizes"] == coin.family_sizes()
+    assert rows["coin_flip"]["chat_families"] == len(coin.chat_families) and rows["coin_flip"]["families"] == len(coin.families)
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "chat fam." in out and "raw:  qa 3, list 3" in out and "chat: plain 3, game 3" in out
+    # one task: its JSON is a task file again (the families ride on each prompt)
+    assert main(["tasks", "coin_flip", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {"family", "text"} == set(data["instructions"][0])
+    path = tmp_path / "coin_flip.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    assert load_task_file(path).instructions == coin.instructions

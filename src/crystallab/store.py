@@ -118,7 +118,8 @@ class ResultStore:
         except (OSError, json.JSONDecodeError) as exc:
             raise UserError(f"{self.manifest_path}: unreadable manifest ({exc})") from exc
         if m.get("format") == 1:
-            raise UserError(f"{self.root} holds results format 1 (written before the split and replica columns and the chat instruction families); this crystallab reads format {FORMAT_VERSION}: measure again into a new --out folder")
+            what = "written before the split and replica columns and the chat instruction families"
+            raise UserError(f"{self.root} holds results format 1 ({what}); this crystallab reads format {FORMAT_VERSION}: measure again into a new --out folder")
         if m.get("format") != FORMAT_VERSION:
             raise UserError(f"{self.root} was written by an incompatible crystallab (results format {m.get('format')!r}, this version reads {FORMAT_VERSION})")
         return m

@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _families(sizes: dict[str, int]) -> str:
-    """``qa 3, list-3 3`` (a family and its number of prompts)."""
+    """``qa 3, code 3`` (each family and its number of prompts)."""
     return ", ".join(f"{f} {n}" for f, n in sizes.items())
 
 
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     if args.id:
         task = load_task(args.id, args.tasks_dir)
         if args.json:
-            print(json.dumps({**task.to_json(), "families": task.family_sizes()}, indent=2, ensure_ascii=False))
+            print(json.dumps(task.to_json(), indent=2, ensure_ascii=False))  # a task file's keys: each prompt names its family
         else:
             sizes = task.family_sizes()
             print(f"{task.id} (version {task.version}): {task.description}")

@@ -125,13 +125,20 @@ class Task:
     def family_problems(self) -> list[tuple[str, str]]:
         """``(field, problem)`` for each family size below the rules (empty when the task meets them)."""
         sizes = self.family_sizes()
-        out = [("contexts", f"raw family '{f}' has {n} context{'s' * (n != 1)}; a family needs at least {MIN_CONTEXTS_PER_FAMILY}")
-               for f, n in sizes["raw"].items() if n < MIN_CONTEXTS_PER_FAMILY]
+        out = [
+            ("contexts", f"raw family '{f}' has {n} context{'s' * (n != 1)}; a family needs at least {MIN_CONTEXTS_PER_FAMILY}")
+            for f, n in sizes["raw"].items()
+            if n < MIN_CONTEXTS_PER_FAMILY
+        ]
         chat = sizes["chat"]
         if len(chat) < MIN_CHAT_FAMILIES:
-            out.append(("instructions", f"{len(chat)} chat famil{'y' if len(chat) == 1 else 'ies'} ({', '.join(chat)}); a task needs at least {MIN_CHAT_FAMILIES}"))
-        out += [("instructions", f"chat family '{f}' has {n} paraphrase{'s' * (n != 1)}; a family needs at least {MIN_PARAPHRASES_PER_FAMILY}")
-                for f, n in chat.items() if n < MIN_PARAPHRASES_PER_FAMILY]
+            named = f"{len(chat)} chat famil{'y' if len(chat) == 1 else 'ies'} ({', '.join(chat)})"
+            out.append(("instructions", f"{named}; a task needs at least {MIN_CHAT_FAMILIES}"))
+        out += [
+            ("instructions", f"chat family '{f}' has {n} paraphrase{'s' * (n != 1)}; a family needs at least {MIN_PARAPHRASES_PER_FAMILY}")
+            for f, n in chat.items()
+            if n < MIN_PARAPHRASES_PER_FAMILY
+        ]
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -243,7 +250,8 @@ def task_from_dict(data: Any, src: str = "<task>") -> Task:
         where = f"instructions[{i}]"
         if isinstance(raw, dict):  # {family, text}
             _check_keys(src, f"{where}.", raw, _INSTRUCTION_KEYS, _INSTRUCTION_KEYS)
-            instructions.append(Instruction(family=_str(src, f"{where}.family", raw["family"]), text=_str(src, f"{where}.text", raw["text"])))
+            family, text = _str(src, f"{where}.family", raw["family"]), _str(src, f"{where}.text", raw["text"])
+            instructions.append(Instruction(family=family, text=text))
         else:  # a plain string: one family for all of them
             instructions.append(Instruction(family=DEFAULT_INSTRUCTION_FAMILY, text=_str(src, where, raw)))
     if len({ins.text for ins in instructions}) != len(instructions):
@@ -315,7 +323,8 @@ def check_family_sizes(task: Task, builtin: bool) -> None:
         return
     _WARNED.add(key)
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    warnings.warn(f"{task.source}: task '{task.id}': {problems[0][1]}{more}; family statistics (phi, n_basins) will be weak, see docs/tasks.md", TaskWarning, stacklevel=2)
+    msg = f"{task.source}: task '{task.id}': {problems[0][1]}{more}; family statistics (phi, n_basins) will be weak, see docs/tasks.md"
+    warnings.warn(msg, TaskWarning, stacklevel=2)
 
 
 def _task_files(tasks_dir: str | Path | None) -> dict[str, Path]:
@@ -364,4 +373,7 @@ def load_tasks(spec: str | list[str], tasks_dir: str | Path | None = None) -> li
     return [load_task(i, tasks_dir) for i in ids]
 
 
-__all__ = ["Task", "Option", "Context", "Instruction", "TaskWarning", "check_family_sizes", "load_task", "load_tasks", "load_task_file", "task_from_dict", "task_ids", "DEFAULT_PREAMBLES"]
+__all__ = [
+    "Task", "Option", "Context", "Instruction", "TaskWarning", "check_family_sizes",
+    "load_task", "load_tasks", "load_task_file", "task_from_dict", "task_ids", "DEFAULT_PREAMBLES",
+]
