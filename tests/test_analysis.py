@@ -328,3 +328,18 @@ def test_analyze_dir_reads_parents_and_answers_from_the_manifest(tmp_path):
     an = analyze_dir(d, FAST)
     assert {(t.parent, t.child) for t in an.transitions} == {("base", "sft"), ("base", "rl")}
     assert isinstance(pa.__version__, str)
+
+
+def test_measure_records_the_parent_graph(tmp_path):
+    """`measure --parent` (and the ladder, from its parent links) writes each checkpoint's parent
+    into the manifest, where the analysis reads its root and edges from."""
+    from crystallab.store import ResultStore
+
+    d = write(tmp_path / "r", ladder("planted"))
+    store = ResultStore(d)
+    for label, parent in (("base", None), ("sft", "base"), ("rl", "base")):
+        store.checkpoint(label, f"synthetic/{label}", "other", {}, parent=parent)
+    store.save_manifest()
+    an = analyze_dir(d, FAST)
+    assert [c.parent for c in an.checkpoints] == [None, "base", "base"]
+    assert {(t.parent, t.child) for t in an.transitions} == {("base", "sft"), ("base", "rl")}

@@ -39,6 +39,19 @@ class Ladder:
     checkpoints: tuple[Checkpoint, ...]
     source: str = ""
 
+    def parents(self) -> dict[str, str | None]:
+        """Each checkpoint's parent: its own ``parent``, else the one listed before it.
+
+        >>> Ladder("x", (Checkpoint("a", "base", "m"), Checkpoint("b", "sft", "m"), Checkpoint("c", "rl", "m", parent="a"))).parents()
+        {'a': None, 'b': 'a', 'c': 'a'}
+        """
+        out: dict[str, str | None] = {}
+        prev: str | None = None
+        for c in self.checkpoints:
+            out[c.label] = c.parent if c.parent is not None else prev
+            prev = c.label
+        return out
+
 
 def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))

@@ -36,7 +36,8 @@ class MeasureConfig:
     seed: int = 0
     parser: str = "text"  # sample parser: text (the task's) | tokens (the exact event)
     label: str | None = None  # checkpoint name; default: the model spec
-    stage: str = "other"
+    stage: str = "other"  # a display label: the analysis reads the parent graph, never the stage
+    parent: str | None = None  # the checkpoint this one was trained from (the ladder's parent graph)
     step: int | None = None
     replica: int | None = None  # the replica of a replicated lab run (written into every row)
     tasks_dir: str | None = None
@@ -150,7 +151,7 @@ def _measure_locked(cfg: MeasureConfig, store: ResultStore, tasks: list[Task], b
     if backend is None:
         backend = load_model(cfg)
     label = cfg.label or cfg.model
-    index = store.checkpoint(label, cfg.model, cfg.stage, backend.info)
+    index = store.checkpoint(label, cfg.model, cfg.stage, backend.info, parent=cfg.parent)
 
     prompt_sets = {t.id: render_prompts(t, cfg.prompts, backend, cfg.limit) for t in tasks}
     for t in tasks:

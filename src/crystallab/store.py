@@ -132,8 +132,9 @@ class ResultStore:
                 self.manifest = merge_manifests(self._read_manifest(), self.manifest)
             atomic_write_bytes(self.manifest_path, (json.dumps(self.manifest, indent=2, sort_keys=False, default=str) + "\n").encode())
 
-    def checkpoint(self, label: str, model: str, stage: str, info: dict[str, Any]) -> int:
-        """The index of checkpoint ``label``: its existing index, or the next one."""
+    def checkpoint(self, label: str, model: str, stage: str, info: dict[str, Any], parent: str | None = None) -> int:
+        """The index of checkpoint ``label``: its existing index, or the next one. ``parent`` (the
+        checkpoint it was trained from) is recorded for the analysis' parent graph."""
         if stage not in STAGES:
             raise UserError(f"unknown stage '{stage}'; use one of {', '.join(STAGES)}")
         for c in self.manifest["checkpoints"]:
@@ -141,9 +142,14 @@ class ResultStore:
                 if c["model"] != model:
                     raise UserError(f"checkpoint label '{label}' already names model '{c['model']}' in {self.root}; choose another --label")
                 c["stage"], c["info"] = stage, info
+                if parent is not None:
+                    c["parent"] = parent
                 return int(c["index"])
         index = len(self.manifest["checkpoints"])
-        self.manifest["checkpoints"].append({"index": index, "label": label, "model": model, "stage": stage, "info": info})
+        entry = {"index": index, "label": label, "model": model, "stage": stage, "info": info}
+        if parent is not None:
+            entry["parent"] = parent
+        self.manifest["checkpoints"].append(entry)
         return index
 
     def register_task(self, task_id: str, version: int, prompts: dict[str, str]) -> None:

@@ -35,9 +35,10 @@ def ray_jobs(lad: Ladder, base: MeasureConfig) -> list[MeasureConfig]:
     """One MeasureConfig per (checkpoint, task), in ladder order."""
     tasks = load_tasks(base.tasks, base.tasks_dir)
     out = []
+    parents = lad.parents()
     for c in lad.checkpoints:
         for t in tasks:
-            cfg = replace(base, model=c.model, label=c.label, stage=c.stage, revision=c.revision or base.revision, tasks=[t.id], progress=False)
+            cfg = replace(base, model=c.model, label=c.label, stage=c.stage, parent=parents[c.label], revision=c.revision or base.revision, tasks=[t.id], progress=False)
             cfg.validate()
             out.append(cfg)
     return out

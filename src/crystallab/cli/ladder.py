@@ -49,9 +49,10 @@ def run(args: argparse.Namespace) -> int:
             from crystallab.sweep import sweep_ladder
 
             sweep_ladder(lad, base, address=args.ray or None, num_gpus=args.num_gpus, num_cpus=args.num_cpus, max_retries=args.max_retries)
+        parents = lad.parents()
         for i, c in enumerate(lad.checkpoints if args.ray is None else ()):
             print(f"[{i + 1}/{len(lad.checkpoints)}] {c.label} ({c.stage}): {c.model}", file=sys.stderr)
-            measure(replace(base, model=c.model, label=c.label, stage=c.stage, revision=c.revision or base.revision))
+            measure(replace(base, model=c.model, label=c.label, stage=c.stage, parent=parents[c.label], revision=c.revision or base.revision))
             gc.collect()  # drop the previous checkpoint's weights before loading the next
     print(summary_text(analyze_dir(args.out, args.thresholds)))
     try:

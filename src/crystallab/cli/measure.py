@@ -11,6 +11,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("measure", help="measure output distributions of one checkpoint", description="Measure a model's output distribution on random tasks, exactly or by sampling, into a resumable results folder.")
     p.add_argument("--model", required=True, help="HF id or local dir, gguf:PATH, builtin:gemma-3-270m, api:BASE_URL#MODEL[?key_env=VAR&server=...] or vllm:HF_ID[?tensor_parallel_size=N] (docs/scaling.md)")
     p.add_argument("--label", help="checkpoint name (default: the model spec)")
+    p.add_argument("--parent", help="label of the checkpoint this one was trained from (default: the one measured before)")
     p.add_argument("--stage", default="other", choices=["base", "sft", "dpo", "rl", "other"])
     p.add_argument("--step", type=int, help="training step of this checkpoint")
     p.add_argument("--replica", type=int, help="replica of a replicated run, written into every row (default: none)")
@@ -46,7 +47,7 @@ def config_from_args(args: argparse.Namespace, **override):
 
     fields = dict(
         model=getattr(args, "model", ""), tasks=args.task.split(","), out=args.out, prompts=args.prompts, method=args.method, samples=args.samples,
-        parser=args.parser, seed=args.seed, label=getattr(args, "label", None), stage=getattr(args, "stage", "other"), step=getattr(args, "step", None), replica=getattr(args, "replica", None),
+        parser=args.parser, seed=args.seed, label=getattr(args, "label", None), stage=getattr(args, "stage", "other"), parent=getattr(args, "parent", None), step=getattr(args, "step", None), replica=getattr(args, "replica", None),
         tasks_dir=args.tasks_dir, limit=args.limit, dtype=args.dtype, device=args.device, device_map=args.device_map, revision=getattr(args, "revision", None),
         batch_tokens=args.batch_tokens, chunk=args.chunk, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
         allow_plain_chat=not args.no_plain_chat, progress=args.progress,
