@@ -70,6 +70,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import optimize, special, stats
 
+from crystallab.metrics import _js_rows
+
 MIN_POINTS = 5  # a 4-parameter logistic needs at least one residual degree of freedom
 # Profile grids in scaled time u = (t - t_first) / span, so that u runs over [0, 1].
 _TAU_GRID = np.logspace(-4, 1, 61)
@@ -525,16 +527,6 @@ def mixture_m(d_A: ArrayLike, d_B: ArrayLike, d_AB: ArrayLike) -> np.ndarray | f
     return float(m) if m.ndim == 0 else m
 
 
-def _js_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """``sqrt(JSD)`` in nats between the rows of ``p`` and ``q`` (broadcast, last axis options)."""
-
-    def H(x: np.ndarray) -> np.ndarray:
-        return -special.xlogy(x, x).sum(axis=-1)
-
-    jsd = H((p + q) / 2) - (H(p) + H(q)) / 2
-    return np.sqrt(np.maximum(jsd, 0.0))  # rounding can leave a tiny negative JSD for p = q
-
-
 def _distribution(f: ArrayLike, name: str) -> np.ndarray:
     x = np.asarray(f, dtype=float).ravel()
     if x.size == 0 or not np.all(np.isfinite(x)) or np.any(x < 0) or x.sum() <= 0:
@@ -556,7 +548,11 @@ def fitting_null(lams: ArrayLike, f_A: ArrayLike, f_B: ArrayLike) -> np.ndarray:
     if A.size != B.size:
         raise ValueError(f"f_A has {A.size} options, f_B has {B.size}")
     mix = (1 - lam)[:, None] * A[None, :] + lam[:, None] * B[None, :]
-    return np.asarray(mixture_m(_js_distance(mix, A), _js_distance(mix, B), float(_js_distance(A, B))))
+
+    def d(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return np.sqrt(_js_rows(p, q))
+
+    return np.asarray(mixture_m(d(mix, A), d(mix, B), float(d(A, B))))
 
 
 @dataclass(frozen=True)
