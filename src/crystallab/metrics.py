@@ -821,15 +821,20 @@ def percentile_interval(values: ArrayLike, level: float = 0.95) -> tuple[float, 
     return float(lo), float(hi)
 
 
-def draw_families(fams: Sequence[np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One cluster-bootstrap draw of one replica: families with replacement, then prompts within
-    each drawn family; returns (row indices, family copy ids).
+def draw_families(
+    fams: Sequence[np.ndarray], rng: np.random.Generator, keep_families: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """One cluster-bootstrap draw of one replica: families with replacement (or each family once,
+    ``keep_families``), then prompts within each drawn family; returns (row indices, family copy
+    ids).
 
     >>> rows, ids = draw_families([np.array([0, 1]), np.array([2])], np.random.default_rng(0))
     >>> len(rows) == len(ids) and set(rows.tolist()) <= {0, 1, 2}
     True
+    >>> draw_families([np.array([0, 1]), np.array([2])], np.random.default_rng(0), keep_families=True)[1].tolist()
+    [0, 0, 1]
     """
-    picks = rng.integers(0, len(fams), size=len(fams))
+    picks = np.arange(len(fams)) if keep_families else rng.integers(0, len(fams), size=len(fams))
     sizes = np.array([fams[f].size for f in picks])
     ids = np.repeat(np.arange(len(picks)), sizes)
     u = rng.random(ids.size)
@@ -838,10 +843,10 @@ def draw_families(fams: Sequence[np.ndarray], rng: np.random.Generator) -> tuple
     return rows[offsets + (u * sizes[ids]).astype(int)], ids
 
 
-def _draws(structure: Structure, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+def _draws(structure: Structure, rng: np.random.Generator, keep_families: bool) -> list[tuple[np.ndarray, np.ndarray]]:
     """One hierarchical resample: per drawn replica, (row indices, family copy ids)."""
     reps = structure.replicas
-    return [draw_families(reps[r], rng) for r in rng.integers(0, len(reps), size=len(reps))]
+    return [draw_families(reps[r], rng, keep_families) for r in rng.integers(0, len(reps), size=len(reps))]
 
 
 def hierarchical_bootstrap(
@@ -850,11 +855,14 @@ def hierarchical_bootstrap(
     *,
     n_boot: int = 1000,
     seed: int = 0,
+    keep_families: bool = False,
 ) -> dict[str, np.ndarray]:
     """Replicates of ``statistic`` under resampling of replicas, then families within each
-    drawn replica, then prompts within each drawn family (percentile intervals come from
-    :func:`percentile_interval`). ``statistic`` gets one ``(rows, family_copy_ids)`` pair per
-    drawn replica and returns named floats. A family drawn twice is two families.
+    drawn replica (every family once with ``keep_families``: for a count of distinct families,
+    which a resample holding only some of them would bias low), then prompts within each drawn
+    family (percentile intervals come from :func:`percentile_interval`). ``statistic`` gets one
+    ``(rows, family_copy_ids)`` pair per drawn replica and returns named floats. A family drawn
+    twice is two families.
 
     >>> s = Structure.of(list("aabbcc"))
     >>> P = np.array([0.1, 0.2, 0.5, 0.6, 0.9, 1.0])
@@ -868,6 +876,6 @@ def hierarchical_bootstrap(
     rng = np.random.default_rng(seed)
     values: dict[str, list[float]] = {}
     for _ in range(n_boot):
-        for name, v in statistic(_draws(structure, rng)).items():
+        for name, v in statistic(_draws(structure, rng, keep_families)).items():
             values.setdefault(name, []).append(v)
     return {k: np.asarray(v, dtype=float) for k, v in values.items()}

@@ -141,8 +141,26 @@ def bootstrap_params(V: Valid, th: Thresholds) -> dict[str, tuple[float, float]]
             per.append(_stats(P, D, rows, codes[rows], _dense(copies), th.eps))
         return _combine(per) if per else {k: math.nan for k in PARAMS}
 
+    def basins_only(draws: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+        counts = []
+        for rows, copies in draws:
+            if sampled:
+                P, kept = _redraw(V, rows, rng)
+                if not len(kept):
+                    continue
+                copies = copies[kept]
+            else:
+                P = V.P[rows]
+            counts.append(M.n_basins_of(*_family_means(P, _dense(copies), th.eps)))
+        return {"n_basins": float(np.median(counts)) if counts else math.nan}
+
     n_boot = min(th.n_boot, MAX_BOOT_SAMPLED) if sampled else th.n_boot
     reps = M.hierarchical_bootstrap(V.structure(), stat, n_boot=n_boot, seed=th.seed)
+    # n_basins counts distinct families, which a resample of families holds only ~63 % of: its
+    # interval keeps every family and resamples wording (prompts), replicas and counts only
+    reps["n_basins"] = M.hierarchical_bootstrap(
+        V.structure(), basins_only, n_boot=n_boot, seed=th.seed, keep_families=True
+    )["n_basins"]
     return {k: M.percentile_interval(v, th.level) for k, v in reps.items()}
 
 
