@@ -128,7 +128,7 @@ def analyze(
     by_label = {c["label"]: c for c in tab.checkpoints}
     root = next((lab for lab, p in graph.items() if p is None), None)
     cks = [
-        Checkpoint(c["label"], c["index"], graph[c["label"]], c["model"] or "", c["stage"] or "")
+        Checkpoint(c["label"], c["index"], graph[c["label"]], c["model"] or "")
         for c in tab.checkpoints
     ]
     tasks = [t for t in sorted(tab.options) if len(tab.options[t]) >= 2]

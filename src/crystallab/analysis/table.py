@@ -15,7 +15,6 @@ _COLUMNS = (
     "checkpoint",
     "checkpoint_index",
     "model",
-    "stage",
     "step",
     "task",
     "task_version",
@@ -96,9 +95,7 @@ def read(table: Any) -> Table:
     groups: dict[tuple, dict[tuple, dict[str, Any]]] = {}
     for i in range(n_rows):
         task, opt, ci = cols["task"][i], cols["option"][i], int(cols["checkpoint_index"][i])
-        ckpts.setdefault(
-            ci, {"index": ci, "label": cols["checkpoint"][i], "model": cols["model"][i], "stage": cols["stage"][i]}
-        )
+        ckpts.setdefault(ci, {"index": ci, "label": cols["checkpoint"][i], "model": cols["model"][i]})
         versions.setdefault(task, {}).setdefault(cols["task_version"][i], set()).add(cols["checkpoint"][i])
         if opt != OTHER and opt not in options.setdefault(task, []):
             options[task].append(opt)

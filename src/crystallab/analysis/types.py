@@ -72,7 +72,6 @@ class Checkpoint:
     index: int
     parent: str | None  # from the parent graph (or the one measured before it)
     model: str = ""
-    stage: str = ""  # carried for display only: no analysis reads it
 
 
 @dataclass(frozen=True)
