@@ -48,8 +48,10 @@ def test_sft_changes_parameters(tiny, tmp_path, lora):
 
 def test_grpo_changes_parameters(tiny, tmp_path):
     task = load_task("number_1_10")
-    out = run_grpo(GRPORecipe(model=str(tiny), out=str(tmp_path / "rl"), task=task, rewards=("validity", "diversity"), steps=2, num_generations=4,
-                              prompts_per_step=1, learning_rate=1e-2), log=lambda s: None)
+    # 8 completions per prompt and 2 prompts per step: an update needs rewards that differ within a group,
+    # which 4 completions of an untrained model often do not give
+    out = run_grpo(GRPORecipe(model=str(tiny), out=str(tmp_path / "rl"), task=task, rewards=("validity", "diversity"), steps=2, num_generations=8,
+                              prompts_per_step=2, learning_rate=1e-2), log=lambda s: None)
     assert changed(tiny, out)
 
 
@@ -133,7 +135,8 @@ def test_forced_seed_outside_reports_whether_rl_escaped(universe, tmp_path, caps
     s = json.loads((out / "summary.json").read_text())
     assert s["forced"]["kind"] == "outside" and s["forced"]["nearest_base_js_distance"] > 0.2  # really outside the repertoire
     assert set(s["rl"]["target"]).isdisjoint(s["rl"]["sft_support"])  # rewarded only outside the SFT support
-    assert 0.0 <= s["settling"]["retention"] <= 1.0
+    value, lo, hi = s["settling"]["retention"]
+    assert 0.0 <= lo <= value <= hi <= 1.0
 
 
 def test_lab_config_file(tmp_path, capsys):

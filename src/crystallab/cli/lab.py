@@ -97,8 +97,12 @@ def run_forced(args: argparse.Namespace) -> int:
     s = run_lab(cfg)
     print(summary_text(s))
     st = s.get("settling") or {}
-    if st.get("retention") is not None:
-        escaped = st["retention"] < 0.9
-        print(f"can RL escape the forced seed's support? {'yes' if escaped else 'no'}: rewarded only for {s['rl']['target']}, "
-              f"RL kept {st['retention']:.1%} of its mass on the SFT support {s['rl']['sft_support']} (new mass {st['new_mass']:.1%})")
+    if st.get("rho") is not None:
+        from crystallab.lab.experiments import _iv
+
+        verdict = s["verdicts"].get("settling")
+        answer = {"fails": "yes", "holds": "no"}.get(verdict or "", "inconclusive")
+        print(f"can RL escape the forced seed's support? {answer} (settling {verdict}): rewarded only for {s['rl']['target']}, "
+              f"RL kept excess retention ρ {_iv(st['rho'])} (retention {_iv(st['retention'])}) on the SFT support "
+              f"{s['rl']['sft_support']}")
     return 0
