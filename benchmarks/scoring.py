@@ -140,10 +140,14 @@ def workload_prompts(backend, task, n_raw: int, n_chat: int) -> list[str]:
 
 def candidate_requests(backend, prompt: str, task) -> tuple[list[int], list[tuple[int, str, list[int]]]]:
     """The context tokens and, per answer string, (option, string, continuation tokens), split
-    exactly as ``build_trie`` splits them (lm-eval's rule, then the kept-whitespace fallback)."""
+    exactly as ``build_trie`` splits them. The baseline has no W(c) (the probability of the
+    prompt's trailing blanks), so a prompt ending in a space or tab is refused; no built-in
+    context or rendered chat prompt ends in one."""
     from crystallab.scoring.exact import split_answers
 
-    ctx, answers, paths, _ = split_answers(backend, prompt, task)
+    ctx, answers, paths, _, lead = split_answers(backend, prompt, task)
+    if lead:
+        raise ValueError(f"the per-candidate baseline does not condition on trailing blanks: {prompt[-30:]!r}")
     return ctx, [(k, s, p) for (k, s), p in zip(answers, paths)]
 
 
