@@ -54,7 +54,7 @@ class Valid:
         return M.Structure.of(None if self.by_prompt else self.families, self.replicas)
 
     def replica_rows(self) -> dict[int | None, np.ndarray]:
-        return {r: np.array([i for i, x in enumerate(self.replicas) if x == r]) for r in dict.fromkeys(self.replicas)}
+        return _rows_by_replica(self.replicas)
 
     def codes(self) -> np.ndarray:
         if self.by_prompt:
