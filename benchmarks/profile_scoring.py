@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from crystallab.scoring import exact
-    from crystallab.tasks import load_task
+    from crystallab.suite import load_task
     from scoring import load_model, workload_prompts
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

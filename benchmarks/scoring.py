@@ -169,7 +169,7 @@ def _prepare(args):
     cached by the backend), render the prompts; then reset the peak-memory counters."""
     import torch
 
-    from crystallab.tasks import load_task
+    from crystallab.suite import load_task
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -20,7 +20,7 @@ from tiny import train_briefly
 from crystallab.errors import UserError
 from crystallab.models.spec import parse_spec
 from crystallab.prompts import Prompt
-from crystallab.tasks import load_task
+from crystallab.suite import load_task
 
 RAW = "Random numbers between 1 and 10: 3, 8, 1,"
 N = 600  # completions per prompt: one HTTP request each (transformers serve ignores n)
@@ -110,7 +110,7 @@ def test_api_measure_keeps_the_key_private_and_resumes_failed_prompts(served_dir
     """measure() through a proxy that injects 429/503 (retried) and fails one prompt for good:
     the prompt is recorded as failed, the rerun measures only it, and the key never appears in
     results, manifest, failure records or output."""
-    from crystallab.measure import MeasureConfig, measure
+    from crystallab.measuring import MeasureConfig, measure
     from crystallab.store import ResultStore
 
     secret = "sk-test-" + "".join(random.choice("abcdef0123456789") for _ in range(24))

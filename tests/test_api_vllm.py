@@ -12,7 +12,7 @@ import pytest
 
 from crystallab.errors import MissingDependency
 from crystallab.models.spec import parse_spec
-from crystallab.tasks import load_task
+from crystallab.suite import load_task
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 

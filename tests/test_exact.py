@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from crystallab.scoring.exact import ScoreStats, build_trie, score_exact, split_answers
-from crystallab.tasks import load_task, task_from_dict
+from crystallab.suite import load_task, task_from_dict
 
 TOL = 1e-5
 ENDINGS = [" ", "\t", "\n", "\n ", "", "  "]  # space, tab, newline, newline + space, nothing, two spaces

@@ -12,7 +12,7 @@ import pytest
 from crystallab.cli.main import main
 from crystallab.scoring.exact import build_trie, score_exact
 from crystallab.scoring.sample import sample_prompt
-from crystallab.tasks import load_task
+from crystallab.suite import load_task
 from test_exact import brute_force
 from test_sample import chi_square_p
 

@@ -14,8 +14,8 @@ from crystallab.cli.main import main
 from crystallab.lab.rl import DPORecipe, GRPORecipe, run_dpo, run_grpo
 from crystallab.lab.sft import SFTRecipe, run_sft
 from crystallab.lab.tracker import PhaseTracker
-from crystallab.measure import MeasureConfig
-from crystallab.tasks import load_task
+from crystallab.measuring import MeasureConfig
+from crystallab.suite import load_task
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:

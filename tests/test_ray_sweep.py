@@ -12,7 +12,7 @@ import pytest
 
 from crystallab.errors import UserError
 from crystallab.ladder import ladder_from_dict
-from crystallab.measure import MeasureConfig, measure
+from crystallab.measuring import MeasureConfig, measure
 
 TASKS = ["coin_flip", "number_1_10"]
 

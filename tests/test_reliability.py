@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from crystallab.errors import UserError
 from crystallab.ladder import Ladder, ladder_from_dict, load_ladder
 from crystallab.store import GROUP, read_shards, writer_lock
-from crystallab.tasks import Task, load_task_file, task_from_dict
+from crystallab.suite import Task, load_task_file, task_from_dict
 
 ENV = dict(os.environ, CI="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # one thread: bit-identical numbers
 

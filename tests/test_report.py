@@ -80,7 +80,7 @@ def analysed(d: Path, rows: list[dict], th: Thresholds = TH, train_answers: dict
 
 
 def report(d: Path, an: Analysis, svg: bool = True) -> str:
-    from crystallab.report import write_report
+    from crystallab.reporting import write_report
 
     out = write_report(d, svg=svg)
     assert out == d / "report.html"
@@ -258,7 +258,7 @@ def test_numbers_in_the_page_are_the_analysis_numbers(planted):
 
 
 def test_heatmaps_group_families_and_mark_basins(planted):
-    from crystallab.report import data as D
+    from crystallab.reporting import data as D
     from crystallab.store import read_table
 
     d, an, page = planted
@@ -343,8 +343,8 @@ def test_one_family_splits_and_a_sweep(tmp_path: Path):
     import dataclasses
 
     from crystallab.analysis import Sweep
-    from crystallab.report import data as D
-    from crystallab.report import write_report
+    from crystallab.reporting import data as D
+    from crystallab.reporting import write_report
     from crystallab.store import read_table
 
     rng = np.random.default_rng(2)
@@ -377,7 +377,7 @@ def test_one_family_splits_and_a_sweep(tmp_path: Path):
 
 def test_report_of_an_analysis_in_hand(planted, tmp_path: Path):
     from crystallab.errors import UserError
-    from crystallab.report import write_report
+    from crystallab.reporting import write_report
 
     d, an, _ = planted
     out = write_report((an, d), tmp_path / "elsewhere", svg=False)
@@ -416,7 +416,7 @@ def test_analyze_then_report_end_to_end(tmp_path: Path, capsys):
 
 
 def test_import_does_not_load_matplotlib():
-    code = "import sys, crystallab, crystallab.report; assert 'matplotlib' not in sys.modules, 'matplotlib loaded'"
+    code = "import sys, crystallab, crystallab.reporting; assert 'matplotlib' not in sys.modules, 'matplotlib loaded'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -10,7 +10,7 @@ from tiny import train_briefly
 from crystallab.models.text import MAX_DRAWS
 from crystallab.scoring.exact import ScoreStats, score_exact
 from crystallab.scoring.sample import parse_answer, sample_prompt
-from crystallab.tasks import load_task
+from crystallab.suite import load_task
 
 N = 2000
 

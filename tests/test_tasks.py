@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from crystallab.errors import TaskError, UserError
-from crystallab.tasks import BUILTIN_DIR, Instruction, Task, TaskWarning, load_task, load_task_file, task_ids
+from crystallab.suite import BUILTIN_DIR, Instruction, Task, TaskWarning, load_task, load_task_file, task_ids
 
 REQUIRED_IDS = {
     "number_1_10", "number_0_10", "number_1_100", "die_d6", "coin_flip", "letter_a_z", "color", "animal", "fruit",
@@ -20,7 +20,7 @@ FAMILIES = {"qa", "list", "narrative", "dialogue", "code", "game", "form", "poll
 CHAT_FAMILIES = {"plain", "game", "code", "person", "story", "form"}
 BUILTIN_IDS = task_ids()
 # the loader's own small tasks have one family of each kind: the warning is tested on its own below
-pytestmark = pytest.mark.filterwarnings("ignore::crystallab.tasks.TaskWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::crystallab.suite.TaskWarning")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -52,7 +52,7 @@ def word_prefix_conflicts(task: Task) -> list[tuple[str, str, str, str]]:
 
 
 def _task(options, case_sensitive: bool = False) -> Task:
-    from crystallab.tasks import task_from_dict
+    from crystallab.suite import task_from_dict
 
     data = {
         "id": "t",
@@ -404,7 +404,7 @@ def test_bad_instruction_entries_name_the_field(tmp_path, instructions, field, f
     ],
 )
 def test_family_sizes_refuse_a_builtin_and_warn_a_user_task(tmp_path, monkeypatch, raw, chat, fragment):
-    import crystallab.tasks as tasks_mod
+    import crystallab.suite as tasks_mod
 
     # a built-in task: one line naming the file and the family
     builtin = tmp_path / "builtin"
@@ -483,7 +483,7 @@ def test_split_and_replica_round_trip_through_a_measurement(tiny_ckpt, tmp_path)
 
     import pyarrow.parquet as pq
 
-    from crystallab.measure import MeasureConfig, measure, measure_into
+    from crystallab.measuring import MeasureConfig, measure, measure_into
     from crystallab.models.hf import load_backend
     from crystallab.prompts import render_prompts
     from crystallab.store import FORMAT_VERSION, SCHEMA, ResultStore, read_table

@@ -16,7 +16,7 @@ LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3
 
 
 def corpus(n: int = 400, seed: int = 0) -> list[str]:
-    from crystallab.tasks import load_task
+    from crystallab.suite import load_task
 
     rng = random.Random(seed)
     lines = []

@@ -15,13 +15,13 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_task": "crystallab.tasks",
-    "load_tasks": "crystallab.tasks",
-    "task_ids": "crystallab.tasks",
-    "Task": "crystallab.tasks",
+    "load_task": "crystallab.suite",
+    "load_tasks": "crystallab.suite",
+    "task_ids": "crystallab.suite",
+    "Task": "crystallab.suite",
     "render_prompts": "crystallab.prompts",
-    "MeasureConfig": "crystallab.measure",
-    "measure": "crystallab.measure",
+    "MeasureConfig": "crystallab.measuring",
+    "measure": "crystallab.measuring",
     "load_backend": "crystallab.models.hf",
     "LoadSettings": "crystallab.models.hf",
     "score_exact": "crystallab.scoring.exact",

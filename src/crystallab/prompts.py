@@ -1,7 +1,7 @@
 """Rendering a task's prompts: raw contexts as they are, chat instructions through the
 checkpoint's chat template (or the plain ``User: ...\\nAssistant:`` one).
 
->>> from crystallab.tasks import load_task
+>>> from crystallab.suite import load_task
 >>> ps = render_prompts(load_task("number_1_10"), "raw")
 >>> ps[0].id, ps[0].kind, ps[0].family, ps[0].split
 ('raw-00', 'raw', 'qa', None)
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from crystallab.errors import UserError
-from crystallab.tasks import Task
+from crystallab.suite import Task
 
 PROMPT_SETS = ("raw", "chat", "all")
 

@@ -23,10 +23,10 @@ from typing import Any, Callable
 
 from crystallab.errors import UserError, require
 from crystallab.ladder import Ladder
-from crystallab.measure import MeasureConfig
+from crystallab.measuring import MeasureConfig
 from crystallab.prompts import render_prompts
 from crystallab.store import ResultStore, writer_lock
-from crystallab.tasks import load_tasks
+from crystallab.suite import load_tasks
 
 FAULT_MARKER_ENV = "CRYSTALLAB_TEST_KILL_MARKER"  # tests only: see _fault_hook
 
@@ -98,7 +98,7 @@ def _sweep(ray: Any, lad: Ladder, base: MeasureConfig, jobs: list[MeasureConfig]
 def run_job(cfg: MeasureConfig, index: int) -> dict[str, Any]:
     """One (checkpoint, task) job on a Ray worker: load, measure what is missing, return the
     checkpoint's load info and the run record for the driver to put in the manifest."""
-    from crystallab.measure import load_model, measure_into, run_record
+    from crystallab.measuring import load_model, measure_into, run_record
 
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     store = ResultStore(cfg.out)

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     lad = load_ladder(args.file, args.preset)
     from crystallab.analysis import analyze_dir, summary_text
     from crystallab.cli.measure import config_from_args
-    from crystallab.measure import measure
+    from crystallab.measuring import measure
 
     from crystallab.store import ResultStore, writer_lock
 
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             gc.collect()  # drop the previous checkpoint's weights before loading the next
     print(summary_text(analyze_dir(args.out, args.thresholds)))
     try:
-        from crystallab.report import write_report
+        from crystallab.reporting import write_report
     except ImportError:
         return 0
     print(write_report(args.out))

@@ -43,7 +43,7 @@ def add_measure_options(p: argparse.ArgumentParser, ladder: bool = False) -> Non
 
 
 def config_from_args(args: argparse.Namespace, **override):
-    from crystallab.measure import MeasureConfig
+    from crystallab.measuring import MeasureConfig
 
     fields = dict(
         model=getattr(args, "model", ""), tasks=args.task.split(","), out=args.out, prompts=args.prompts, method=args.method, samples=args.samples,
@@ -57,7 +57,7 @@ def config_from_args(args: argparse.Namespace, **override):
 
 
 def run(args: argparse.Namespace) -> int:
-    from crystallab.measure import measure
+    from crystallab.measuring import measure
 
     run_record = measure(config_from_args(args))
     tp = run_record["throughput"]

@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crystallab.report import write_report
+    from crystallab.reporting import write_report
 
     out = write_report(args.dir, svg=not args.no_svg)
     print(f"wrote {out} and {out.parent / 'figures'}/", file=sys.stderr)

@@ -20,7 +20,7 @@ def _families(sizes: dict[str, int]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crystallab.tasks import load_task, task_ids
+    from crystallab.suite import load_task, task_ids
 
     if args.id:
         task = load_task(args.id, args.tasks_dir)

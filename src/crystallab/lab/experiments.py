@@ -117,9 +117,9 @@ def _run_lab(cfg: LabConfig, log=print) -> dict[str, Any]:
     from crystallab.lab.rl import GRPORecipe, run_grpo
     from crystallab.lab.sft import SFTRecipe, run_sft
     from crystallab.lab.tracker import PhaseTracker
-    from crystallab.measure import MeasureConfig, measure
+    from crystallab.measuring import MeasureConfig, measure
     from crystallab.metrics import support_set
-    from crystallab.tasks import load_task
+    from crystallab.suite import load_task
 
     cfg.validate()
     t0 = time.perf_counter()
@@ -178,7 +178,7 @@ def _run_lab(cfg: LabConfig, log=print) -> dict[str, Any]:
     report = None
     if cfg.report:
         try:
-            from crystallab.report import write_report
+            from crystallab.reporting import write_report
         except ImportError:
             write_report = None
         if write_report:

@@ -6,7 +6,7 @@ Reward functions are plain functions of the completions (TRL's signature), built
 - ``target``: 1 when it names an option in a target set;
 - ``diversity``: 1 - the share of the prompt's group that gave the same answer (rewards spread).
 
->>> from crystallab.tasks import load_task
+>>> from crystallab.suite import load_task
 >>> r = make_rewards(load_task("coin_flip"), ["validity", "target"], target={"heads"})
 >>> [f(completions=[" heads", " tails", " maybe"]) for f in r]
 [[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 from crystallab.errors import UserError
 from crystallab.lab.sft import load_for_training, lora_config, save_checkpoint, trainer_settings
 from crystallab.scoring.sample import parse_answer
-from crystallab.tasks import Task
+from crystallab.suite import Task
 
 REWARDS = ("validity", "target", "diversity")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from crystallab.measure import MeasureConfig, measure
+from crystallab.measuring import MeasureConfig, measure
 
 
 class PhaseTracker(TrainerCallback):

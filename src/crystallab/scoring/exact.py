@@ -27,7 +27,7 @@ import numpy as np
 
 from crystallab.errors import NumericalError, UserError
 from crystallab.models.text import TokenTexts, split_blank_tail
-from crystallab.tasks import Task
+from crystallab.suite import Task
 
 LEAD_NODES = 64  # most trie nodes a prompt's lead w may add (see plan_lead)
 
@@ -44,7 +44,7 @@ class TrieBackend(Protocol):  # the narrow interface the scorer needs (HFBackend
 def answer_strings(task: Task) -> list[tuple[int, str]]:
     """(option index, surface string) for every form, with/without a leading space per the task.
 
-    >>> from crystallab.tasks import load_task
+    >>> from crystallab.suite import load_task
     >>> answer_strings(load_task("coin_flip"))[:2]
     [(0, 'heads'), (0, ' heads')]
     """

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from crystallab.models.text import MAX_DRAWS, decode_continuations, next_draws, strip_lead
-from crystallab.tasks import Task
+from crystallab.suite import Task
 
 _LEAD = " \t\r\n\"'`*_([{>#."
 
@@ -44,7 +44,7 @@ def _word_end(s: str, i: int) -> bool:
 def parse_answer(text: str, task: Task) -> int | None:
     """Index of the option the answer names, or None (⊥).
 
-    >>> from crystallab.tasks import load_task
+    >>> from crystallab.suite import load_task
     >>> t = load_task("number_1_10")
     >>> [parse_answer(s, t) for s in [" 7", "Sure! I pick **7**.", "10", "1", "107", "Seven.", "none"]]
     [6, 6, 9, 0, None, 6, None]

@@ -1,4 +1,4 @@
-"""The report's figures: each function takes what :mod:`crystallab.report.data` gathered (or an
+"""The report's figures: each function takes what :mod:`crystallab.reporting.data` gathered (or an
 analysis dataclass) and returns a matplotlib Figure; :func:`save` writes PNG (and SVG).
 
 matplotlib is imported inside the functions (Agg backend), never when crystallab is imported.
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from crystallab.analysis.types import Dynamics, Estimate, Sweep
-from crystallab.report.data import STATE_COLORS, Panel, PhasePoint
+from crystallab.reporting.data import STATE_COLORS, Panel, PhasePoint
 
 DPI = 110
 KSTAR = "#d62728"

@@ -18,7 +18,7 @@ from crystallab import __version__
 from crystallab.errors import UserError
 from crystallab.prompts import Prompt, render_prompts
 from crystallab.store import OTHER, STAGES, ResultStore, writer_lock
-from crystallab.tasks import Task, load_tasks
+from crystallab.suite import Task, load_tasks
 
 METHODS = ("exact", "sample", "logprobs-topk")
 

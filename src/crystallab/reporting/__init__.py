@@ -69,8 +69,8 @@ def write_report(source: Source, out: str | Path | None = None, *, svg: bool = T
     alone (then ``out`` is required and the heatmaps are left out unless ``out`` holds the table)."""
     from crystallab.analysis.thresholds import Thresholds
     from crystallab.errors import require
-    from crystallab.report import figures
-    from crystallab.report.html import render
+    from crystallab.reporting import figures
+    from crystallab.reporting.html import render
     from crystallab.store import atomic_write_bytes
 
     an, results, html = _resolve(source, out)

@@ -32,7 +32,7 @@ from typing import Any
 
 from crystallab.errors import TaskError, UserError
 
-BUILTIN_DIR = Path(str(resources.files("crystallab.tasks").joinpath("builtin")))
+BUILTIN_DIR = Path(str(resources.files("crystallab.suite").joinpath("builtin")))
 
 LEADING_SPACE = ("both", "never", "always")
 # Preambles chat models put before an answer; the parser strips them (case-insensitively).

@@ -11,7 +11,7 @@ from __future__ import annotations
 from html import escape
 
 from crystallab.analysis.thresholds import Thresholds
-from crystallab.report.data import fmt_num
+from crystallab.reporting.data import fmt_num
 
 MEANING = {
     "eps": "resolution ε (JS distance, nats^½): a basin's smallest radius, and how far RL must move the answer",

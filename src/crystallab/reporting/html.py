@@ -15,9 +15,9 @@ from typing import Any
 
 from crystallab.analysis.thresholds import Thresholds
 from crystallab.analysis.types import Analysis, Estimate, Transition, Verdict
-from crystallab.report import data as D
-from crystallab.report.figures import Figures, TaskFigures
-from crystallab.report.reading import how_to_read
+from crystallab.reporting import data as D
+from crystallab.reporting.figures import Figures, TaskFigures
+from crystallab.reporting.reading import how_to_read
 
 CLAIMS = ("liquid", "nucleation", "settling")
 STATE_PARAMS = ("n_basins", "phi", "spread", "h", "entropy_norm", "valid_mass")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from crystallab.analysis.types import Analysis, Dynamics, Sweep
-from crystallab.report import data as D
+from crystallab.reporting import data as D
 
 
 @dataclass
@@ -43,7 +43,7 @@ def safe(name: str) -> str:
 
 
 def make(an: Analysis, table: Any, fig_dir: Path, v_min: float, svg: bool = True) -> Figures:
-    from crystallab.report import plots
+    from crystallab.reporting import plots
 
     out: dict[str, TaskFigures] = {}
     notes: list[str] = []
