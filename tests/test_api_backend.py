@@ -90,6 +90,7 @@ def test_api_transformers_serve_sampling_agrees_with_exact(served_dir, hf_server
     from crystallab.models.api import ApiBackend
     from crystallab.models.hf import load_backend
     from crystallab.scoring.exact import score_exact
+    from crystallab.scoring.sample import sample_text_prompt
 
     task = load_task("number_1_10")
     hf = load_backend(str(served_dir))
@@ -98,7 +99,7 @@ def test_api_transformers_serve_sampling_agrees_with_exact(served_dir, hf_server
     for prompt, exact_text in [(Prompt("raw-x", "raw", "list", RAW), RAW), (Prompt("chat-00", "chat", "instruction", ins), hf.render_chat(ins)[0])]:
         exact = score_exact(hf, [exact_text], task)[0]
         assert exact[:-1].sum() > 0.3, exact  # enough option mass for the test to have power
-        res = api.sample(prompt, task, N, seed=7)
+        res = sample_text_prompt(api, prompt.text, prompt.kind == "chat", task, N, seed=7)
         counts = np.bincount([len(task.options) if k is None else k for k in res.parsed], minlength=len(exact))
         assert counts.sum() == N and len(res.completions) == N
         p = chi_square_p(counts, exact)
@@ -110,7 +111,7 @@ def test_api_measure_keeps_the_key_private_and_resumes_failed_prompts(served_dir
     """measure() through a proxy that injects 429/503 (retried) and fails one prompt for good:
     the prompt is recorded as failed, the rerun measures only it, and the key never appears in
     results, manifest, failure records or output."""
-    from crystallab.measuring import MeasureConfig, measure
+    from crystallab.measuring import MeasureConfig, MeasureSettings, run_measure
     from crystallab.store import ResultStore
 
     secret = "sk-test-" + "".join(random.choice("abcdef0123456789") for _ in range(24))
@@ -124,10 +125,11 @@ def test_api_measure_keeps_the_key_private_and_resumes_failed_prompts(served_dir
 
     def cfg(url):
         spec = f"api:{url}#{served_dir}?server=transformers&key_env=CRYSTALLAB_TEST_KEY&max_tokens=6&retries=6&concurrency=2"
-        return MeasureConfig(model=spec, tasks=["number_1_10"], out=str(out), method="sample", samples=8, limit=3, label="served", progress=False)
+        how = MeasureSettings(method="sample", samples=8, limit=3)
+        return MeasureConfig(model=spec, tasks=["number_1_10"], out=str(out), label="served", progress=False, settings=how)
 
     with FaultProxy(hf_server, fail_first=4, poison=json.dumps(poison)[1:-1]) as proxy:
-        run = measure(cfg(proxy.url))
+        run = run_measure(cfg(proxy.url))
         assert proxy.faults >= 4 and run["failed"] == 1
         assert all({k.lower(): v for k, v in h.items()}.get("authorization") == f"Bearer {secret}" for h in proxy.headers)  # the key is sent...
         store = ResultStore(out)
@@ -137,7 +139,7 @@ def test_api_measure_keeps_the_key_private_and_resumes_failed_prompts(served_dir
         assert victim.id not in set(table.prompt_id) and len(set(table.prompt_id)) == 5  # 3 raw + 3 chat - the failed one
 
         proxy.poison = None  # the server recovers; the same command resumes
-        run2 = measure(cfg(proxy.url))
+        run2 = run_measure(cfg(proxy.url))
     assert run2["failed"] == 0 and run2["throughput"]["prompts"] == 1 and run2["throughput"]["skipped_prompts"] == 5
     assert store.failures() == []
     table = pq.read_table(out / "distributions.parquet").to_pandas()
@@ -156,22 +158,25 @@ def test_api_measure_keeps_the_key_private_and_resumes_failed_prompts(served_dir
 
 
 def test_api_gives_up_after_retries_and_stops_on_auth_errors(hf_server, served_dir):
+    from crystallab.measuring import measure
     from crystallab.models.api import ApiBackend, ApiError
+    from crystallab.scoring.sample import sample_text_prompt
+    from crystallab.scoring.topk import score_topk
 
     task = load_task("number_1_10")
     with FaultProxy(hf_server, statuses=(503,), fail_first=10**6) as proxy:
         api = ApiBackend(f"api:{proxy.url}#{served_dir}?server=transformers&retries=2")
         api.backoff = 0.01
         with pytest.raises(ApiError, match="gave up after 3 attempts"):
-            api.sample(Prompt("raw-x", "raw", "list", RAW), task, 2, seed=0)
+            sample_text_prompt(api, RAW, False, task, 2, seed=0)
         assert proxy.seen == 3
     with FaultProxy(hf_server, statuses=(401,), fail_first=10**6) as proxy:
         api = ApiBackend(f"api:{proxy.url}#{served_dir}?server=transformers")
         with pytest.raises(UserError, match="HTTP 401"):
-            api.measure_prompts(task, [Prompt("raw-x", "raw", "list", RAW)], "sample", 2, [0])
+            measure(api, task, prompts="raw", method="sample", samples=2, limit=1)
     api = ApiBackend(f"api:{hf_server}#{served_dir}?server=transformers")
     with pytest.raises(UserError, match="no logprobs"):  # transformers serve ignores logprobs
-        api.score_topk(RAW, task)
+        score_topk(api, RAW, task)
 
 
 # ---- top logprobs: llama-cpp-python serving the Gemma GGUF ------------------------------------
@@ -200,6 +205,7 @@ def test_api_llama_cpp_topk_logprobs_bound_the_exact_distribution(tmp_path):
     from crystallab.models.api import ApiBackend
     from crystallab.models.hf import load_backend
     from crystallab.scoring.exact import score_exact
+    from crystallab.scoring.topk import score_topk
 
     cases = [("number_1_10", 3), ("number_1_10", 20), ("coin_flip", 12)]  # contexts where Gemma base answers in-set
     hf = load_backend("builtin:gemma-3-270m")
@@ -210,8 +216,8 @@ def test_api_llama_cpp_topk_logprobs_bound_the_exact_distribution(tmp_path):
             task = load_task(tid)
             text = task.contexts[i].text
             ex = score_exact(hf, [text], task)[0]
-            res = api.score_topk(text, task)
-            print(f"{tid} raw-{i:02d}: top-k options {res.probs[:-1].sum():.4f}, exact {ex[:-1].sum():.4f}, uncovered {res.uncovered:.4f}, max |diff| {np.abs(res.probs - ex).max():.4f}, {res.tokens} queries")
+            res = score_topk(api, text, task)
+            print(f"{tid} raw-{i:02d}: top-k options {res.probs[:-1].sum():.4f}, exact {ex[:-1].sum():.4f}, uncovered {res.uncovered:.4f}, max |diff| {np.abs(res.probs - ex).max():.4f}, {res.queried} queries")
             assert 0.0 <= res.uncovered < 0.5 and math.isclose(res.probs.sum(), 1.0)
             assert np.all(res.probs[:-1] <= ex[:-1] + tol), (res.probs, ex)
             assert ex[:-1].sum() <= res.probs[:-1].sum() + res.uncovered + tol, (res.probs, ex, res.uncovered)

@@ -14,7 +14,7 @@ from crystallab.cli.main import main
 from crystallab.lab.rl import DPORecipe, GRPORecipe, run_dpo, run_grpo
 from crystallab.lab.sft import SFTRecipe, run_sft
 from crystallab.lab.tracker import PhaseTracker
-from crystallab.measuring import MeasureConfig
+from crystallab.measuring import MeasureConfig, MeasureSettings
 from crystallab.suite import load_task
 
 
@@ -64,7 +64,8 @@ def test_dpo_changes_parameters(tiny, tmp_path):
 def test_tracker_writes_one_slice_per_tracked_step(tiny, tmp_path):
     task = load_task("coin_flip")
     results = tmp_path / "results"
-    tracker = PhaseTracker(MeasureConfig(model="run", tasks=["coin_flip"], out=str(results), label="sft", stage="sft", limit=3), every=2)
+    tracker = PhaseTracker(MeasureConfig(model="run", tasks=["coin_flip"], out=str(results), label="sft", stage="sft",
+                                         settings=MeasureSettings(limit=3)), every=2)
     run_sft(SFTRecipe(model=str(tiny), out=str(tmp_path / "sft"), instructions=task.instruction_texts, options=task.labels, answers=[0.9, 0.1],
                       n_examples=32, steps=5, batch_size=8, callbacks=[tracker]), log=lambda s: None)
     rows = pq.read_table(results / "distributions.parquet").to_pylist()

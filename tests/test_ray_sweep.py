@@ -12,7 +12,7 @@ import pytest
 
 from crystallab.errors import UserError
 from crystallab.ladder import ladder_from_dict
-from crystallab.measuring import MeasureConfig, measure
+from crystallab.measuring import MeasureConfig, MeasureSettings, run_measure
 
 TASKS = ["coin_flip", "number_1_10"]
 
@@ -40,7 +40,8 @@ def test_ray_sweep_survives_a_killed_worker_and_matches_a_sequential_run(tiny_ck
         {"label": "base", "stage": "base", "model": str(tiny_ckpt("llama", "digits", chat_template=True, seed=1))},
         {"label": "sft", "stage": "sft", "model": str(tiny_ckpt("gpt2", "bpe", chat_template=True, seed=2))},
     ]})
-    base = MeasureConfig(model="", tasks=TASKS, out=str(tmp_path / "ray"), limit=2, chunk=1, progress=False)
+    base = MeasureConfig(model="", tasks=TASKS, out=str(tmp_path / "ray"), chunk=1, progress=False,
+                         settings=MeasureSettings(limit=2))
 
     results = sweep_ladder(lad, base, num_cpus=1, max_retries=2, log=print)
     assert ray_cluster.exists(), "the fault hook did not fire: no worker was killed"
@@ -49,7 +50,7 @@ def test_ray_sweep_survives_a_killed_worker_and_matches_a_sequential_run(tiny_ck
     assert killed_pid not in {r["run"]["ray"]["pid"] for r in results}  # the killed job finished on another worker
 
     for c in lad.checkpoints:  # the same ladder, one checkpoint at a time, no Ray
-        measure(replace(base, model=c.model, label=c.label, stage=c.stage, out=str(tmp_path / "seq")))
+        run_measure(replace(base, model=c.model, label=c.label, stage=c.stage, out=str(tmp_path / "seq")))
     ray_t, seq_t = _table(tmp_path / "ray"), _table(tmp_path / "seq")
     assert len(ray_t) == len(seq_t) > 0
     cols = [c for c in seq_t.columns if c != "prob"]
@@ -72,7 +73,8 @@ def test_ray_job_errors_come_back_as_one_line(tmp_path, ray_cluster):
     from crystallab.sweep import sweep_ladder
 
     lad = ladder_from_dict({"checkpoints": [{"label": "x", "stage": "base", "model": str(tmp_path / "missing-model")}]})
-    base = MeasureConfig(model="", tasks=["coin_flip"], out=str(tmp_path / "r"), limit=1, progress=False)
+    base = MeasureConfig(model="", tasks=["coin_flip"], out=str(tmp_path / "r"), progress=False,
+                         settings=MeasureSettings(limit=1))
     with pytest.raises(UserError, match="x/coin_flip: model not found"):
         sweep_ladder(lad, base, log=print)
 

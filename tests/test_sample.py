@@ -157,9 +157,9 @@ def test_text_parser(text, expected):
 def test_api_sampler_keeps_the_completions_that_write_the_space(monkeypatch):
     """The API sampler sends c̄ and keeps the completions that start with w, stripped, asking
     again until N are kept; a newline-ending prompt is sent as written and keeps everything."""
-    from types import SimpleNamespace
 
     from crystallab.models.api import ApiBackend
+    from crystallab.scoring.sample import sample_text_prompt
 
     api = ApiBackend("api:http://127.0.0.1:9/v1#stub")
     sent: list[str] = []
@@ -170,10 +170,10 @@ def test_api_sampler_keeps_the_completions_that_write_the_space(monkeypatch):
 
     monkeypatch.setattr(api, "post", post)
     task = load_task("number_1_10")
-    res = api.sample(SimpleNamespace(kind="raw", text="Numbers: 4, "), task, 10, seed=1)
+    res = sample_text_prompt(api, "Numbers: 4, ", False, task, 10, seed=1)
     assert set(sent) == {"Numbers: 4,"} and len(sent) == 2  # half are kept: a second request
     assert len(res.completions) == 10 and set(res.completions) == {"7", "2, 5"} and res.probs[6] + res.probs[1] == 1
     sent.clear()
-    res = api.sample(SimpleNamespace(kind="raw", text="Numbers: 4,\n"), task, 4, seed=1)
+    res = sample_text_prompt(api, "Numbers: 4,\n", False, task, 4, seed=1)
     assert sent == ["Numbers: 4,\n"] and res.completions == [" 7", "\n3", " 2, 5", "8"]
     api.close()

@@ -483,7 +483,7 @@ def test_split_and_replica_round_trip_through_a_measurement(tiny_ckpt, tmp_path)
 
     import pyarrow.parquet as pq
 
-    from crystallab.measuring import MeasureConfig, measure, measure_into
+    from crystallab.measuring import MeasureConfig, MeasureSettings, measure_into, run_measure
     from crystallab.models.hf import load_backend
     from crystallab.prompts import render_prompts
     from crystallab.store import FORMAT_VERSION, SCHEMA, ResultStore, read_table
@@ -492,8 +492,9 @@ def test_split_and_replica_round_trip_through_a_measurement(tiny_ckpt, tmp_path)
     model = str(tiny_ckpt("llama", "digits", chat_template=True))
     backend = load_backend(model)
     out = tmp_path / "run"
-    cfg = MeasureConfig(model=model, tasks=["coin_flip"], out=str(out), label="base", limit=2, replica=3, progress=False)
-    measure(cfg, backend=backend, log=lambda s: None)
+    cfg = MeasureConfig(model=model, tasks=["coin_flip"], out=str(out), label="base", replica=3, progress=False,
+                        settings=MeasureSettings(limit=2))
+    run_measure(cfg, backend=backend, log=lambda s: None)
     rows = read_table(out).to_pylist()
     assert rows and {r["replica"] for r in rows} == {3} and {r["split"] for r in rows} == {None}
     chat = {r["prompt_family"] for r in rows if r["prompt_kind"] == "chat"}
@@ -504,7 +505,7 @@ def test_split_and_replica_round_trip_through_a_measurement(tiny_ckpt, tmp_path)
     task = load_task("coin_flip")
     prompts = [dataclasses.replace(p, split="heldout" if i % 2 else "train") for i, p in enumerate(render_prompts(task, "raw", None, 2))]
     store = ResultStore(out)
-    cfg4 = dataclasses.replace(cfg, replica=4, prompts="raw")
+    cfg4 = dataclasses.replace(cfg, replica=4, settings=dataclasses.replace(cfg.settings, prompts="raw"))
     res = measure_into(store, cfg4, backend, [task], {task.id: prompts}, "base", 0, log=lambda s: None)
     assert res["throughput"]["prompts"] == 2 and res["throughput"]["skipped_prompts"] == 0
     t = pq.read_table(out / "shards").to_pylist()

@@ -15,31 +15,40 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    # the notebook API (docs/python.md)
+    "load_model": "crystallab.models.load",
+    "measure": "crystallab.measuring",
+    "analyze": "crystallab.analysis",
+    "report": "crystallab.reporting",
+    "Results": "crystallab.results",
     "load_task": "crystallab.suite",
+    "tasks": "crystallab.suite",
+    "Thresholds": "crystallab.analysis",
+    # one level down
+    "LoadSettings": "crystallab.models.base",
+    "MeasureSettings": "crystallab.measuring",
+    "MeasureConfig": "crystallab.measuring",
+    "run_measure": "crystallab.measuring",
     "load_tasks": "crystallab.suite",
     "task_ids": "crystallab.suite",
     "Task": "crystallab.suite",
     "render_prompts": "crystallab.prompts",
-    "MeasureConfig": "crystallab.measuring",
-    "measure": "crystallab.measuring",
-    "load_backend": "crystallab.models.hf",
-    "LoadSettings": "crystallab.models.hf",
-    "score_exact": "crystallab.scoring.exact",
-    "sample_prompt": "crystallab.scoring.sample",
-    "parse_answer": "crystallab.scoring.sample",
-    "ResultStore": "crystallab.store",
-    "read_table": "crystallab.store",
-    "UserError": "crystallab.errors",
-    "analyze": "crystallab.analysis",
     "analyze_dir": "crystallab.analysis",
     "load_analysis": "crystallab.analysis",
     "Analysis": "crystallab.analysis",
-    "Thresholds": "crystallab.analysis",
+    "summary_text": "crystallab.analysis",
+    "write_report": "crystallab.reporting",
+    "load_ladder": "crystallab.ladder",
+    "UserError": "crystallab.errors",
 }
 __all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
+    # No public name is also a submodule's name (measuring, reporting, suite), so importing a
+    # submodule never rebinds one of these: an attribute means the same on every access.
     if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'crystallab' has no attribute '{name}'")

@@ -1,8 +1,25 @@
-"""model × tasks × prompts → rows of the distribution table, resumable.
+"""model x tasks x prompts -> rows of the distribution table: in memory, or a resumable folder.
 
->>> cfg = MeasureConfig(model="builtin:gemma-3-270m", tasks=["number_1_10"], out="runs/g")
->>> cfg.method, cfg.prompts
-('exact', 'all')
+Two ways in, one engine:
+
+- ``measure(model, tasks, ...)`` (the Python API, ``crystallab.measure``) returns a ``Results``;
+  with ``out=`` it measures into that folder (resuming it) and returns what the folder holds;
+- ``run_measure(cfg)`` runs a ``MeasureConfig`` (the CLI, ladders, the lab) into ``cfg.out`` and
+  returns the run record written to the manifest.
+
+Settings come in three kinds, each its own dataclass: ``LoadSettings`` (how the model is loaded,
+models/base.py), ``MeasureSettings`` (how each prompt is measured: the same for every checkpoint
+of a ladder) and ``MeasureConfig`` (which checkpoint, where the rows go, and those two).
+
+The method is chosen by what the backend can do (models/base.py ``methods``): ``exact`` needs a
+``TrieScorer``, ``sample`` a ``TokenSampler`` or a ``TextSampler``, ``logprobs-topk`` a ``TopLogprobs``.
+
+>>> s = MeasureSettings()
+>>> s.method, s.prompts, s.samples
+('exact', 'all', 200)
+>>> MeasureSettings(method="beam").validate()
+Traceback (most recent call last):
+crystallab.errors.UserError: unknown --method 'beam'; use exact, sample or logprobs-topk
 """
 
 from __future__ import annotations
@@ -11,72 +28,107 @@ import os
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
 
 from crystallab import __version__
 from crystallab.errors import UserError
-from crystallab.prompts import Prompt, render_prompts
+from crystallab.models.base import METHODS, Backend, LoadSettings, is_remote, methods, sample_seed
+from crystallab.prompts import PROMPT_SETS, Prompt, render_prompts
+from crystallab.results import Results
 from crystallab.store import OTHER, STAGES, ResultStore, writer_lock
 from crystallab.suite import Task, load_tasks
 
-METHODS = ("exact", "sample", "logprobs-topk")
+PARSERS = ("text", "tokens")
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How every prompt is measured: travels with the request, identical across checkpoints."""
+
+    prompts: str = field(default="all", metadata={"help": "prompt set", "choices": PROMPT_SETS})
+    method: str = field(
+        default="exact", metadata={"help": "exact trie scoring, sampling, or (api: models) approximate scoring "
+                                           "from top-k logprobs", "choices": METHODS})
+    samples: int = field(default=200, metadata={"help": "completions per prompt with --method sample"})
+    seed: int = field(default=0, metadata={"help": "run seed (each prompt's sampling seed derives from it)"})
+    parser: str = field(
+        default="text", metadata={"help": "sample parser: the task's text parser, or the exact scorer's token event",
+                                  "choices": PARSERS})
+    limit: int | None = field(
+        default=None, metadata={"help": "use only N prompts of each kind (contexts spread over families)"})
+    batch_tokens: int = field(
+        default=0, metadata={"help": "padded tokens per forward pass (0: 4096 on CPU, 32768 on CUDA)"})
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise UserError(f"unknown --method '{self.method}'; use {', '.join(METHODS[:-1])} or {METHODS[-1]}")
+        if self.prompts not in PROMPT_SETS:
+            raise UserError(f"unknown --prompts '{self.prompts}'; use raw, chat or all")
+        if self.parser not in PARSERS:
+            raise UserError(f"unknown --parser '{self.parser}'; use text or tokens")
+        if self.method == "sample" and (not isinstance(self.samples, int) or self.samples <= 0):
+            raise UserError(f"--samples must be a positive number, got {self.samples}")
+        if self.limit is not None and self.limit <= 0:
+            raise UserError(f"--limit must be positive, got {self.limit}")
+        if self.method == "logprobs-topk" and self.prompts != "raw":
+            raise UserError("--method logprobs-topk scores raw prompts only (a chat API cannot continue a partial "
+                            "answer on most servers); pass --prompts raw, or use --method sample for chat prompts")
 
 
 @dataclass
 class MeasureConfig:
-    """Everything one `crystallab measure` needs; the CLI flags map onto these fields."""
+    """One checkpoint's measurement as the CLI, a YAML file or a ladder states it."""
 
     model: str
     tasks: list[str]
     out: str
-    prompts: str = "all"  # raw | chat | all
-    method: str = "exact"  # exact | sample | logprobs-topk (api: models only)
-    samples: int = 200  # completions per prompt for method=sample
-    seed: int = 0
-    parser: str = "text"  # sample parser: text (the task's) | tokens (the exact event)
     label: str | None = None  # checkpoint name; default: the model spec
     stage: str = "other"  # a display label: the analysis reads the parent graph, never the stage
     parent: str | None = None  # the checkpoint this one was trained from (the ladder's parent graph)
     step: int | None = None
     replica: int | None = None  # the replica of a replicated lab run (written into every row)
     tasks_dir: str | None = None
-    limit: int | None = None  # first N prompts of each kind (quick runs)
-    batch_tokens: int = 0  # 0 = by device: 4096 on CPU, 32768 on CUDA
     chunk: int = 16  # prompts per shard: a kill loses at most one chunk
-    dtype: str = "auto"
-    device: str = "cpu"
-    device_map: str | None = None  # "auto": split one model over every visible GPU (accelerate)
-    revision: str | None = None
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
-    allow_plain_chat: bool = True
     progress: bool | None = None  # None: only on an interactive terminal outside CI
+    load: LoadSettings = field(default_factory=LoadSettings)
+    settings: MeasureSettings = field(default_factory=MeasureSettings)
 
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise UserError(f"unknown --method '{self.method}'; use exact, sample or logprobs-topk")
+        """Everything that can be checked before a model is loaded."""
+        self.settings.validate()
         api = self.model.startswith("api:")
-        if api and self.method == "exact":
-            raise UserError("an api: model has no exact mode (a server does not return every option's probability); use --method logprobs-topk (approximate, from top logprobs) or --method sample")
-        if self.method == "logprobs-topk" and not api:
-            raise UserError("--method logprobs-topk is for api: models; local and vllm: models are scored exactly with --method exact")
-        if self.method == "logprobs-topk" and self.prompts != "raw":
-            raise UserError("--method logprobs-topk scores raw prompts only (a chat API cannot continue a partial answer on most servers); pass --prompts raw, or use --method sample for chat prompts")
-        if self.method == "sample" and self.samples <= 0:
-            raise UserError(f"--samples must be a positive number, got {self.samples}")
-        if self.parser not in ("text", "tokens"):
-            raise UserError(f"unknown --parser '{self.parser}'; use text or tokens")
+        if api and self.settings.method == "exact":
+            raise UserError("an api: model has no exact mode (a server does not return every option's probability); "
+                            "use --method logprobs-topk (approximate, from top logprobs) or --method sample")
+        if self.settings.method == "logprobs-topk" and not api:
+            raise UserError("--method logprobs-topk is for api: models; local and vllm: models are scored exactly "
+                            "with --method exact")
         if self.stage not in STAGES:
             raise UserError(f"unknown --stage '{self.stage}'; use one of {', '.join(STAGES)}")
-        if self.replica is not None and (isinstance(self.replica, bool) or not isinstance(self.replica, int) or self.replica < 0):
-            raise UserError(f"--replica must be a non-negative integer, got {self.replica!r}")
+        r = self.replica
+        if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 0):
+            raise UserError(f"--replica must be a non-negative integer, got {r!r}")
         if self.chunk <= 0:
             raise UserError(f"--chunk must be positive, got {self.chunk}")
-        if self.limit is not None and self.limit <= 0:
-            raise UserError(f"--limit must be positive, got {self.limit}")
-        if self.prompts not in ("raw", "chat", "all"):
-            raise UserError(f"unknown --prompts '{self.prompts}'; use raw, chat or all")
+
+
+class Sink(Protocol):
+    """Where measured rows go: a results folder (ResultStore) or a Results in memory."""
+
+    manifest: dict[str, Any]
+
+    def checkpoint(self, label: str, model: str, stage: str, info: dict[str, Any], parent: str | None = None) -> int: ...
+    def register_task(self, task_id: str, version: int, prompts: dict[str, str]) -> None: ...
+    def done_groups(self) -> set[tuple]: ...
+    def write_rows(self, rows: list[dict[str, Any]], samples: list[dict[str, Any]] | None = None) -> None: ...
+    def write_failures(self, records: list[dict[str, Any]]) -> None: ...
+    def save_manifest(self) -> None: ...
 
 
 @dataclass
@@ -92,92 +144,155 @@ class Throughput:
         s = max(self.seconds, 1e-9)
         return {
             "prompts": self.prompts, "skipped_prompts": self.skipped, "seconds": round(self.seconds, 3),
-            "prompts_per_s": round(self.prompts / s, 3), "options_per_s": round(self.options / s, 2), "tokens_per_s": round(self.tokens / s, 1),
+            "prompts_per_s": round(self.prompts / s, 3), "options_per_s": round(self.options / s, 2),
+            "tokens_per_s": round(self.tokens / s, 1),
         }
 
 
-def _progress(enabled: bool | None):
-    from contextlib import nullcontext
+# ---- the Python API ------------------------------------------------------------------------
+def measure(
+    model: Backend | str,
+    tasks: str | Task | Sequence[str | Task],
+    *,
+    prompts: str = "all",
+    method: str = "exact",
+    samples: int = 200,
+    seed: int = 0,
+    parser: str = "text",
+    limit: int | None = None,
+    batch_tokens: int = 0,
+    label: str | None = None,
+    stage: str = "other",
+    parent: str | None = None,
+    step: int | None = None,
+    replica: int | None = None,
+    tasks_dir: str | None = None,
+    out: str | Path | None = None,
+    into: Results | None = None,
+    load: LoadSettings | None = None,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Results:
+    """Measure one model on tasks; returns the rows as a ``Results`` (no folder needed).
 
+    ``model`` is a loaded backend (``load_model``) or a spec, loaded with ``load``. ``tasks`` are
+    ids or ``Task`` objects. ``into`` adds the rows to an existing ``Results`` (several
+    checkpoints in one object); ``out`` measures into a results folder instead, resuming it.
+    """
+    settings = MeasureSettings(prompts=prompts, method=method, samples=samples, seed=seed, parser=parser, limit=limit,
+                               batch_tokens=batch_tokens)
+    spec = model if isinstance(model, str) else model.name
+    task_list = _resolve_tasks(tasks, tasks_dir)
+    cfg = MeasureConfig(model=spec, tasks=[t.id for t in task_list], out=str(out) if out is not None else "",
+                        label=label, stage=stage, parent=parent, step=step, replica=replica, tasks_dir=tasks_dir,
+                        progress=progress, load=load or LoadSettings(), settings=settings)
+    cfg.validate()
+    backend = model if not isinstance(model, str) else _load(cfg)
+    log = log or _stderr
+    if out is not None:
+        run_measure(cfg, backend, log, tasks=task_list)
+        return Results.load(out)
+    res = into if into is not None else Results()
+    _measure(cfg, res, task_list, backend, log)
+    return res
+
+
+def run_measure(
+    cfg: MeasureConfig, backend: Backend | None = None, log: Callable[[str], None] | None = None,
+    tasks: list[Task] | None = None,
+) -> dict[str, Any]:
+    """Measure one checkpoint into the folder ``cfg.out``; returns the run record.
+
+    ``backend`` lets a caller (the ladder, the lab's tracker) pass a model already in memory.
+    """
+    cfg.validate()
+    log = log or _stderr
+    tasks = tasks if tasks is not None else load_tasks(cfg.tasks, cfg.tasks_dir)
+    store = ResultStore(cfg.out)
+    with writer_lock(store.root):
+        moved = store.quarantine_unreadable()
+        if moved:
+            log(f"crystallab: {len(moved)} unreadable shard(s) moved to {store.root / 'quarantine'}; "
+                "their prompts are measured again")
+        run = _measure(cfg, store, tasks, backend or _load(cfg), log)
+        store.consolidate()
+        store.save_manifest()
+    return run
+
+
+def _measure(cfg: MeasureConfig, sink: Sink, tasks: list[Task], backend: Backend, log: Callable[[str], None]) -> dict:
+    have = methods(backend)
+    if cfg.settings.method not in have:
+        raise UserError(f"model '{backend.name}' cannot measure with --method {cfg.settings.method}; "
+                        f"it offers {', '.join(have) or 'nothing'}")
+    label = cfg.label or cfg.model
+    index = sink.checkpoint(label, cfg.model, cfg.stage, backend.info, parent=cfg.parent)
+    prompt_sets = {t.id: render_prompts(t, cfg.settings.prompts, backend, cfg.settings.limit) for t in tasks}
+    for t in tasks:
+        sink.register_task(t.id, t.version, {p.id: p.text for p in prompt_sets[t.id] if p.kind == "raw"})
+    run = run_record(cfg, tasks, prompt_sets, label, index)
+    sink.manifest["runs"].append(run)
+    sink.save_manifest()
+    run.update(measure_into(sink, cfg, backend, tasks, prompt_sets, label, index, log))
+    return run
+
+
+def _resolve_tasks(tasks: str | Task | Sequence[str | Task], tasks_dir: str | None) -> list[Task]:
+    items = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
+    ids = [t for t in items if isinstance(t, str)]
+    loaded = iter(load_tasks(ids, tasks_dir) if ids else [])
+    return [t if isinstance(t, Task) else next(loaded) for t in items]
+
+
+def _load(cfg: MeasureConfig) -> Backend:
+    from crystallab.models.load import load_model
+
+    return load_model(cfg.model, cfg.load)
+
+
+def _stderr(s: str) -> None:
+    print(s, file=sys.stderr)
+
+
+def _progress(enabled: bool | None) -> Any:
     if enabled is None:
         enabled = sys.stderr.isatty() and not os.environ.get("CI")
     if not enabled:
         return nullcontext(None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    transient=True)
 
 
-def load_model(cfg: MeasureConfig) -> Any:
-    """The backend for ``cfg.model``: an api: server, vLLM, or transformers (everything else)."""
-    from crystallab.models.spec import parse_spec
-
-    ms = parse_spec(cfg.model)
-    if ms.kind == "api":
-        from crystallab.models.api import ApiBackend
-
-        return ApiBackend(ms)
-    if ms.kind == "vllm":
-        from crystallab.models.vllm import load_vllm
-
-        return load_vllm(ms, dtype=cfg.dtype, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, allow_plain_chat=cfg.allow_plain_chat)
-    from crystallab.models.hf import LoadSettings, load_backend
-
-    return load_backend(ms, LoadSettings(dtype=cfg.dtype, device=cfg.device, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle, allow_plain_chat=cfg.allow_plain_chat, device_map=cfg.device_map))
-
-
-def run_record(cfg: MeasureConfig, tasks: list[Task], prompt_sets: dict[str, list[Prompt]], label: str, index: int) -> dict[str, Any]:
+def run_record(cfg: MeasureConfig, tasks: list[Task], prompt_sets: dict[str, list[Prompt]], label: str,
+               index: int) -> dict[str, Any]:
     return {
-        "run_id": uuid.uuid4().hex, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "crystallab_version": __version__, "checkpoint": label, "checkpoint_index": index,
-        "step": cfg.step, "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)}, "tasks": {t.id: t.version for t in tasks},
+        "run_id": uuid.uuid4().hex, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "crystallab_version": __version__,
+        "checkpoint": label, "checkpoint_index": index, "step": cfg.step,
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)},
+        "tasks": {t.id: t.version for t in tasks},
         "chat_template": next((p.template for ps in prompt_sets.values() for p in ps if p.kind == "chat"), None),
     }
 
 
-def measure(cfg: MeasureConfig, backend: Any = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Measure one checkpoint on the configured tasks into ``cfg.out``; returns the run record.
-
-    ``backend`` lets a caller (the ladder, the lab's tracker) pass a model already in memory.
-    """
-    cfg.validate()
-    log = log or (lambda s: print(s, file=sys.stderr))
-    tasks = load_tasks(cfg.tasks, cfg.tasks_dir)
-    store = ResultStore(cfg.out)
-    with writer_lock(store.root):
-        return _measure_locked(cfg, store, tasks, backend, log)
-
-
-def _measure_locked(cfg: MeasureConfig, store: ResultStore, tasks: list[Task], backend: Any, log: Callable[[str], None]) -> dict[str, Any]:
-    if backend is None:
-        backend = load_model(cfg)
-    label = cfg.label or cfg.model
-    index = store.checkpoint(label, cfg.model, cfg.stage, backend.info, parent=cfg.parent)
-
-    prompt_sets = {t.id: render_prompts(t, cfg.prompts, backend, cfg.limit) for t in tasks}
-    for t in tasks:
-        store.register_task(t.id, t.version, {p.id: p.text for p in prompt_sets[t.id] if p.kind == "raw"})
-    run = run_record(cfg, tasks, prompt_sets, label, index)
-    store.manifest["runs"].append(run)
-    store.save_manifest()
-    run.update(measure_into(store, cfg, backend, tasks, prompt_sets, label, index, log))
-    store.consolidate()
-    store.save_manifest()
-    return run
-
-
 def measure_into(
-    store: ResultStore, cfg: MeasureConfig, backend: Any, tasks: list[Task], prompt_sets: dict[str, list[Prompt]], label: str, index: int,
-    log: Callable[[str], None], after_chunk: Callable[[], None] | None = None,
+    sink: Sink, cfg: MeasureConfig, backend: Backend, tasks: list[Task], prompt_sets: dict[str, list[Prompt]],
+    label: str, index: int, log: Callable[[str], None], after_chunk: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Measure the prompts no shard holds yet into new shards (unique names; the manifest is not
     touched, so several processes can share one folder). Prompts that fail are recorded in
     DIR/failures/ and measured again by the next run. Returns the run's results."""
-    batch_tokens = cfg.batch_tokens or (32768 if str(getattr(backend, "device", "cpu")).startswith("cuda") else 4096)
-    done = store.done_groups()
+    s = cfg.settings
+    batch_tokens = s.batch_tokens or (32768 if str(getattr(backend, "device", "cpu")).startswith("cuda") else 4096)
+    done = sink.done_groups()
+
+    def todo(t: Task, ps: list[Prompt]) -> list[Prompt]:
+        return [p for p in ps if (label, cfg.step, t.id, p.id, s.method, cfg.replica) not in done]
+
     tp = Throughput()
-    todo = {t.id: [p for p in prompt_sets[t.id] if (label, cfg.step, t.id, p.id, cfg.method, cfg.replica) not in done] for t in tasks}
-    tp.skipped = sum(len(prompt_sets[t.id]) - len(todo[t.id]) for t in tasks)
-    total = sum(len(v) for v in todo.values())
+    tp.skipped = sum(len(prompt_sets[t.id]) - len(todo(t, prompt_sets[t.id])) for t in tasks)
+    total = sum(len(prompt_sets[t.id]) for t in tasks) - tp.skipped
     if tp.skipped:
         log(f"crystallab: resuming: {tp.skipped} finished prompt(s) kept, {total} to measure")
     failed: list[dict[str, Any]] = []
@@ -190,12 +305,12 @@ def measure_into(
             # is batched exactly as in an uninterrupted run and its numbers are bit-identical
             full = prompt_sets[t.id]
             for i in range(0, len(full), cfg.chunk):
-                chunk = [p for p in full[i : i + cfg.chunk] if (label, cfg.step, t.id, p.id, cfg.method, cfg.replica) not in done]
+                chunk = todo(t, full[i : i + cfg.chunk])
                 if not chunk:
                     continue
-                rows, samples, ntok = _measure_chunk(backend, t, chunk, cfg, label, index, batch_tokens, failed)
-                store.write_rows(rows, samples)
-                store.write_failures(failed[n_failed:])
+                rows, samples, ntok = measure_chunk(backend, t, chunk, cfg, label, index, batch_tokens, failed)
+                sink.write_rows(rows, samples)
+                sink.write_failures(failed[n_failed:])
                 n_failed = len(failed)
                 if after_chunk:
                     after_chunk()
@@ -207,60 +322,108 @@ def measure_into(
             tp.per_task[t.id] = round(time.perf_counter() - t0, 3)
             tp.seconds += tp.per_task[t.id]
     if failed:
-        log(f"crystallab: {len(failed)} prompt(s) failed ({failed[0]['error']}); they are listed in {store.root / 'failures'} and are measured again when you rerun the same command")
-    return {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "throughput": tp.summary(), "seconds_per_task": tp.per_task, "failed": len(failed)}
+        where = f"listed in {Path(sink.root) / 'failures'}" if getattr(sink, "root", None) else "in Results.failures"
+        log(f"crystallab: {len(failed)} prompt(s) failed ({failed[0]['error']}); they are {where} and are measured "
+            "again when you rerun the same command")
+    return {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "throughput": tp.summary(),
+            "seconds_per_task": tp.per_task, "failed": len(failed)}
 
 
-def completion_rows(res: Any, label: str, index: int, step: int | None, task_id: str, prompt_id: str, labels: list[str], replica: int | None = None) -> list[dict]:
+def completion_rows(res: Any, label: str, index: int, step: int | None, task_id: str, prompt_id: str,
+                    labels: list[str], replica: int | None = None) -> list[dict]:
     """DIR/samples rows for one prompt's completions (``res.completions`` and the option index
     each parsed to, ``res.parsed``; None is ⊥)."""
     return [
-        {"checkpoint": label, "checkpoint_index": index, "step": step, "task": task_id, "prompt_id": prompt_id, "sample_index": j, "completion": c, "option": OTHER if k is None else labels[k], "replica": replica}
+        {"checkpoint": label, "checkpoint_index": index, "step": step, "task": task_id, "prompt_id": prompt_id,
+         "sample_index": j, "completion": c, "option": OTHER if k is None else labels[k], "replica": replica}
         for j, (c, k) in enumerate(zip(res.completions, res.parsed))
     ]
 
 
-def _measure_chunk(backend: Any, task: Task, prompts: list[Prompt], cfg: MeasureConfig, label: str, index: int, batch_tokens: int, failed: list[dict] | None = None) -> tuple[list[dict], list[dict], int]:
-    from crystallab.models.hf import sample_seed
-    from crystallab.scoring.exact import ScoreStats, score_exact
-    from crystallab.scoring.sample import sample_prompt
+@dataclass
+class _Measured:
+    probs: np.ndarray
+    uncovered: float | None = None
+    sampled: Any = None  # a SampleResult (its completions go to DIR/samples)
 
+
+def measure_chunk(
+    backend: Backend, task: Task, prompts: list[Prompt], cfg: MeasureConfig, label: str, index: int,
+    batch_tokens: int, failed: list[dict] | None = None,
+) -> tuple[list[dict], list[dict], int]:
+    """Rows (and completion rows) for one chunk of one task's prompts, and the tokens spent."""
+    s = cfg.settings
     labels = [*task.labels, OTHER]
+    seeds = [sample_seed(s.seed, label, str(cfg.step), task.id, p.id) for p in prompts]
+    got, ntok = _dispatch(backend, task, prompts, seeds, s, batch_tokens)
     rows: list[dict] = []
     samples: list[dict] = []
-    uncovered: list[float | None] = [None] * len(prompts)
-    if hasattr(backend, "measure_prompts"):  # a served model: each prompt succeeds or fails on its own
-        n = cfg.samples if cfg.method == "sample" else 0
-        seeds = [sample_seed(cfg.seed, label, str(cfg.step), task.id, p.id) for p in prompts]
-        results = backend.measure_prompts(task, prompts, cfg.method, n, seeds)
-        ok = [(p, r) for p, r in zip(prompts, results) if not isinstance(r, Exception)]
-        for p, r in zip(prompts, results):
-            if isinstance(r, Exception) and failed is not None:
-                failed.append({"checkpoint": label, "step": cfg.step, "task": task.id, "prompt_id": p.id, "method": cfg.method, "replica": cfg.replica, "error": f"{type(r).__name__}: {r}", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        prompts = [p for p, _ in ok]
-        dists = [r.probs for _, r in ok]
-        uncovered = [r.uncovered for _, r in ok]
-        ntok = sum(r.tokens for _, r in ok)
-        for p, r in ok:
-            samples += completion_rows(r, label, index, cfg.step, task.id, p.id, labels, cfg.replica)
-    elif cfg.method == "exact":
-        st = ScoreStats()
-        dists = score_exact(backend, [p.text for p in prompts], task, batch_tokens=batch_tokens, stats=st)
-        ntok, n = st.tokens_forwarded, 0
-    else:
-        dists, ntok, n = [], 0, cfg.samples
-        for p in prompts:
-            seed = sample_seed(cfg.seed, label, str(cfg.step), task.id, p.id)
-            res = sample_prompt(backend, p.text, task, n=n, seed=seed, parser=cfg.parser)
-            dists.append(res.probs)
-            ntok += n * (len(backend.encode(p.text)) + 8)
-            samples += completion_rows(res, label, index, cfg.step, task.id, p.id, labels, cfg.replica)
-    for p, dist, unc in zip(prompts, dists, uncovered):
-        for opt, prob in zip(labels, dist):
+    n = s.samples if s.method == "sample" else 0
+    for p, r in zip(prompts, got):
+        if isinstance(r, Exception):
+            if failed is not None:
+                failed.append({"checkpoint": label, "step": cfg.step, "task": task.id, "prompt_id": p.id,
+                               "method": s.method, "replica": cfg.replica, "error": f"{type(r).__name__}: {r}",
+                               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            continue
+        if r.sampled is not None:
+            samples += completion_rows(r.sampled, label, index, cfg.step, task.id, p.id, labels, cfg.replica)
+        for opt, prob in zip(labels, r.probs):
             rows.append({
                 "model": cfg.model, "checkpoint": label, "checkpoint_index": index, "stage": cfg.stage, "step": cfg.step,
-                "task": task.id, "task_version": task.version, "prompt_id": p.id, "prompt_kind": p.kind, "prompt_family": p.family,
-                "prompt_text": p.text, "option": opt, "prob": float(prob), "method": cfg.method, "n_samples": n, "seed": cfg.seed,
-                "uncovered": unc, "split": p.split, "replica": cfg.replica,
+                "task": task.id, "task_version": task.version, "prompt_id": p.id, "prompt_kind": p.kind,
+                "prompt_family": p.family, "prompt_text": p.text, "option": opt, "prob": float(prob),
+                "method": s.method, "n_samples": n, "seed": s.seed, "uncovered": r.uncovered, "split": p.split,
+                "replica": cfg.replica,
             })
     return rows, samples, ntok
+
+
+def _dispatch(
+    backend: Any, task: Task, prompts: list[Prompt], seeds: list[int], s: MeasureSettings, batch_tokens: int,
+) -> tuple[list[_Measured | Exception], int]:
+    """Each prompt's distribution by the capability the method needs (models/base.py)."""
+    from crystallab.models.base import TextSampler, TokenSampler, TopLogprobs, TrieScorer
+
+    if s.method == "exact":
+        from crystallab.scoring.exact import ScoreStats, score_exact
+
+        assert isinstance(backend, TrieScorer)
+        st = ScoreStats()
+        dists = score_exact(backend, [p.text for p in prompts], task, batch_tokens=batch_tokens, stats=st)
+        return [_Measured(d) for d in dists], st.tokens_forwarded
+    if s.method == "logprobs-topk":
+        from crystallab.scoring.topk import score_topk
+
+        assert isinstance(backend, TopLogprobs)
+        out = _each_prompt(backend, prompts, lambda p, _: score_topk(backend, p.text, task), seeds)
+        return ([r if isinstance(r, Exception) else _Measured(r.probs, uncovered=r.uncovered) for r in out],
+                sum(r.queried for r in out if not isinstance(r, Exception)))
+    from crystallab.scoring.sample import sample_prompt, sample_text_prompt
+
+    if isinstance(backend, TokenSampler):
+        res = [sample_prompt(backend, p.text, task, n=s.samples, seed=k, parser=s.parser) for p, k in zip(prompts, seeds)]
+        ntok = sum(s.samples * (len(backend.encode(p.text)) + 8) for p in prompts)
+        return [_Measured(r.probs, sampled=r) for r in res], ntok
+    assert isinstance(backend, TextSampler)
+    got = _each_prompt(backend, prompts, lambda p, k: sample_text_prompt(backend, p.text, p.kind == "chat", task,
+                                                                         s.samples, k), seeds)
+    return ([r if isinstance(r, Exception) else _Measured(r.probs, sampled=r) for r in got],
+            sum(r.tokens for r in got if not isinstance(r, Exception)))
+
+
+def _each_prompt(backend: Any, prompts: list[Prompt], fn: Callable[[Prompt, int], Any], seeds: list[int]) -> list[Any]:
+    """A served model's prompts, concurrently: each succeeds or fails on its own (a failure is
+    recorded and retried on resume); a UserError (bad key, unknown model) stops the run."""
+    assert is_remote(backend)
+    with ThreadPoolExecutor(max_workers=max(1, int(getattr(backend, "concurrency", 1)))) as pool:
+        futures = [pool.submit(fn, p, k) for p, k in zip(prompts, seeds)]
+        out: list[Any] = []
+        for f in futures:
+            try:
+                out.append(f.result())
+            except UserError:
+                raise
+            except Exception as exc:  # noqa: BLE001  (recorded as a failed prompt, retried on resume)
+                out.append(exc)
+    return out

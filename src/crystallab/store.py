@@ -69,6 +69,12 @@ SAMPLE_SCHEMA = pa.schema(
 # what one measured prompt is keyed by: resume skips the groups a shard holds (replicas of a lab run
 # may share a checkpoint label, so the replica is part of the key)
 GROUP = ("checkpoint", "step", "task", "prompt_id", "method", "replica")
+# nullable columns a shard may lack (they read as null); every other column of its schema must be there
+_MAY_LACK = {"shards": ("step", "uncovered", "split", "replica"), "samples": ("step", "replica")}
+# columns the analysis reads in every row: a shard with nulls in them is not a crystallab shard
+_NOT_NULL = ("checkpoint", "checkpoint_index", "task", "prompt_id", "prompt_kind", "option", "prob", "method")
+# what reading a broken Parquet file raises (pyarrow's errors, OSError for I/O and thrift, ValueError)
+_PARQUET_ERRORS = (pa.ArrowException, OSError, ValueError, TypeError, IndexError, KeyError)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -104,6 +110,16 @@ class ResultStore:
         except OSError as exc:
             raise UserError(f"cannot write results to {self.root}: {exc.strerror or exc}") from exc
         self.manifest = self._read_manifest()
+        # shards the last done_groups() moved to DIR/quarantine/ (unreadable: re-measured)
+        self.quarantined: list[Path] = []
+
+    @classmethod
+    def reader(cls, root: str | Path) -> ResultStore:
+        """An existing folder opened to read: nothing is created or written."""
+        self = cls.__new__(cls)
+        self.root = Path(root)
+        self.manifest = self._read_manifest()
+        return self
 
     # ---- manifest ----------------------------------------------------------------------------
     @property
@@ -113,15 +129,17 @@ class ResultStore:
     def _read_manifest(self) -> dict[str, Any]:
         if not self.manifest_path.exists():
             return {"format": FORMAT_VERSION, "checkpoints": [], "tasks": {}, "runs": []}
-        try:
-            m = json.loads(self.manifest_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"{self.manifest_path}: unreadable manifest ({exc})") from exc
+        from crystallab.yamlconf import kind_of, load_json
+
+        m = load_json(self.manifest_path, "manifest")
+        if not isinstance(m, dict):
+            raise UserError(f"{self.manifest_path}: expected a JSON object, got {kind_of(m)}; {_MANIFEST_FIX}")
         if m.get("format") == 1:
             what = "written before the split and replica columns and the chat instruction families"
             raise UserError(f"{self.root} holds results format 1 ({what}); this crystallab reads format {FORMAT_VERSION}: measure again into a new --out folder")
         if m.get("format") != FORMAT_VERSION:
             raise UserError(f"{self.root} was written by an incompatible crystallab (results format {m.get('format')!r}, this version reads {FORMAT_VERSION})")
+        check_manifest(m, str(self.manifest_path))
         return m
 
     def save_manifest(self) -> None:
@@ -133,44 +151,67 @@ class ResultStore:
             atomic_write_bytes(self.manifest_path, (json.dumps(self.manifest, indent=2, sort_keys=False, default=str) + "\n").encode())
 
     def checkpoint(self, label: str, model: str, stage: str, info: dict[str, Any], parent: str | None = None) -> int:
-        """The index of checkpoint ``label``: its existing index, or the next one. ``parent`` (the
-        checkpoint it was trained from) is recorded for the analysis' parent graph."""
-        if stage not in STAGES:
-            raise UserError(f"unknown stage '{stage}'; use one of {', '.join(STAGES)}")
-        for c in self.manifest["checkpoints"]:
-            if c["label"] == label:
-                if c["model"] != model:
-                    raise UserError(f"checkpoint label '{label}' already names model '{c['model']}' in {self.root}; choose another --label")
-                c["stage"], c["info"] = stage, info
-                if parent is not None:
-                    c["parent"] = parent
-                return int(c["index"])
-        index = len(self.manifest["checkpoints"])
-        entry = {"index": index, "label": label, "model": model, "stage": stage, "info": info}
-        if parent is not None:
-            entry["parent"] = parent
-        self.manifest["checkpoints"].append(entry)
-        return index
+        """The index of checkpoint ``label``: its existing index, or the next one."""
+        return add_checkpoint(self.manifest, label, model, stage, info, parent, where=str(self.root))
 
     def register_task(self, task_id: str, version: int, prompts: dict[str, str]) -> None:
-        known = self.manifest["tasks"].get(task_id)
-        if known and known["version"] != version:
-            raise UserError(f"task '{task_id}' version {version} differs from version {known['version']} already measured in {self.root}; use a new --out")
-        entry = self.manifest["tasks"].setdefault(task_id, {"version": version, "prompts": {}})
-        entry["prompts"].update(prompts)
+        add_task(self.manifest, task_id, version, prompts, where=str(self.root))
 
     # ---- rows --------------------------------------------------------------------------------
     def _shards(self, sub: str = "shards") -> list[Path]:
         return sorted((self.root / sub).glob("*.parquet"))
 
     def done_groups(self) -> set[tuple]:
-        """(checkpoint, step, task, prompt_id, method, replica) groups already written."""
+        """(checkpoint, step, task, prompt_id, method, replica) groups already written.
+
+        Unreadable shards are moved to DIR/quarantine/ first (:meth:`quarantine_unreadable`;
+        the moved paths are left in ``self.quarantined``), so their prompts are measured again."""
+        self.quarantined = self.quarantine_unreadable()
         done: set[tuple] = set()
         for f in self._shards():
-            t = pq.read_table(f, columns=list(GROUP))
+            try:
+                t = pq.read_table(f, columns=list(GROUP), schema=SCHEMA)
+                t.validate(full=True)
+            except _PARQUET_ERRORS:  # a whole footer over broken data pages
+                self.quarantined += self._quarantine(f)
+                continue
             cols = [t.column(c).to_pylist() for c in GROUP]
             done.update(zip(*cols))
         return done
+
+    def quarantine_unreadable(self) -> list[Path]:
+        """Move every shard of DIR/shards and DIR/samples whose footer, schema or column chunks
+        cannot be read (a truncated or foreign file) to DIR/quarantine/shards|samples/, keeping
+        its name, and return where they went. A shard and its completions (the file of the same
+        name in the other folder) move together, so a table row never lacks its completions.
+        Only the metadata is read: cheap enough to run before every measurement."""
+        moved: list[Path] = []
+        for sub in ("shards", "samples"):
+            for f in self._shards(sub):
+                if f.exists() and shard_problem(f, sub) is not None:
+                    moved += self._quarantine(f)
+        return moved
+
+    def _quarantine(self, f: Path) -> list[Path]:
+        """Move shard ``f`` and its twin in the other folder to DIR/quarantine/ (atomic renames)."""
+        moved = []
+        for sub in ("shards", "samples"):
+            src = self.root / sub / f.name
+            dest_dir = self.root / "quarantine" / sub
+            dest = dest_dir / f.name
+            n = 1
+            while dest.exists():  # never overwrite an earlier quarantined file
+                dest, n = dest_dir / f"{f.name}.{n}", n + 1
+            try:
+                dest_dir.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dest)
+            except FileNotFoundError:  # no twin, or another process moved it first
+                continue
+            except OSError as exc:
+                why = exc.strerror or exc
+                raise UserError(f"{src}: unreadable shard, and it cannot be moved to {dest_dir} ({why}); delete it") from None
+            moved.append(dest)
+        return moved
 
     def write_rows(self, rows: list[dict[str, Any]], samples: list[dict[str, Any]] | None = None) -> None:
         """Write one chunk as its own shard; the rename makes it all-or-nothing. Completions are
@@ -194,11 +235,17 @@ class ResultStore:
 
     def failures(self) -> list[dict[str, Any]]:
         """Failed prompts that no shard has measured since (the latest record per group)."""
+        from crystallab.yamlconf import load_json
+
         done = self.done_groups()
         latest: dict[tuple, dict[str, Any]] = {}
         for f in sorted((self.root / "failures").glob("*.json")):
-            for r in json.loads(f.read_text()):
-                key = tuple(r.get(c) for c in GROUP)
+            records = load_json(f, "failure record")
+            if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+                raise UserError(f"{f}: expected a JSON list of failure records; delete it "
+                                "(its prompts are measured again anyway)")
+            for r in records:
+                key = tuple(_hashable(r.get(c)) for c in GROUP)
                 if key not in done:
                     latest[key] = r
         return list(latest.values())
@@ -208,6 +255,141 @@ class ResultStore:
         table = read_shards(self._shards())
         atomic_write_table(self.root / "distributions.parquet", table)
         return table
+
+
+_MANIFEST_FIX = "the manifest is damaged: restore it from a copy, or measure into a new --out folder"
+
+
+def check_manifest(m: dict[str, Any], src: str) -> None:
+    """Refuse a manifest of the wrong shape with one line naming the field (missing lists and
+    mappings are filled in empty).
+
+    >>> check_manifest({"format": 2, "checkpoints": [{"index": 0, "label": 3}]}, "m.json")
+    Traceback (most recent call last):
+    crystallab.errors.UserError: m.json: field 'checkpoints[0].label': expected a non-empty string, got a number; \
+the manifest is damaged: restore it from a copy, or measure into a new --out folder
+    """
+    from crystallab.yamlconf import kind_of
+
+    def bad(where: str, expected: str, value: Any) -> UserError:
+        return UserError(f"{src}: field '{where}': expected {expected}, got {kind_of(value)}; {_MANIFEST_FIX}")
+
+    def text(x: Any) -> bool:
+        return isinstance(x, str) and bool(x.strip())
+
+    def whole(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+    for key, kind, empty in (("checkpoints", list, []), ("tasks", dict, {}), ("runs", list, [])):
+        m.setdefault(key, empty)
+        if not isinstance(m[key], kind):
+            raise bad(key, "a list" if kind is list else "a mapping", m[key])
+    labels: set[str] = set()
+    for i, c in enumerate(m["checkpoints"]):
+        where = f"checkpoints[{i}]"
+        if not isinstance(c, dict):
+            raise bad(where, "a mapping", c)
+        for k, ok, expected in (
+            ("index", whole, "a whole number"), ("label", text, "a non-empty string"),
+            ("model", lambda x: isinstance(x, str), "a string"), ("stage", lambda x: isinstance(x, str), "a string"),
+        ):
+            if not ok(c.get(k)):
+                raise bad(f"{where}.{k}", expected, c.get(k))
+        if c["label"] in labels:
+            raise UserError(f"{src}: field '{where}.label': duplicate label '{c['label']}'; {_MANIFEST_FIX}")
+        labels.add(c["label"])
+        if not isinstance(c.setdefault("info", {}), dict):
+            raise bad(f"{where}.info", "a mapping", c["info"])
+        if c.get("parent") is not None and not isinstance(c["parent"], str):
+            raise bad(f"{where}.parent", "a checkpoint label", c["parent"])
+    for k, v in m["tasks"].items():
+        where = f"tasks.{k}"
+        if not isinstance(v, dict):
+            raise bad(where, "a mapping", v)
+        if not (whole(v.get("version")) and v["version"] >= 1):
+            raise bad(f"{where}.version", "a positive whole number", v.get("version"))
+        prompts = v.setdefault("prompts", {})
+        if not isinstance(prompts, dict) or not all(isinstance(t, str) for t in prompts.values()):
+            raise bad(f"{where}.prompts", "a mapping of prompt ids to texts", prompts)
+    for i, r in enumerate(m["runs"]):
+        if not isinstance(r, dict):
+            raise bad(f"runs[{i}]", "a mapping", r)
+
+
+def _hashable(x: Any) -> Any:
+    """``x`` usable in a set key (a failure record's field may hold a list or a mapping)."""
+    return x if isinstance(x, (str, int, float, bool, type(None))) else json.dumps(x, sort_keys=True, default=str)
+
+
+def shard_problem(f: Path, sub: str = "shards") -> str | None:
+    """Why shard ``f`` (of DIR/shards or DIR/samples) cannot be read, or None when its magic
+    bytes, its footer and its schema are whole. Reads the footer only.
+
+    A truncated file has lost its footer's magic bytes (or all of its footer), so any cut is
+    seen. (The footer's row-group metadata is not walked: pyarrow aborts the process on some
+    damaged footers there, where reading the file raises an error instead.)"""
+    schema = SCHEMA if sub == "shards" else SAMPLE_SCHEMA
+    unreadable = "not a readable Parquet file (truncated?)"
+    try:
+        with open(f, "rb") as fh:
+            if fh.read(4) != b"PAR1":  # the header magic (the footer's is checked by read_metadata)
+                return unreadable
+        got = pq.read_metadata(f).schema.to_arrow_schema()
+    except _PARQUET_ERRORS:
+        return unreadable
+    what = "results" if sub == "shards" else "samples"
+    for field in schema:
+        i = got.get_field_index(field.name)
+        if i < 0:
+            if field.name not in _MAY_LACK[sub]:
+                return f"not a crystallab {what} shard (no column '{field.name}')"
+            continue
+        if not _castable(got.field(i).type, field.type):
+            return f"not a crystallab {what} shard (column '{field.name}' holds {got.field(i).type}, not {field.type})"
+    return None
+
+
+def _castable(a: pa.DataType, b: pa.DataType) -> bool:
+    """Whether a column of type ``a`` reads as type ``b`` without loss of meaning."""
+    t = pa.types
+    return (
+        a == b or t.is_null(a)
+        or (t.is_integer(a) and t.is_integer(b))
+        or (t.is_floating(a) and t.is_floating(b))
+        or (t.is_integer(a) and t.is_floating(b))
+        or ((t.is_string(a) or t.is_large_string(a)) and (t.is_string(b) or t.is_large_string(b)))
+    )
+
+
+def _shard_error(f: Path, problem: str) -> UserError:
+    """The one line for an unreadable shard, met by a reader (which never moves files)."""
+    return UserError(
+        f"{f}: {problem}; rerun `crystallab measure` with the same arguments "
+        f"(it moves the file to {f.parent.parent / 'quarantine'} and re-measures its prompts), or delete it"
+    )
+
+
+def _check_not_null(t: pa.Table, f: Path, error: Any) -> None:
+    """Refuse (``error(f, problem)``) a table with missing values where every row needs one."""
+    for c in _NOT_NULL:
+        if c in t.column_names and t.column(c).null_count:
+            raise error(f, f"not a crystallab shard (column '{c}' has missing values)")
+
+
+def _read_shard(f: Path, sub: str = "shards") -> pa.Table:
+    """One shard of DIR/shards (or DIR/samples) in its schema; an unreadable or foreign one is a
+    UserError naming it."""
+    problem = shard_problem(f, sub)
+    if problem is not None:
+        raise _shard_error(f, problem)
+    try:
+        t = pq.read_table(f, schema=SCHEMA if sub == "shards" else SAMPLE_SCHEMA)
+        t.validate(full=True)  # damaged pages can decode into strings that are not UTF-8
+    except _PARQUET_ERRORS:
+        raise _shard_error(f, "not a readable Parquet file (damaged data pages)") from None
+    if sub == "shards":
+        _check_not_null(t, f, _shard_error)
+    return t
 
 
 def manifest_lock(root: Path, timeout: float = 120.0):
@@ -259,18 +441,79 @@ def merge_manifests(disk: dict[str, Any], mine: dict[str, Any]) -> dict[str, Any
     return out
 
 
-def read_shards(files: Iterable[Path]) -> pa.Table:
-    tables = [pq.read_table(f, schema=SCHEMA) for f in files]
+# ---- the manifest's and the table's rules (shared with the in-memory Results) -----------------
+def new_manifest() -> dict[str, Any]:
+    return {"format": FORMAT_VERSION, "checkpoints": [], "tasks": {}, "runs": []}
+
+
+def add_checkpoint(
+    manifest: dict[str, Any], label: str, model: str, stage: str, info: dict[str, Any], parent: str | None = None,
+    where: str = "these results",
+) -> int:
+    """The index of checkpoint ``label`` in ``manifest``: its existing index, or the next one.
+    ``parent`` (the checkpoint it was trained from) is recorded for the analysis' parent graph."""
+    if stage not in STAGES:
+        raise UserError(f"unknown stage '{stage}'; use one of {', '.join(STAGES)}")
+    for c in manifest["checkpoints"]:
+        if c["label"] == label:
+            if c["model"] != model:
+                raise UserError(f"checkpoint label '{label}' already names model '{c['model']}' in {where}; "
+                                "choose another --label")
+            c["stage"], c["info"] = stage, info
+            if parent is not None:
+                c["parent"] = parent
+            return int(c["index"])
+    index = len(manifest["checkpoints"])
+    entry = {"index": index, "label": label, "model": model, "stage": stage, "info": info}
+    if parent is not None:
+        entry["parent"] = parent
+    manifest["checkpoints"].append(entry)
+    return index
+
+
+def add_task(manifest: dict[str, Any], task_id: str, version: int, prompts: dict[str, str], where: str = "") -> None:
+    """Record a task's version and raw prompt texts; a second version of one task is refused."""
+    known = manifest["tasks"].get(task_id)
+    if known and known["version"] != version:
+        raise UserError(f"task '{task_id}' version {version} differs from version {known['version']} already "
+                        f"measured in {where or 'these results'}; use a new --out")
+    entry = manifest["tasks"].setdefault(task_id, {"version": version, "prompts": {}})
+    entry["prompts"].update(prompts)
+
+
+def groups_of(table: pa.Table) -> set[tuple]:
+    """The (checkpoint, step, task, prompt_id, method, replica) groups a table holds."""
+    return set(zip(*[table.column(c).to_pylist() for c in GROUP]))
+
+
+def tidy(tables: list[pa.Table]) -> pa.Table:
+    """One table from shards: a group written twice keeps its first copy; rows in reading order."""
     if not tables:
         return SCHEMA.empty_table()
     t = pa.concat_tables(tables)
     # a group written twice (two runs racing before locks existed) keeps one copy
     import pyarrow.compute as pc
 
-    key = pc.binary_join_element_wise(*[pc.cast(pc.fill_null(pc.cast(t[c], pa.string()), "∅"), pa.string()) for c in (*GROUP, "option")], "\x1f")
+    key = pc.binary_join_element_wise(
+        *[pc.cast(pc.fill_null(pc.cast(t[c], pa.string()), "∅"), pa.string()) for c in (*GROUP, "option")], "\x1f")
     _, first = _unique_first(key)
     t = t.take(first)
-    return t.sort_by([("checkpoint_index", "ascending"), ("step", "ascending"), ("task", "ascending"), ("method", "ascending"), ("prompt_kind", "descending"), ("prompt_id", "ascending")])
+    order = [("checkpoint_index", "ascending"), ("step", "ascending"), ("task", "ascending"),
+             ("method", "ascending"), ("prompt_kind", "descending"), ("prompt_id", "ascending")]
+    return t.sort_by(order)
+
+
+def read_samples(root: str | Path) -> pa.Table:
+    """The completions of a results folder's sampled measurements (DIR/samples)."""
+    files = sorted((Path(root) / "samples").glob("*.parquet"))
+    tables = [_read_shard(f, "samples") for f in files]
+    return pa.concat_tables(tables) if tables else SAMPLE_SCHEMA.empty_table()
+
+
+def read_shards(files: Iterable[Path]) -> pa.Table:
+    """The rows of results shards ``files`` as one table; an unreadable shard is one line naming
+    it (nothing is moved: readers leave the folder as it is)."""
+    return tidy([_read_shard(Path(f)) for f in files])
 
 
 def _unique_first(key: pa.Array) -> tuple[list, list[int]]:
@@ -284,18 +527,37 @@ def read_table(path: str | Path) -> pa.Table:
     """Read a results folder's table (or a Parquet file). Raises UserError if it is missing.
 
     A folder is read from its shards, the source of truth, so a run killed before it rewrote
-    distributions.parquet is still read whole."""
+    distributions.parquet is still read whole. An unreadable shard or table is one line naming
+    the file; nothing is moved (``crystallab measure`` quarantines unreadable shards)."""
     p = Path(path)
-    shards = sorted((p / "shards").glob("*.parquet")) if p.is_dir() else []
+    try:
+        shards = sorted((p / "shards").glob("*.parquet")) if p.is_dir() else []
+    except OSError as exc:
+        raise UserError(f"cannot read results folder {p}: {exc.strerror or exc}") from None
     if shards:
         return read_shards(shards)
     f = p / "distributions.parquet" if p.is_dir() else p
     if not f.is_file():
         raise UserError(f"no results table at {f}; run `crystallab measure --out {p}` first")
-    t = pq.read_table(f)
+
+    def table_error(f: Path, problem: str) -> UserError:
+        return UserError(f"{f}: {problem}; it cannot be analysed (measure again into a new --out folder)")
+
+    try:
+        t = pq.read_table(f)
+        t.validate(full=True)
+    except _PARQUET_ERRORS:
+        raise table_error(f, "not a readable Parquet results table (truncated?)") from None
     for col in SCHEMA:  # a table written before a nullable column existed reads it as null
         if col.name not in t.column_names:
+            if col.name not in _MAY_LACK["shards"]:
+                raise table_error(f, f"not a crystallab results table (no column '{col.name}')")
             t = t.append_column(col, pa.nulls(len(t), col.type))
+    try:
+        t = t.select(SCHEMA.names).cast(SCHEMA)
+    except _PARQUET_ERRORS:
+        raise table_error(f, "not a crystallab results table (a column of the wrong type)") from None
+    _check_not_null(t, f, table_error)
     return t
 
 
@@ -333,7 +595,7 @@ def writer_lock(root: str | Path) -> Iterator[None]:
         try:
             o = json.loads(owner.read_text())
             who = f" (pid {o['pid']} on {o['host']}, since {o['since']})"
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             who = ""
         raise UserError(f"{root} is being written by another crystallab run{who}; wait for it to finish, or use another --out") from None
     _HELD[path] = [lock, 1]

@@ -38,7 +38,9 @@ def ray_jobs(lad: Ladder, base: MeasureConfig) -> list[MeasureConfig]:
     parents = lad.parents()
     for c in lad.checkpoints:
         for t in tasks:
-            cfg = replace(base, model=c.model, label=c.label, stage=c.stage, parent=parents[c.label], revision=c.revision or base.revision, tasks=[t.id], progress=False)
+            load = replace(base.load, revision=c.revision or base.load.revision)
+            cfg = replace(base, model=c.model, label=c.label, stage=c.stage, parent=parents[c.label], load=load, tasks=[t.id],
+                          progress=False)
             cfg.validate()
             out.append(cfg)
     return out
@@ -62,9 +64,9 @@ def _sweep(ray: Any, lad: Ladder, base: MeasureConfig, jobs: list[MeasureConfig]
     tasks = {t.id: t for t in load_tasks(base.tasks, base.tasks_dir)}
     store = ResultStore(base.out)
     index = {c.label: store.checkpoint(c.label, c.model, c.stage, _info_of(store, c.label)) for c in lad.checkpoints}
-    if base.prompts in ("raw", "all"):
+    if base.settings.prompts in ("raw", "all"):
         for t in tasks.values():
-            store.register_task(t.id, t.version, {p.id: p.text for p in render_prompts(t, "raw", None, base.limit)})
+            store.register_task(t.id, t.version, {p.id: p.text for p in render_prompts(t, "raw", None, base.settings.limit)})
     store.save_manifest()
 
     if not ray.is_initialized():
@@ -98,13 +100,14 @@ def _sweep(ray: Any, lad: Ladder, base: MeasureConfig, jobs: list[MeasureConfig]
 def run_job(cfg: MeasureConfig, index: int) -> dict[str, Any]:
     """One (checkpoint, task) job on a Ray worker: load, measure what is missing, return the
     checkpoint's load info and the run record for the driver to put in the manifest."""
-    from crystallab.measuring import load_model, measure_into, run_record
+    from crystallab.measuring import measure_into, run_record
+    from crystallab.models.load import load_model
 
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     store = ResultStore(cfg.out)
     tasks = load_tasks(cfg.tasks, cfg.tasks_dir)
-    backend = load_model(cfg)
-    prompt_sets = {t.id: render_prompts(t, cfg.prompts, backend, cfg.limit) for t in tasks}
+    backend = load_model(cfg.model, cfg.load)
+    prompt_sets = {t.id: render_prompts(t, cfg.settings.prompts, backend, cfg.settings.limit) for t in tasks}
     run = run_record(cfg, tasks, prompt_sets, cfg.label, index)
     run["ray"] = {"node_id": _node_id(), "pid": os.getpid()}
     run.update(measure_into(store, cfg, backend, tasks, prompt_sets, cfg.label, index, log, after_chunk=_fault_hook()))

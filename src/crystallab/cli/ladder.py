@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     lad = load_ladder(args.file, args.preset)
     from crystallab.analysis import analyze_dir, summary_text
     from crystallab.cli.measure import config_from_args
-    from crystallab.measuring import measure
+    from crystallab.measuring import run_measure
 
     from crystallab.store import ResultStore, writer_lock
 
@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         parents = lad.parents()
         for i, c in enumerate(lad.checkpoints if args.ray is None else ()):
             print(f"[{i + 1}/{len(lad.checkpoints)}] {c.label} ({c.stage}): {c.model}", file=sys.stderr)
-            measure(replace(base, model=c.model, label=c.label, stage=c.stage, parent=parents[c.label], revision=c.revision or base.revision))
+            load = replace(base.load, revision=c.revision or base.load.revision)
+            run_measure(replace(base, model=c.model, label=c.label, stage=c.stage, parent=parents[c.label], load=load))
             gc.collect()  # drop the previous checkpoint's weights before loading the next
     print(summary_text(analyze_dir(args.out, args.thresholds)))
     try:

@@ -43,23 +43,26 @@ def add_measure_options(p: argparse.ArgumentParser, ladder: bool = False) -> Non
 
 
 def config_from_args(args: argparse.Namespace, **override):
-    from crystallab.measuring import MeasureConfig
+    from crystallab.measuring import MeasureConfig, MeasureSettings
+    from crystallab.models.base import LoadSettings
 
+    load = LoadSettings(dtype=args.dtype, device=args.device, device_map=args.device_map, revision=getattr(args, "revision", None),
+                        trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle, allow_plain_chat=not args.no_plain_chat)
+    settings = MeasureSettings(prompts=args.prompts, method=args.method, samples=args.samples, parser=args.parser, seed=args.seed,
+                               limit=args.limit, batch_tokens=args.batch_tokens)
     fields = dict(
-        model=getattr(args, "model", ""), tasks=args.task.split(","), out=args.out, prompts=args.prompts, method=args.method, samples=args.samples,
-        parser=args.parser, seed=args.seed, label=getattr(args, "label", None), stage=getattr(args, "stage", "other"), parent=getattr(args, "parent", None), step=getattr(args, "step", None), replica=getattr(args, "replica", None),
-        tasks_dir=args.tasks_dir, limit=args.limit, dtype=args.dtype, device=args.device, device_map=args.device_map, revision=getattr(args, "revision", None),
-        batch_tokens=args.batch_tokens, chunk=args.chunk, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
-        allow_plain_chat=not args.no_plain_chat, progress=args.progress,
+        model=getattr(args, "model", ""), tasks=args.task.split(","), out=args.out, label=getattr(args, "label", None), stage=getattr(args, "stage", "other"),
+        parent=getattr(args, "parent", None), step=getattr(args, "step", None), replica=getattr(args, "replica", None),
+        tasks_dir=args.tasks_dir, chunk=args.chunk, progress=args.progress, load=load, settings=settings,
     )
     fields.update(override)
     return MeasureConfig(**fields)
 
 
 def run(args: argparse.Namespace) -> int:
-    from crystallab.measuring import measure
+    from crystallab.measuring import run_measure
 
-    run_record = measure(config_from_args(args))
+    run_record = run_measure(config_from_args(args))
     tp = run_record["throughput"]
     print(f"measured {tp['prompts']} prompt(s) of {run_record['checkpoint']} in {tp['seconds']:.1f} s "
           f"({tp['prompts_per_s']:.2f} prompts/s, {tp['options_per_s']:.1f} options/s, {tp['tokens_per_s']:.0f} tokens/s); "

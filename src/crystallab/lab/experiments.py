@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,8 @@ def _run_lab(cfg: LabConfig, log=print) -> dict[str, Any]:
     from crystallab.lab.rl import GRPORecipe, run_grpo
     from crystallab.lab.sft import SFTRecipe, run_sft
     from crystallab.lab.tracker import PhaseTracker
-    from crystallab.measuring import MeasureConfig, measure
+    from crystallab.measuring import MeasureConfig, MeasureSettings, run_measure
+    from crystallab.models.base import LoadSettings
     from crystallab.metrics import support_set
     from crystallab.suite import load_task
 
@@ -141,13 +142,14 @@ def _run_lab(cfg: LabConfig, log=print) -> dict[str, Any]:
         base_dir = Path(cfg.extra.get("base_dir", ck / "base"))  # several seeds may share one universe
         base = str(base_dir if (base_dir / "config.json").exists() else U.pretrain(base_dir, seed=cfg.extra.get("universe_seed", cfg.seed), steps=cfg.pretrain_steps, log=log))
     task = load_task(cfg.task, tasks_dir if tasks_dir.exists() else None)
-    mcfg = MeasureConfig(model=base, tasks=[cfg.task], out=str(results), tasks_dir=str(tasks_dir) if tasks_dir.exists() else None, limit=cfg.limit, progress=False, device="auto")
-    measure(MeasureConfig(**{**asdict(mcfg), "label": "base", "stage": "base"}), log=lambda s: None)
+    mcfg = MeasureConfig(model=base, tasks=[cfg.task], out=str(results), tasks_dir=str(tasks_dir) if tasks_dir.exists() else None,
+                         progress=False, load=LoadSettings(device="auto"), settings=MeasureSettings(limit=cfg.limit))
+    run_measure(replace(mcfg, label="base", stage="base"), log=lambda s: None)
     t = lap("pretrain_and_measure_base", t)
 
     # 2. SFT onto the chosen answers, tracked
     family, answers, per_instruction, forced = _sft_answers(cfg, results, task, rng)
-    tracker = PhaseTracker(MeasureConfig(**{**asdict(mcfg), "model": "sft-run", "label": "sft", "stage": "sft"}), every=cfg.track_every)
+    tracker = PhaseTracker(replace(mcfg, model="sft-run", label="sft", stage="sft"), every=cfg.track_every)
     recipe = SFTRecipe(model=base, out=str(ck / "sft"), instructions=task.instruction_texts, options=task.labels, answers=answers, per_instruction=per_instruction,
                        n_examples=cfg.sft_examples, steps=cfg.sft_steps, lora=cfg.lora, seed=cfg.seed, callbacks=[tracker])
     sft_ckpt = run_sft(recipe, log=log)
@@ -163,7 +165,7 @@ def _run_lab(cfg: LabConfig, log=print) -> dict[str, Any]:
         else:
             target = {task.labels[i] for i in range(len(task.labels)) if i not in S}
         rl_info = {"target": sorted(target, key=task.labels.index), "sft_support": [task.labels[i] for i in sorted(S)], "rewards": list(cfg.rl_rewards)}
-        tracker = PhaseTracker(MeasureConfig(**{**asdict(mcfg), "model": "rl-run", "label": "rl", "stage": "rl"}), every=cfg.track_every)
+        tracker = PhaseTracker(replace(mcfg, model="rl-run", label="rl", stage="rl"), every=cfg.track_every)
         grpo = GRPORecipe(model=str(sft_ckpt), out=str(ck / "rl"), task=task, rewards=cfg.rl_rewards, target=target, steps=cfg.rl_steps, lora=cfg.lora, seed=cfg.seed, callbacks=[tracker])
         run_grpo(grpo, log=log)
         t = lap("rl", t)

@@ -66,7 +66,8 @@ def lora_config(r: int = 8):
 
 def load_for_training(spec: str):
     """A model and tokenizer to train, through crystallab's loader (GGUF and builtins included)."""
-    from crystallab.models.hf import LoadSettings, load_backend
+    from crystallab.models.base import LoadSettings
+    from crystallab.models.hf import load_backend
 
     be = load_backend(spec, LoadSettings(dtype="float32", device="auto"))  # fp32 master weights; CUDA when present
     return be, be.model, be.tokenizer

@@ -9,7 +9,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from crystallab.measuring import MeasureConfig, measure
+from crystallab.measuring import MeasureConfig, run_measure
 
 
 class PhaseTracker(TrainerCallback):
@@ -24,7 +24,8 @@ class PhaseTracker(TrainerCallback):
         self.log = log or (lambda s: None)
 
     def _measure(self, model: Any, step: int, processing_class: Any = None) -> None:
-        from crystallab.models.hf import HFBackend, LoadSettings
+        from crystallab.models.base import LoadSettings
+        from crystallab.models.hf import HFBackend
 
         if step in self.measured:
             return
@@ -33,7 +34,7 @@ class PhaseTracker(TrainerCallback):
         was_training = inner.training
         backend = HFBackend(inner, self.tokenizer, {"model": self.cfg.model, "kind": "training", "label": self.cfg.label, "step": step}, LoadSettings())
         try:
-            measure(replace(self.cfg, step=step), backend=backend, log=self.log)
+            run_measure(replace(self.cfg, step=step), backend=backend, log=self.log)
         finally:
             inner.train(was_training)
         self.measured.append(step)

@@ -138,15 +138,3 @@ def pretrain(out: Path, seed: int = 0, n_docs: int = 4000, steps: int = 400, bat
     (out / "crystallab_universe.json").write_text(json.dumps({"seed": seed, "families": {f.name: f.planted.round(6).tolist() for f in FAMILIES}, "options": OPTIONS}, indent=1))
     return out
 
-
-def planted_distances(analysis_states: dict, families=FAMILIES) -> dict[str, float]:
-    """JS distance between each family's planted distribution and the mean measured distribution
-    of that family's raw prompts (from a measured prompt set: {prompt family: [p̃, ...]})."""
-    from crystallab.metrics import js_distance
-
-    out = {}
-    for f in families:
-        rows = analysis_states.get(f.name)
-        if rows:
-            out[f.name] = float(js_distance(np.mean(rows, axis=0), f.planted))
-    return out

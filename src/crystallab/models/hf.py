@@ -12,8 +12,7 @@ import json
 import os
 import shutil
 import time
-import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,55 +20,9 @@ import numpy as np
 import torch
 
 from crystallab.errors import NumericalError, UserError
-from crystallab.models.text import PLAIN_CHAT_TEMPLATE, TokenizerText, is_boundary_text  # noqa: F401  (PLAIN_CHAT_TEMPLATE re-exported)
-from crystallab.models.text import decode_continuations, special_ids
+from crystallab.models.base import LeadKey, LoadSettings, TrieItem, TrieScores, compute_boundary_mask
 from crystallab.models.spec import ModelSpec, parse_spec
-
-
-
-@dataclass(frozen=True)
-class LoadSettings:
-    dtype: str = "auto"  # auto (fp32 on CPU, bf16 on CUDA) | float32 | bfloat16 | float16
-    device: str = "cpu"  # cpu | cuda | auto (cuda when available; device_map=auto over all GPUs)
-    revision: str | None = None
-    trust_remote_code: bool = False
-    allow_pickle: bool = False  # load .bin/.pt weights (pickle) when no safetensors exist
-    allow_plain_chat: bool = True  # models without a chat template get PLAIN_CHAT_TEMPLATE
-    device_map: str | None = None  # "auto": split the model over every visible GPU (and CPU) with accelerate
-
-
-LeadKey = tuple[str, bool]  # a lead mask: (rest of w, whole), see TokenTexts.starts_with
-
-
-@dataclass
-class TrieItem:
-    """One prompt's scoring request: the context tokens and the option trie in BFS order.
-
-    ``parent[n]`` is the index of node n's parent node, or -1 when its parent is the context.
-    ``lead`` asks, per (node or -1, lead mask), for the mass of the mask's tokens after the node.
-    """
-
-    context: list[int]
-    tokens: list[int]
-    parent: list[int]
-    lead: list[tuple[int, LeadKey]] = field(default_factory=list)
-
-    def depth(self) -> list[int]:
-        d: list[int] = []
-        for p in self.parent:
-            d.append(1 if p < 0 else d[p] + 1)
-        return d
-
-
-@dataclass
-class TrieScores:
-    """Per trie node: log P(node token | context, ancestors) and log B(node), the mass of the
-    boundary tokens right after the node (log of the sum over boundary tokens of P(b | ...));
-    per entry of the item's ``lead``: the log-mass of its mask's tokens after its node."""
-
-    logp: np.ndarray  # float64 [N]
-    log_boundary: np.ndarray  # float64 [N]
-    log_lead: np.ndarray = field(default_factory=lambda: np.zeros(0))  # float64 [len(item.lead)]
+from crystallab.models.text import TokenizerText
 
 
 def _tree_block(L: int, parent: np.ndarray, depth: np.ndarray) -> np.ndarray:
@@ -248,7 +201,7 @@ class HFBackend(TokenizerText):
     # ---- scoring -----------------------------------------------------------------------------
     @torch.inference_mode()
     def score_tries(
-        self, items: Sequence[TrieItem], padding_side: str = "right", logits_chunk: int | None = None, rows: Sequence[Sequence[int]] | None = None,
+        self, items: Sequence[TrieItem], padding_side: str = "right", rows: Sequence[Sequence[int]] | None = None,
     ) -> list[TrieScores]:
         """Score a batch of prompts with their option tries in ONE forward pass.
 
@@ -262,7 +215,7 @@ class HFBackend(TokenizerText):
         are padded on ``padding_side``.
 
         The LM head is applied only to the rows needed (each segment's last context token and its
-        trie nodes), ``logits_chunk`` rows at a time, and each chunk of logits is reduced in
+        trie nodes), a chunk of rows at a time, and each chunk of logits is reduced in
         place to what the scorer needs: log Z, the log-mass of the boundary tokens, and the
         logits of the children the trie continues with, plus the mass of each lead mask an item
         asks for (a few more columns of the same reduction). No [tokens x vocab] tensor is kept.
@@ -326,7 +279,7 @@ class HFBackend(TokenizerText):
         h = hidden.reshape(B * T, hidden.shape[-1]).index_select(0, flat_t)  # [M, d]
         del hidden
         ct, cr = np.concatenate(child_tok), np.concatenate(child_row)
-        logz, logb, child_logit, logl = self._head_reductions(h, ct, cr, logits_chunk, keys)
+        logz, logb, child_logit, logl = self._head_reductions(h, ct, cr, None, keys)
 
         results = []
         c = 0
@@ -501,33 +454,6 @@ class HFBackend(TokenizerText):
                         break
                 out.append(seq)
         return out
-
-
-def compute_boundary_mask(
-    tokenizer: Any, vocab_size: int, eos_ids: set[int] = frozenset(), texts: Sequence[str] | None = None,
-) -> np.ndarray:
-    """Which token ids start a new word (or end the answer): special tokens, and tokens whose
-    decoded text begins with a non-alphanumeric character, or is empty.
-
-    ``texts`` are the token texts (decoded here when not given), each decoded after an anchor
-    token whose text is stripped, because some SentencePiece decoders drop the leading space of
-    the first token of a sequence (``decode_continuations``).
-    """
-    if texts is None:
-        ids = [[i] for i in range(min(len(tokenizer), vocab_size))]
-        texts = decode_continuations(tokenizer, ids, skip_special_tokens=False)
-    mask = np.zeros(vocab_size, dtype=bool)
-    for i, t in enumerate(texts[:vocab_size]):
-        mask[i] = is_boundary_text(t)
-    for i in special_ids(tokenizer, eos_ids):
-        if 0 <= i < vocab_size:
-            mask[i] = True
-    return mask
-
-
-def sample_seed(seed: int, *parts: str) -> int:
-    """A per-prompt seed derived deterministically from the run seed and the prompt's identity."""
-    return (seed * 1_000_003 + zlib.crc32("\x1f".join(parts).encode())) % (2**31 - 1)
 
 
 def _first_line(exc: BaseException, settings: LoadSettings) -> str:

@@ -47,10 +47,6 @@ class ModelSpec:
     def opts(self) -> dict[str, str]:
         return dict(self.options)
 
-    @property
-    def is_local(self) -> bool:
-        return self.kind != "hf" or Path(self.target).exists()
-
 
 def parse_spec(spec: str) -> ModelSpec:
     spec = spec.strip()

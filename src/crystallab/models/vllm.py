@@ -31,18 +31,21 @@ from typing import Any, Sequence
 import numpy as np
 
 from crystallab.errors import UserError, require
+from crystallab.models.base import LoadSettings, TrieScores, compute_boundary_mask
 from crystallab.models.spec import ModelSpec, parse_spec
 from crystallab.models.text import TokenizerText
 
 
-
-def load_vllm(spec: str | ModelSpec, dtype: str = "auto", revision: str | None = None, trust_remote_code: bool = False, allow_plain_chat: bool = True) -> "VLLMBackend":
+def load_vllm(spec: str | ModelSpec, settings: LoadSettings | None = None) -> VLLMBackend:
+    """Load a ``vllm:`` spec in-process; ``settings`` as for every backend (device is vLLM's)."""
     vllm = require("vllm", "vllm")
+    settings = settings or LoadSettings()
+    revision, dtype = settings.revision, settings.dtype
     ms = parse_spec(spec) if isinstance(spec, str) else spec
     o = ms.opts
     try:
         kwargs: dict[str, Any] = dict(
-            model=ms.target, revision=revision, trust_remote_code=trust_remote_code, dtype=o.get("dtype", dtype),
+            model=ms.target, revision=revision, trust_remote_code=settings.trust_remote_code, dtype=o.get("dtype", dtype),
             tensor_parallel_size=int(o.get("tensor_parallel_size", 1)), gpu_memory_utilization=float(o.get("gpu_memory_utilization", 0.9)),
             enable_prefix_caching=o.get("enable_prefix_caching", "0").lower() in ("1", "true", "yes"),
             max_logprobs=-1,  # full next-token distributions (logprobs=-1) for exact scoring
@@ -57,7 +60,7 @@ def load_vllm(spec: str | ModelSpec, dtype: str = "auto", revision: str | None =
     except Exception as exc:  # vLLM raises many kinds here
         raise UserError(f"vLLM cannot load '{ms.target}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
     info = {"model": ms.raw, "kind": "vllm", "revision": revision, "vllm_version": getattr(vllm, "__version__", None), "load": {k: v for k, v in kwargs.items() if k != "model"}}
-    return VLLMBackend(llm, llm.get_tokenizer(), info, vllm.SamplingParams, allow_plain_chat=allow_plain_chat)
+    return VLLMBackend(llm, llm.get_tokenizer(), info, vllm.SamplingParams, allow_plain_chat=settings.allow_plain_chat)
 
 
 def _as_array(logprobs: Any, V: int) -> np.ndarray:
@@ -99,8 +102,6 @@ class VLLMBackend(TokenizerText):
         return {int(i) for i in ids if i is not None}
 
     def boundary_mask(self) -> np.ndarray:
-        from crystallab.models.hf import compute_boundary_mask
-
         if self._boundary is None:
             texts = self.token_texts().texts
             self._boundary = compute_boundary_mask(self.tokenizer, self.vocab_size, self.eos_ids(), texts)
@@ -114,13 +115,11 @@ class VLLMBackend(TokenizerText):
         V = self.vocab_size
         return [_as_array(o.outputs[0].logprobs[0], V) for o in outs]
 
-    def score_tries(self, items: Sequence, padding_side: str = "right", rows: Sequence[Sequence[int]] | None = None, logits_chunk: int | None = None) -> list:
+    def score_tries(self, items: Sequence, padding_side: str = "right", rows: Sequence[Sequence[int]] | None = None) -> list:
         """Per item, per trie node: log P(node | context, ancestors) and log B(node), and per lead
         request the log-mass of its mask, from the next-token distributions after the context and
         after every node (``padding_side`` and ``rows`` are for the transformers backend's
         packing and are ignored here)."""
-        from crystallab.models.hf import TrieScores
-
         prompts: list[list[int]] = []
         starts: list[int] = []
         for it in items:

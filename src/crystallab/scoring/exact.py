@@ -21,24 +21,16 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from crystallab.errors import NumericalError, UserError
+from crystallab.models.base import TrieItem, TrieScorer
 from crystallab.models.text import TokenTexts, split_blank_tail
 from crystallab.suite import Task
 
 LEAD_NODES = 64  # most trie nodes a prompt's lead w may add (see plan_lead)
-
-
-class TrieBackend(Protocol):  # the narrow interface the scorer needs (HFBackend implements it)
-    def encode(self, text: str) -> list[int]: ...
-    def wants_special_tokens(self, text: str) -> bool: ...
-    def encode_many(self, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]: ...
-    def boundary_mask(self) -> np.ndarray: ...
-    def token_texts(self) -> TokenTexts: ...
-    def score_tries(self, items: Sequence, padding_side: str = "right", rows: Sequence[Sequence[int]] | None = None) -> list: ...
 
 
 def answer_strings(task: Task) -> list[tuple[int, str]]:
@@ -93,13 +85,9 @@ class PromptTrie:
             raise UserError(f"surface forms collide: {what} has the same tokens as a form of option #{prev}")
         self.terminal[node] = option
 
-    @property
-    def n_paths(self) -> int:
-        return len(self.terminal)
-
 
 def split_answers(
-    backend: TrieBackend, prompt_text: str, task: Task,
+    backend: TrieScorer, prompt_text: str, task: Task,
 ) -> tuple[list[int], list[tuple[int, str]], list[list[int]], str, str]:
     """(context tokens, the task's (option, answer string) pairs, each answer's token path, the
     split used: ``moved``, ``kept-whitespace`` or lm-eval's fallback, and the lead ``w`` the
@@ -115,7 +103,7 @@ def split_answers(
     return ctx, answers, paths, mode, lead
 
 
-def build_trie(backend: TrieBackend, prompt_text: str, task: Task) -> PromptTrie:
+def build_trie(backend: TrieScorer, prompt_text: str, task: Task) -> PromptTrie:
     """The prompt's context tokens and its option trie.
 
     The prompt's trailing spaces and tabs ``w`` move to the front of each answer (newlines stay:
@@ -176,7 +164,7 @@ def lead_log_mass(trie: PromptTrie, logp: np.ndarray, log_lead: np.ndarray) -> f
     return acc[0]
 
 
-def _split(backend: TrieBackend, ctx_text: str, conts: list[str]) -> tuple[list[int], list[list[int]], str]:
+def _split(backend: TrieScorer, ctx_text: str, conts: list[str]) -> tuple[list[int], list[list[int]], str]:
     ctx = backend.encode(ctx_text)
     wholes = backend.encode_many([ctx_text + c for c in conts], add_special_tokens=backend.wants_special_tokens(ctx_text))
     ok = [w[: len(ctx)] == ctx and len(w) > len(ctx) for w in wholes]
@@ -291,14 +279,14 @@ def _group_rows(rows: list[list[int]], fill: list[int], batch_tokens: int) -> li
     return batches
 
 
-def default_row_tokens(backend: TrieBackend) -> int:
+def default_row_tokens(backend: TrieScorer) -> int:
     """Row capacity for packing: short rows on CPU, where a row pays dense attention over its
     whole length, long ones on CUDA, where attention is cheap next to the weights' matmuls."""
     return 1024 if str(getattr(backend, "device", "cpu")).startswith("cuda") else 256
 
 
 def score_exact(
-    backend: TrieBackend,
+    backend: TrieScorer,
     prompts: Sequence[str],
     task: Task,
     batch_tokens: int = 4096,
@@ -312,8 +300,6 @@ def score_exact(
     rows into batches of at most ``batch_tokens`` padded tokens; each batch is one forward pass.
     ``stats.lead_mass`` receives each prompt's W(c), the mass the answers are conditioned on.
     """
-    from crystallab.models.hf import TrieItem
-
     t0 = time.perf_counter()
     tries = [build_trie(backend, p, task) for p in prompts]
     boundary = backend.boundary_mask()

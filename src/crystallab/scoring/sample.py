@@ -17,13 +17,15 @@ Two parsers:
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 
-from crystallab.models.text import MAX_DRAWS, decode_continuations, next_draws, strip_lead
+from crystallab.models.base import TextSampler, TokenSampler, sample_seed
+from crystallab.models.text import MAX_DRAWS, decode_continuations, next_draws, split_blank_tail, strip_lead
 from crystallab.suite import Task
 
 _LEAD = " \t\r\n\"'`*_([{>#."
@@ -91,6 +93,7 @@ class SampleResult:
     completions: list[str]  # kept completions, as continuations of the prompt as written
     parsed: list[int | None]
     drawn: int = 0  # completions drawn, kept or not (debug: kept / drawn estimates W)
+    tokens: int = 0  # tokens a server reported (text samplers); 0 for local backends
 
     @property
     def probs(self) -> np.ndarray:
@@ -100,7 +103,10 @@ class SampleResult:
         return self.counts / self.counts.sum()
 
 
-def sample_prompt(backend, prompt_text: str, task: Task, n: int, seed: int, parser: str = "text", temperature: float = 1.0, max_new_tokens: int | None = None) -> SampleResult:
+def sample_prompt(
+    backend: TokenSampler, prompt_text: str, task: Task, n: int, seed: int, parser: str = "text",
+    temperature: float = 1.0, max_new_tokens: int | None = None,
+) -> SampleResult:
     """Draw ``n`` completions of one prompt and count the options they name."""
     from crystallab.scoring.exact import build_trie
 
@@ -126,14 +132,12 @@ def sample_prompt(backend, prompt_text: str, task: Task, n: int, seed: int, pars
 
 
 def draw_kept(
-    backend, context: list[int], lead: str, n: int, seed: int, max_new_tokens: int, temperature: float,
+    backend: TokenSampler, context: list[int], lead: str, n: int, seed: int, max_new_tokens: int, temperature: float,
 ) -> tuple[list[list[int]], int]:
     """Up to ``n`` completions of ``context`` that write ``lead`` first (all of them when there
     is no lead), and how many were drawn. The first round uses ``seed`` itself, so a prompt
     without a lead draws what it always drew; the first n kept of i.i.d. draws are an i.i.d.
     sample of the conditional distribution."""
-    from crystallab.models.hf import sample_seed
-
     if not lead:
         return backend.sample(context, n=n, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature), n
     vocab = backend.token_texts()
@@ -152,3 +156,43 @@ def trie_depths(trie) -> list[int]:
     for p in trie.parent:
         d.append(1 if p < 0 else d[p] + 1)
     return d
+
+
+def sample_text_prompt(backend: TextSampler, text: str, chat: bool, task: Task, n: int, seed: int) -> SampleResult:
+    """N completions of one prompt from a server, parsed with the task's text parser.
+
+    Raw prompts are sent as ``c̄`` (without their trailing spaces and tabs ``w``), and only the
+    completions that start with ``w`` are kept, ``w`` stripped, as the local sampler does. A server
+    may cap ``n`` or ignore it (``transformers serve`` answers one per request), so more are asked
+    for, concurrently, until N are kept, up to MAX_DRAWS * N.
+    """
+    if n <= 0:
+        raise ValueError("the number of samples must be positive")
+    ctx, lead = (text, "") if chat else split_blank_tail(text)
+    texts: list[str] = []
+    tokens = drawn = 0
+
+    def keep(got: list[str], tk: int) -> None:
+        nonlocal tokens, drawn
+        tokens, drawn = tokens + tk, drawn + len(got)
+        for t in got:
+            if (u := strip_lead(t, lead)) is not None and len(texts) < n:
+                texts.append(u)
+
+    first, k_first = backend.complete(ctx, chat, n, seed)
+    keep(first[:n], k_first)
+    per = max(1, len(first))
+    j = 1
+    with ThreadPoolExecutor(max_workers=max(1, backend.concurrency)) as pool:
+        while len(texts) < n and (want := next_draws(n - len(texts), len(texts), drawn, MAX_DRAWS * n - drawn)):
+            asks = [min(per, want - i * per) for i in range(min(-(-want // per), 4 * backend.concurrency))]
+            futs = [pool.submit(backend.complete, ctx, chat, k, sample_seed(seed, str(j + i))) for i, k in enumerate(asks)]
+            j += len(asks)
+            for f, k in zip(futs, asks):
+                got, tk = f.result()
+                keep(got[:k], tk)
+    K = len(task.options)
+    parsed = [parse_answer(t, task) for t in texts]
+    counts = np.bincount([K if k is None else k for k in parsed], minlength=K + 1).astype(np.int64)
+    return SampleResult(counts=counts, completions=texts, parsed=parsed, drawn=drawn, tokens=tokens)
+
