@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up crystallab in ./.venv: PyTorch first (pinned, so pip keeps it), then the package with
-# its dev extras. Safe to rerun. On a CPU-only machine install a CPU build of torch first if
-# your index offers one (the pinned wheel here is the CPU build on these machines).
+# every extra but vllm (`all`: hf, lab, ray) and the dev tools. Safe to rerun. On a CPU-only
+# machine install a CPU build of torch first if your index offers one (the pinned wheel here is
+# the CPU build on these machines). `pip install crystallab` alone is the torch-free core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -9,7 +10,7 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==${CRYSTALLAB_TORCH:-2.13.0}"
-python -m pip install -q -e ".[dev]"
+python -m pip install -q -e ".[all,dev]"
 # The api tests' top-logprobs server (tests/test_api_backend.py): llama-cpp-python, compiled from
 # source (PyPI has no Linux wheel). GGML_NATIVE=OFF because a -march=native build crashed with a
 # general protection fault in libggml-cpu at the first completion on these machines; the

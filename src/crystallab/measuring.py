@@ -122,6 +122,7 @@ class Sink(Protocol):
     """Where measured rows go: a results folder (ResultStore) or a Results in memory."""
 
     manifest: dict[str, Any]
+    quarantined: list[Path]  # unreadable shards the last done_groups() moved aside
 
     def checkpoint(self, label: str, model: str, stage: str, info: dict[str, Any], parent: str | None = None) -> int: ...
     def register_task(self, task_id: str, version: int, prompts: dict[str, str]) -> None: ...
@@ -210,10 +211,6 @@ def run_measure(
     tasks = tasks if tasks is not None else load_tasks(cfg.tasks, cfg.tasks_dir)
     store = ResultStore(cfg.out)
     with writer_lock(store.root):
-        moved = store.quarantine_unreadable()
-        if moved:
-            log(f"crystallab: {len(moved)} unreadable shard(s) moved to {store.root / 'quarantine'}; "
-                "their prompts are measured again")
         run = _measure(cfg, store, tasks, backend or _load(cfg), log)
         store.consolidate()
         store.save_manifest()
@@ -286,6 +283,9 @@ def measure_into(
     s = cfg.settings
     batch_tokens = s.batch_tokens or (32768 if str(getattr(backend, "device", "cpu")).startswith("cuda") else 4096)
     done = sink.done_groups()
+    if sink.quarantined:
+        log(f"crystallab: moved {len(sink.quarantined)} unreadable shard file(s) to {Path(sink.root) / 'quarantine'}; "
+            "their prompts are measured again")
 
     def todo(t: Task, ps: list[Prompt]) -> list[Prompt]:
         return [p for p in ps if (label, cfg.step, t.id, p.id, s.method, cfg.replica) not in done]

@@ -47,6 +47,7 @@ class Results:
         self.failures: list[dict[str, Any]] = list(failures or [])
         self._table: pa.Table | None = None
         self.root = None  # not a folder: the writing methods' messages say "these results"
+        self.quarantined: list[Path] = []  # a folder moves unreadable shards aside; memory has none
 
     # ---- what a notebook reads ---------------------------------------------------------------
     def to_arrow(self) -> pa.Table:

@@ -92,7 +92,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_table(path: Path, table: pa.Table) -> None:
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table, sink, compression="zstd", write_page_checksum=True)  # a flipped byte is an error
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
@@ -118,6 +118,7 @@ class ResultStore:
         """An existing folder opened to read: nothing is created or written."""
         self = cls.__new__(cls)
         self.root = Path(root)
+        self.quarantined = []
         self.manifest = self._read_manifest()
         return self
 
@@ -134,6 +135,10 @@ class ResultStore:
         m = load_json(self.manifest_path, "manifest")
         if not isinstance(m, dict):
             raise UserError(f"{self.manifest_path}: expected a JSON object, got {kind_of(m)}; {_MANIFEST_FIX}")
+        fmt = m.get("format")
+        if isinstance(fmt, bool) or not isinstance(fmt, int):
+            got = kind_of(fmt)
+            raise UserError(f"{self.manifest_path}: field 'format': expected a whole number, got {got}; {_MANIFEST_FIX}")
         if m.get("format") == 1:
             what = "written before the split and replica columns and the chat instruction families"
             raise UserError(f"{self.root} holds results format 1 ({what}); this crystallab reads format {FORMAT_VERSION}: measure again into a new --out folder")
@@ -170,7 +175,7 @@ class ResultStore:
         done: set[tuple] = set()
         for f in self._shards():
             try:
-                t = pq.read_table(f, columns=list(GROUP), schema=SCHEMA)
+                t = pq.read_table(f, columns=list(GROUP), schema=SCHEMA, page_checksum_verification=True)
                 t.validate(full=True)
             except _PARQUET_ERRORS:  # a whole footer over broken data pages
                 self.quarantined += self._quarantine(f)
@@ -180,7 +185,7 @@ class ResultStore:
         return done
 
     def quarantine_unreadable(self) -> list[Path]:
-        """Move every shard of DIR/shards and DIR/samples whose footer, schema or column chunks
+        """Move every shard of DIR/shards and DIR/samples whose magic bytes, footer or schema
         cannot be read (a truncated or foreign file) to DIR/quarantine/shards|samples/, keeping
         its name, and return where they went. A shard and its completions (the file of the same
         name in the other folder) move together, so a table row never lacks its completions.
@@ -383,7 +388,7 @@ def _read_shard(f: Path, sub: str = "shards") -> pa.Table:
     if problem is not None:
         raise _shard_error(f, problem)
     try:
-        t = pq.read_table(f, schema=SCHEMA if sub == "shards" else SAMPLE_SCHEMA)
+        t = pq.read_table(f, schema=SCHEMA if sub == "shards" else SAMPLE_SCHEMA, page_checksum_verification=True)
         t.validate(full=True)  # damaged pages can decode into strings that are not UTF-8
     except _PARQUET_ERRORS:
         raise _shard_error(f, "not a readable Parquet file (damaged data pages)") from None
@@ -544,7 +549,7 @@ def read_table(path: str | Path) -> pa.Table:
         return UserError(f"{f}: {problem}; it cannot be analysed (measure again into a new --out folder)")
 
     try:
-        t = pq.read_table(f)
+        t = pq.read_table(f, page_checksum_verification=True)
         t.validate(full=True)
     except _PARQUET_ERRORS:
         raise table_error(f, "not a readable Parquet results table (truncated?)") from None

@@ -105,22 +105,41 @@ def _verdict_split(ens: T.Ensemble) -> str | None:
 
 
 def analyze(
-    table: Any,
-    thresholds: Thresholds | None = None,
+    source: Any,
+    thresholds: Thresholds | str | Path | None = None,
     method: str | None = None,
     *,
     parents: dict[str, str | None] | None = None,
     train_answers: dict[str, dict[str, dict[str, float]]] | None = None,
 ) -> Analysis:
-    """The whole analysis of one method's rows of a distribution table (a pyarrow Table).
+    """The whole analysis of one method's rows: of a ``Results``, a results folder (read only:
+    ``analyze_dir`` also writes ``analysis.json``) or a distribution table (a pyarrow Table).
 
-    ``parents`` maps checkpoint labels to their parents (default: the order measured);
-    ``train_answers[checkpoint][task]`` is the answer distribution a checkpoint was trained on,
-    where its data held answers to the task (it enables the attraction index).
+    ``parents`` maps checkpoint labels to their parents (default: a Results' or folder's
+    manifest, else the order measured); ``train_answers[checkpoint][task]`` is the answer
+    distribution a checkpoint was trained on, where its data held answers to the task (it
+    enables the attraction index). The Analysis keeps the rows it read (``.table``, for the
+    report's heatmaps; never written to analysis.json).
     """
+    from crystallab.results import Results
+
+    if isinstance(source, (str, Path)):
+        source = Results.load(source)
+    if isinstance(source, Results):
+        links, answers = _manifest_links(source.manifest)
+        parents = parents if parents is not None else links
+        train_answers = train_answers if train_answers is not None else answers
+        source = source.to_arrow()
+    th = Thresholds.from_file(thresholds) if isinstance(thresholds, (str, Path)) else (thresholds or Thresholds())
+    return _analyze_table(source, th, method, parents, train_answers)
+
+
+def _analyze_table(
+    table: Any, th: Thresholds, method: str | None, parents: dict[str, str | None] | None,
+    train_answers: dict[str, dict[str, dict[str, float]]] | None,
+) -> Analysis:
     from crystallab import __version__
 
-    th = thresholds or Thresholds()
     th.validate()
     rows, method = _select(table, method)
     tab = T.read(rows)
@@ -290,19 +309,43 @@ def analyze(
         verdicts=verdicts,
         dynamics=dyn,
         warnings=warnings,
+        table=rows,
     )
 
 
-def _manifest_links(directory: Path) -> tuple[dict[str, str | None], dict[str, dict[str, dict[str, float]]]]:
-    try:
-        m = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
-        cks = [c for c in m.get("checkpoints", []) if isinstance(c, dict) and "label" in c]
-    except (OSError, ValueError, AttributeError):
-        return {}, {}
-    info: list[dict[str, Any]] = [c["info"] if isinstance(c.get("info"), dict) else {} for c in cks]
-    parents = {c["label"]: c.get("parent") or i.get("parent") for c, i in zip(cks, info)}
-    answers = {c["label"]: c.get("train_answers") or i.get("train_answers") for c, i in zip(cks, info)}
-    return parents, {k: v for k, v in answers.items() if isinstance(v, dict)}
+def _manifest_links(
+    manifest: dict[str, Any], src: str = "manifest.json"
+) -> tuple[dict[str, str | None], dict[str, dict[str, dict[str, float]]]]:
+    """Each checkpoint's parent and training answers, from a manifest that
+    :func:`crystallab.store.check_manifest` accepted; a parent or ``train_answers`` of the wrong
+    shape is one line naming the field."""
+    from crystallab.yamlconf import kind_of
+
+    parents: dict[str, str | None] = {}
+    answers: dict[str, dict[str, dict[str, float]]] = {}
+    for i, c in enumerate(manifest.get("checkpoints", [])):
+        info = c.get("info") if isinstance(c.get("info"), dict) else {}
+        where = f"{src}: field 'checkpoints[{i}]"
+        parent = c.get("parent") or info.get("parent")
+        if parent is not None and not isinstance(parent, str):
+            raise UserError(f"{where}.info.parent': expected a checkpoint label, got {kind_of(parent)}")
+        parents[c["label"]] = parent
+        ans = c.get("train_answers") or info.get("train_answers")
+        if ans is None:
+            continue
+        ok = isinstance(ans, dict) and all(
+            isinstance(dist, dict)
+            and all(isinstance(o, str) and _probability(q) for o, q in dist.items())
+            for dist in ans.values()
+        )
+        if not ok:
+            raise UserError(f"{where}.info.train_answers': expected a mapping of task to option probabilities")
+        answers[c["label"]] = {t: {o: float(q) for o, q in dist.items()} for t, dist in ans.items()}
+    return parents, answers
+
+
+def _probability(q: Any) -> bool:
+    return isinstance(q, (int, float)) and not isinstance(q, bool) and 0.0 <= q <= 1e300
 
 
 def analyze_dir(
@@ -314,9 +357,9 @@ def analyze_dir(
     d = Path(directory)
     if not d.is_dir():
         raise UserError(f"no results folder at {d}")
-    ResultStore(d)  # refuses a folder written by an incompatible version
-    th = Thresholds.from_file(thresholds) if isinstance(thresholds, str) else (thresholds or Thresholds())
-    parents, answers = _manifest_links(d)
+    store = ResultStore(d)  # refuses a folder written by an incompatible version, or a broken manifest
+    th = Thresholds.from_file(thresholds) if isinstance(thresholds, (str, Path)) else (thresholds or Thresholds())
+    parents, answers = _manifest_links(store.manifest, str(store.manifest_path))
     result = analyze(read_table(d), th, method, parents=parents, train_answers=answers)
     atomic_write_bytes(
         d / "analysis.json", (json.dumps(result.to_json(), indent=1, ensure_ascii=False) + "\n").encode()
@@ -326,16 +369,22 @@ def analyze_dir(
 
 def load_analysis(directory: str | Path) -> Analysis:
     """``DIR/analysis.json`` as an :class:`Analysis`; a missing, unreadable or foreign file is one line."""
+    from crystallab.yamlconf import load_json
+
     f = Path(directory) / "analysis.json"
     if not f.is_file():
         raise UserError(f"no analysis at {f}; run `crystallab analyze {Path(directory)}` first")
+    rerun = f"rerun `crystallab analyze {Path(directory)}`"
     try:
-        return Analysis.from_json(json.loads(f.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        data = load_json(f, "analysis")
+    except UserError as exc:
+        raise UserError(f"{exc}; {rerun}") from None
+    try:
+        return Analysis.from_json(data)
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
         raise UserError(
-            f"cannot read {f} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-            f"rerun `crystallab analyze {Path(directory)}`"
-        ) from exc
+            f"cannot read {f} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); {rerun}"
+        ) from None
 
 
 def summary_text(an: Analysis) -> str:

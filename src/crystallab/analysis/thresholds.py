@@ -4,9 +4,13 @@ a thousand samples cannot tell two distributions apart), v_min says when a promp
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from crystallab.errors import UserError
+
+_WHOLE = ("n_boot", "n_perm", "seed")
 
 
 @dataclass(frozen=True)
@@ -30,17 +34,28 @@ class Thresholds:
         return [f.name for f in fields(cls)]
 
     @classmethod
-    def from_file(cls, path: str) -> "Thresholds":
-        from crystallab.yamlconf import read_settings
+    def from_file(cls, path: str | Path) -> "Thresholds":
+        """The thresholds in YAML file ``path`` (defaults for the rest); a broken file, an unknown
+        key or a value that is not a finite number is one line naming the file and the key."""
+        from crystallab.yamlconf import kind_of, read_settings
 
         data = read_settings(path, cls.names(), "thresholds")
         for k, v in data.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise UserError(f"{path}: threshold '{k}' must be a number, got {v!r}")
-            if k in ("n_boot", "n_perm", "seed") and int(v) != v:
-                raise UserError(f"{path}: threshold '{k}' must be a whole number, got {v!r}")
+                shown = f" ({v!r})" if isinstance(v, str) and len(v) <= 40 else ""
+                raise UserError(f"{path}: threshold '{k}' must be a number, got {kind_of(v)}{shown}")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise UserError(f"{path}: threshold '{k}' must be a finite number, got {v!r}")
+            if k in _WHOLE:
+                if int(v) != v:
+                    raise UserError(f"{path}: threshold '{k}' must be a whole number, got {v!r}")
+                data[k] = int(v)
+            elif abs(v) > 1e300:
+                raise UserError(f"{path}: threshold '{k}' is too large to be a number")
+            else:
+                data[k] = float(v)
         th = cls(**data)
-        th.validate(path)
+        th.validate(str(path))
         return th
 
     def validate(self, src: str = "thresholds") -> None:

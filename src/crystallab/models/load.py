@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from crystallab.errors import require
 from crystallab.models.base import Backend, LoadSettings
 from crystallab.models.spec import ModelSpec, parse_spec
 
@@ -31,6 +32,8 @@ def load_model(spec: str | ModelSpec, settings: LoadSettings | None = None, **ov
         from crystallab.models.vllm import load_vllm
 
         return load_vllm(ms, settings)
+    for module in ("torch", "transformers"):  # the hf extra; checked before crystallab.models.hf loads
+        require(module, "hf")
     from crystallab.models.hf import load_backend
 
     return load_backend(ms, settings)

@@ -18,9 +18,21 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from crystallab.analysis.types import Analysis
 
-    Source = str | Path | Analysis | tuple[Analysis, str | Path]
+    from crystallab.results import Results
 
-__all__ = ["write_report"]
+    Source = str | Path | Analysis | Results | tuple[Analysis, str | Path | Results]
+
+__all__ = ["report", "write_report"]
+
+
+def report(source: Source, out: str | Path | None = None, *, svg: bool = True) -> Path:
+    """Write the HTML report of ``source`` and return its path (the notebook's ``cl.report``).
+
+    ``source``: an Analysis (its table comes along when ``analyze`` was given a ``Results``), a
+    ``Results`` (analysed first), a results folder, or ``(analysis, folder or Results)``. ``out``:
+    an ``.html`` path or a folder (default: the results folder).
+    """
+    return write_report(source, out, svg=svg)
 
 
 def _resolve(source: Source, out: str | Path | None) -> tuple[Analysis, Path | None, Path]:
@@ -29,11 +41,19 @@ def _resolve(source: Source, out: str | Path | None) -> tuple[Analysis, Path | N
     from crystallab.analysis.types import Analysis
     from crystallab.errors import UserError
 
+    from crystallab.results import Results
+
+    if isinstance(source, Results):
+        from crystallab.analysis import analyze
+
+        source = analyze(source)
+    if isinstance(source, tuple) and isinstance(source[1], Results):
+        source = source[0].with_table(source[1].to_arrow())
     if isinstance(source, tuple):
         an, results = source[0], Path(source[1])
     elif isinstance(source, Analysis):
         if out is None:
-            raise UserError("write_report(analysis) needs out= (or pass (analysis, results_folder))")
+            raise UserError("report(analysis) needs out= (an .html path or a folder)")
         an, results = source, None
     else:
         results = Path(source)
@@ -76,7 +96,7 @@ def write_report(source: Source, out: str | Path | None = None, *, svg: bool = T
     an, results, html = _resolve(source, out)
     require("matplotlib")
     th = Thresholds(**{k: v for k, v in an.thresholds.items() if k in Thresholds.names()})
-    table = _table(results if results is not None else html.parent, an.method)
+    table = an.table if an.table is not None else _table(results if results is not None else html.parent, an.method)
     figs = figures.make(an, table, html.parent / "figures", th.v_min, svg=svg)
     if table is None:
         figs.notes.append("no distribution table beside the analysis: the heatmaps are left out")

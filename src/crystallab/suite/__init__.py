@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from crystallab.errors import TaskError, UserError
+from crystallab.yamlconf import kind_of
 
 BUILTIN_DIR = Path(str(resources.files("crystallab.suite").joinpath("builtin")))
 
@@ -175,7 +176,7 @@ def _check_keys(src: str, where: str, obj: dict, allowed: tuple[str, ...], requi
 
 def _str(src: str, where: str, value: Any, allow_empty: bool = False) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise _fail(src, where, f"expected a string, got {type(value).__name__}")
+        raise _fail(src, where, f"expected a string, got {kind_of(value)}")
     s = str(value)
     if not allow_empty and not s.strip():
         raise _fail(src, where, "must not be empty")
@@ -184,7 +185,7 @@ def _str(src: str, where: str, value: Any, allow_empty: bool = False) -> str:
 
 def _list(src: str, where: str, value: Any) -> list:
     if not isinstance(value, list):
-        raise _fail(src, where, f"expected a list, got {type(value).__name__}")
+        raise _fail(src, where, f"expected a list, got {kind_of(value)}")
     if not value:
         raise _fail(src, where, "must not be empty")
     return value
@@ -193,7 +194,7 @@ def _list(src: str, where: str, value: Any) -> list:
 def task_from_dict(data: Any, src: str = "<task>") -> Task:
     """Validate a parsed YAML mapping and build a :class:`Task`."""
     if not isinstance(data, dict):
-        raise TaskError(f"{src}: expected a mapping at the top level, got {type(data).__name__}")
+        raise TaskError(f"{src}: expected a mapping at the top level, got {kind_of(data)}")
     _check_keys(src, "", data, _TOP_KEYS, ("id", "version", "options", "instructions", "contexts"))
     task_id = _str(src, "id", data["id"])
     if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", task_id):
@@ -207,7 +208,7 @@ def task_from_dict(data: Any, src: str = "<task>") -> Task:
 
     parser = data.get("parser", {})
     if not isinstance(parser, dict):
-        raise _fail(src, "parser", f"expected a mapping, got {type(parser).__name__}")
+        raise _fail(src, "parser", f"expected a mapping, got {kind_of(parser)}")
     _check_keys(src, "parser.", parser, _PARSER_KEYS, ())
     case_sensitive = parser.get("case_sensitive", False)
     if not isinstance(case_sensitive, bool):
@@ -260,14 +261,14 @@ def task_from_dict(data: Any, src: str = "<task>") -> Task:
     for i, raw in enumerate(_list(src, "contexts", data["contexts"])):
         where = f"contexts[{i}]"
         if not isinstance(raw, dict):
-            raise _fail(src, where, f"expected a mapping with 'family' and 'text', got {type(raw).__name__}")
+            raise _fail(src, where, f"expected a mapping with 'family' and 'text', got {kind_of(raw)}")
         _check_keys(src, f"{where}.", raw, _CONTEXT_KEYS, _CONTEXT_KEYS)
         contexts.append(Context(family=_str(src, f"{where}.family", raw["family"]), text=_str(src, f"{where}.text", raw["text"])))
     if len({c.text for c in contexts}) != len(contexts):
         raise _fail(src, "contexts", "duplicate context text")
     metadata = data.get("metadata", {})
     if not isinstance(metadata, dict):
-        raise _fail(src, "metadata", f"expected a mapping, got {type(metadata).__name__}")
+        raise _fail(src, "metadata", f"expected a mapping, got {kind_of(metadata)}")
     return Task(
         id=task_id,
         version=version,
@@ -284,20 +285,12 @@ def task_from_dict(data: Any, src: str = "<task>") -> Task:
 
 
 def load_task_file(path: str | Path) -> Task:
-    import yaml
+    """Read, parse and validate one task file; a missing, binary, non-UTF-8 or malformed file,
+    or one of the wrong shape, is a :class:`TaskError` naming the file (and the field)."""
+    from crystallab.yamlconf import load_yaml
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TaskError(f"{path}: cannot read task file ({exc.strerror})") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise TaskError(f"{path}: malformed YAML{at}: {problem}") from exc
+    data = load_yaml(path, "task", TaskError)
     task = task_from_dict(data, str(path))
     if task.id != path.stem:
         raise _fail(str(path), "id", f"'{task.id}' must match the file name '{path.stem}'")
@@ -334,7 +327,11 @@ def _task_files(tasks_dir: str | Path | None) -> dict[str, Path]:
         if not d.is_dir():
             raise UserError(f"--tasks-dir {d}: not a directory")
         user: dict[str, Path] = {}
-        for p in sorted([*d.glob("*.yaml"), *d.glob("*.yml")]):
+        try:
+            found = sorted([*d.glob("*.yaml"), *d.glob("*.yml")])
+        except OSError as exc:
+            raise UserError(f"--tasks-dir {d}: cannot list the folder ({exc.strerror or exc})") from None
+        for p in found:
             if p.stem in user:
                 raise TaskError(f"{p}: field 'id': task '{p.stem}' is defined twice in {d} ({user[p.stem].name} and {p.name})")
             user[p.stem] = p
@@ -359,7 +356,20 @@ def load_task(task_id: str, tasks_dir: str | Path | None = None) -> Task:
         hint = f"; did you mean '{close[0]}'?" if close else "; run `crystallab tasks` to list them"
         raise UserError(f"unknown task '{task_id}'{hint}")
     p = files[task_id]
-    return _load_cached(str(p), p.stat().st_mtime)
+    try:
+        mtime = p.stat().st_mtime
+    except OSError as exc:  # e.g. a dangling symlink
+        raise TaskError(f"cannot read task file {p}: {exc.strerror or exc}") from None
+    return _load_cached(str(p), mtime)
+
+
+def tasks(tasks_dir: str | Path | None = None) -> list[Task]:
+    """Every task: the built-ins, and those in ``tasks_dir`` (which override a built-in's id).
+
+    >>> [t.id for t in tasks()][:3]
+    ['animal', 'card_suit', 'coin_flip']
+    """
+    return [load_task(i, tasks_dir) for i in task_ids(tasks_dir)]
 
 
 def load_tasks(spec: str | list[str], tasks_dir: str | Path | None = None) -> list[Task]:
@@ -375,5 +385,5 @@ def load_tasks(spec: str | list[str], tasks_dir: str | Path | None = None) -> li
 
 __all__ = [
     "Task", "Option", "Context", "Instruction", "TaskWarning", "check_family_sizes",
-    "load_task", "load_tasks", "load_task_file", "task_from_dict", "task_ids", "DEFAULT_PREAMBLES",
+    "load_task", "load_tasks", "tasks", "load_task_file", "task_from_dict", "task_ids", "DEFAULT_PREAMBLES",
 ]
