@@ -9,7 +9,7 @@ import sys
 from collections import defaultdict
 
 import pyarrow.parquet as pq
-import pytest
+import yaml
 
 from crystallab.cli.main import main
 
@@ -66,6 +66,7 @@ def test_measure_round_trip_and_resume(tiny_ckpt, tmp_path, capsys):
         assert groups2[k] == g
     err = capsys.readouterr().err
     assert "16 finished prompt(s) kept, 8 to measure" in err and "prompts/s" in err
+    assert "measure base … " in err  # one line per stage
 
     # a second checkpoint appends with the next index
     other = str(tiny_ckpt("llama", "digits", chat_template=True, seed=1))
@@ -75,6 +76,11 @@ def test_measure_round_trip_and_resume(tiny_ckpt, tmp_path, capsys):
     assert idx == {("base", 0, "base"), ("sft", 1, "sft")}
     manifest = json.loads((out / "manifest.json").read_text())
     assert [c["label"] for c in manifest["checkpoints"]] == ["base", "sft"]
+    # the folder records the resolved configuration of the last run, the manifest every run's
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written["label"] == "sft" and written["settings"]["prompts"] == "chat" and written["settings"]["limit"] == 3
+    assert manifest["runs"][-1]["config"]["settings"] == written["settings"]
+    assert (out / "crystallab.log").exists()
     assert manifest["checkpoints"][0]["info"]["fingerprint"] and manifest["tasks"]["coin_flip"]["version"] >= 1
     assert all("throughput" in r for r in manifest["runs"])
 
@@ -93,6 +99,21 @@ def test_measure_sample_keeps_completions(tiny_ckpt, tmp_path):
 
 
 # every bad input (one line, exit 2) is covered in tests/test_reliability.py
+
+
+def test_measure_config_file_and_a_typed_flag(tiny_ckpt, tmp_path):
+    """`measure --config DIR/config.yaml` repeats a run; a typed flag beats the file."""
+    model = str(tiny_ckpt("gpt2", "bpe"))
+    out = tmp_path / "c"
+    f = tmp_path / "m.yaml"
+    f.write_text(f"model: '{model}'\ntasks: [coin_flip]\nout: '{out}'\n"
+                 "settings: {prompts: raw, limit: 3}\nlabel: one\n")
+    r = cli("measure", "--config", str(f), "--limit", "2")
+    assert r.returncode == 0, r.stderr
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written["settings"]["limit"] == 2 and written["settings"]["prompts"] == "raw" and written["label"] == "one"
+    assert len({r["prompt_id"] for r in pq.read_table(out / "distributions.parquet").to_pylist()}) == 2
+    assert len((r.stdout + r.stderr).splitlines()) <= 4 and "Warning" not in r.stderr, r.stderr
 
 
 def test_help_is_fast_and_light():

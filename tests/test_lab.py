@@ -4,11 +4,15 @@ and the toy pipeline runs end to end with verdicts that depend on the data."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
+import yaml
 
 from crystallab.cli.main import main
 from crystallab.lab.rl import DPORecipe, GRPORecipe, run_dpo, run_grpo
@@ -96,15 +100,15 @@ def universe(tmp_path_factory):
     return pretrain(tmp_path_factory.mktemp("universe") / "base", seed=0, steps=120, log=lambda s: None)
 
 
-def test_demo_quick_end_to_end(universe, tmp_path, capsys, monkeypatch):
-    import crystallab.lab.experiments as E
-
-    real = E.LabConfig.quick
-    monkeypatch.setattr(E.LabConfig, "quick", classmethod(lambda cls, **kw: real(**{**kw, "extra": {"base_dir": str(universe)}})))
+def test_demo_quick_end_to_end(universe, tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    assert main(["demo", "--quick", "--out", str(out), "--base-dir", str(universe)]) == 0
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "report.html" in printed and "liquid" in printed and "nucleation" in printed and "settling" in printed
+    stages = [line.split(" … ")[0] for line in captured.err.splitlines() if " … " in line]
+    assert stages == ["measure base", "sft", "rl", "analyze", "report"]  # the universe was reused: no pretrain
+    assert yaml.safe_load((out / "config.yaml").read_text())["base_dir"] == str(universe)
     s = json.loads((out / "summary.json").read_text())
     assert len(s["states"]) == 3 and set(s["verdicts"]) == {"liquid", "nucleation", "settling"}
     assert all(v in ("holds", "fails", "inconclusive") for v in s["verdicts"].values())
@@ -120,17 +124,16 @@ def test_demo_quick_end_to_end(universe, tmp_path, capsys, monkeypatch):
 def test_sft_that_keeps_base_diversity_fails_nucleation(universe, tmp_path):
     from crystallab.lab.experiments import LabConfig, run_lab
 
-    s = run_lab(LabConfig.quick(out=str(tmp_path / "diverse"), sft_data="diverse", rl=False, report=False, sft_steps=40, extra={"base_dir": str(universe)}), log=lambda s: None)
+    s = run_lab(LabConfig.quick(out=str(tmp_path / "diverse"), sft_data="diverse", rl=False, report=False, sft_steps=40,
+                                base_dir=str(universe)), log=lambda s: None)
     assert s["verdicts"]["nucleation"] == "fails", s["why"]
 
 
-def test_forced_seed_outside_reports_whether_rl_escaped(universe, tmp_path, capsys, monkeypatch):
-    import crystallab.lab.experiments as E
-
-    real = E.LabConfig.quick
-    monkeypatch.setattr(E.LabConfig, "quick", classmethod(lambda cls, **kw: real(**{**kw, "extra": {"base_dir": str(universe)}, "report": False})))
+def test_forced_seed_outside_reports_whether_rl_escaped(universe, tmp_path, capsys):
     out = tmp_path / "forced"
-    assert main(["lab", "forced-seed", "--seed-from", "outside", "--quick", "--out", str(out)]) == 0
+    args = ["lab", "forced-seed", "--seed-from", "outside", "--quick", "--out", str(out), "--base-dir", str(universe),
+            "--no-report"]
+    assert main(args) == 0
     printed = capsys.readouterr().out
     assert "can RL escape the forced seed's support?" in printed
     s = json.loads((out / "summary.json").read_text())
@@ -138,6 +141,9 @@ def test_forced_seed_outside_reports_whether_rl_escaped(universe, tmp_path, caps
     assert set(s["rl"]["target"]).isdisjoint(s["rl"]["sft_support"])  # rewarded only outside the SFT support
     value, lo, hi = s["settling"]["retention"]
     assert 0.0 <= lo <= value <= hi <= 1.0
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written["sft_data"] == "outside" and written["rl_target"] == "outside-support"
+    assert s["experiment"] == "forced-seed"
 
 
 def test_lab_config_file(tmp_path, capsys):
@@ -161,3 +167,47 @@ def test_shipped_lab_configs_parse():
         cfg = LabConfig.from_yaml(str(c))
         cfg.validate()
         assert cfg.base_model and cfg.sft_data == "base-prompt"
+
+
+def test_lab_config_from_yaml_checks_types(tmp_path):
+    from crystallab.errors import UserError
+    from crystallab.lab.experiments import LabConfig
+
+    f = tmp_path / "c.yaml"
+    f.write_text("sft_steps: many\n")
+    with pytest.raises(UserError, match="'sft_steps': expected a whole number"):
+        LabConfig.from_yaml(str(f))
+
+
+# ---- quiet by default (issue 12, deliverable 9) ------------------------------------------------
+
+
+def crystallab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, CI="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    return subprocess.run([sys.executable, "-m", "crystallab.cli.main", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def test_demo_is_quiet_and_logs_to_the_run_folder(tmp_path):
+    """One line per stage, the summary, no library chatter; the trainers' logs in RUN/train.log."""
+    out = tmp_path / "demo"
+    r = crystallab("demo", "--quick", "--no-report", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = r.stdout + r.stderr
+    assert len(text.splitlines()) <= 40, text
+    assert "FutureWarning" not in text and "{'loss'" not in text and "Map:" not in text and "it/s]" not in text, text
+    stages = [line.split(" … ")[0] for line in r.stderr.splitlines() if " … " in line]
+    assert stages == ["pretrain", "measure base", "sft", "rl", "analyze"], r.stderr
+    log = (out / "train.log").read_text()
+    for name in ("pretrain", "sft", "rl"):
+        assert f"crystallab.train INFO: {name} step" in log and "'loss'" in log
+    assert (out / "config.yaml").exists() and json.loads((out / "summary.json").read_text())["experiment"] == "demo"
+
+
+def test_verbose_prints_the_trainer_logs(universe, tmp_path):
+    out = tmp_path / "v"
+    r = crystallab("-v", "demo", "--quick", "--no-report", "--no-rl", "--sft-steps", "4", "--track-every", "2",
+                   "--base-dir", str(universe), "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "crystallab.train: sft step" in r.stderr and "'loss'" in r.stderr
+    assert "sft step" in (out / "train.log").read_text()

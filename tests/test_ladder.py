@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from crystallab.cli.main import main
 from crystallab.errors import UserError
@@ -59,8 +60,15 @@ def test_ladder_command_on_tiny_checkpoints(tiny_ckpt, tmp_path, capsys):
     th.write_text("n_boot: 100\nn_perm: 100\n")
     args = ["ladder", str(f), "--task", "number_1_10,coin_flip", "--out", str(out), "--limit", "5", "--thresholds", str(th)]
     assert main(args) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "base → sft" in printed
+    stages = [line.split(" … ")[0] for line in captured.err.splitlines() if " … " in line]
+    assert stages[:2] == [f"measure base [1/2] ({base})", f"measure sft [2/2] ({sft})"] and stages[2] == "analyze"
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert [c["label"] for c in written["ladder"]["checkpoints"]] == ["base", "sft"]
+    assert written["measure"]["settings"]["limit"] == 5 and written["measure"]["tasks"] == ["number_1_10", "coin_flip"]
+    assert written["thresholds"] == str(th) and (out / "crystallab.log").exists()
     a = json.loads((out / "analysis.json").read_text())
     assert [c["label"] for c in a["checkpoints"]] == ["base", "sft"]
     assert set(a["verdicts"]) == {"number_1_10", "coin_flip"}
@@ -71,6 +79,36 @@ def test_ladder_command_on_tiny_checkpoints(tiny_ckpt, tmp_path, capsys):
     shards = sorted(p.name for p in (out / "shards").iterdir())
     assert main(args) == 0
     assert sorted(p.name for p in (out / "shards").iterdir()) == shards
+
+
+def test_run_ladder_is_the_library_function(tiny_ckpt, tmp_path):
+    """The loop, the writer lock, the analysis and the report live in crystallab.ladder, not the CLI."""
+    import io
+
+    from crystallab.console import Console
+    from crystallab.ladder import run_ladder
+    from crystallab.measuring import MeasureConfig, MeasureSettings
+
+    base = tiny_ckpt("llama", "digits", chat_template=True, seed=0)
+    lad = ladder_from_dict({"checkpoints": [{"label": "a", "stage": "base", "model": str(base)}]})
+    out = tmp_path / "r"
+    th = tmp_path / "th.yaml"
+    th.write_text("n_boot: 50\nn_perm: 50\n")
+    cfg = MeasureConfig(model="", tasks=["coin_flip"], out=str(out), progress=False, settings=MeasureSettings(limit=2))
+    stream = io.StringIO()
+    console = Console(stream=stream, interactive=False)
+    analysis, report = run_ladder(lad, cfg, thresholds=str(th), report=False, console=console)
+    assert [c.label for c in analysis.checkpoints] == ["a"] and report is None
+    assert "analyze … " in stream.getvalue() and (out / "analysis.json").exists()
+
+
+def test_library_never_imports_the_cli():
+    from pathlib import Path
+
+    src = Path(__file__).parents[1] / "src" / "crystallab"
+    for f in src.rglob("*.py"):
+        if "cli" not in f.relative_to(src).parts:
+            assert "crystallab.cli" not in f.read_text(), f
 
 
 def test_ladder_needs_a_source(capsys):

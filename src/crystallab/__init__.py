@@ -39,6 +39,8 @@ _LAZY = {
     "summary_text": "crystallab.analysis",
     "write_report": "crystallab.reporting",
     "load_ladder": "crystallab.ladder",
+    "run_ladder": "crystallab.ladder",
+    "LabConfig": "crystallab.lab.config",
     "UserError": "crystallab.errors",
 }
 __all__ = ["__version__", *_LAZY]

@@ -24,7 +24,6 @@ crystallab.errors.UserError: unknown --method 'beam'; use exact, sample or logpr
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import uuid
@@ -37,6 +36,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from crystallab import __version__
+from crystallab.console import is_interactive
 from crystallab.errors import UserError
 from crystallab.models.base import METHODS, Backend, LoadSettings, is_remote, methods, sample_seed
 from crystallab.prompts import PROMPT_SETS, Prompt, render_prompts
@@ -253,7 +253,7 @@ def _stderr(s: str) -> None:
 
 def _progress(enabled: bool | None) -> Any:
     if enabled is None:
-        enabled = sys.stderr.isatty() and not os.environ.get("CI")
+        enabled = is_interactive()
     if not enabled:
         return nullcontext(None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 from crystallab.errors import UserError, require
 from crystallab.ladder import Ladder
-from crystallab.measuring import MeasureConfig
+from crystallab.measuring import MeasureConfig, measure_into, run_record
+from crystallab.models.load import load_model
 from crystallab.prompts import render_prompts
 from crystallab.store import ResultStore, writer_lock
 from crystallab.suite import load_tasks
@@ -100,9 +101,6 @@ def _sweep(ray: Any, lad: Ladder, base: MeasureConfig, jobs: list[MeasureConfig]
 def run_job(cfg: MeasureConfig, index: int) -> dict[str, Any]:
     """One (checkpoint, task) job on a Ray worker: load, measure what is missing, return the
     checkpoint's load info and the run record for the driver to put in the manifest."""
-    from crystallab.measuring import measure_into, run_record
-    from crystallab.models.load import load_model
-
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     store = ResultStore(cfg.out)
     tasks = load_tasks(cfg.tasks, cfg.tasks_dir)

@@ -10,7 +10,7 @@ import numpy as np
 
 from crystallab.errors import UserError
 
-OTHER = "⊥"
+from crystallab.store import OTHER
 _COLUMNS = (
     "checkpoint",
     "checkpoint_index",

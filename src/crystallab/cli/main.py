@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
+from importlib import import_module
 
 from crystallab import __version__
 
@@ -21,21 +23,32 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from importlib import import_module
-
     parser = Parser(prog="crystallab", description="Measure randomness crystallization in language models.")
     parser.add_argument("--version", action="version", version=f"crystallab {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument(*VERBOSE, action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         import_module(f"crystallab.cli.{name}").add_parser(sub)
+    _add_verbose(sub)
     return parser
+
+
+VERBOSE = ("-v", "--verbose")
+VERBOSE_HELP = "also print library warnings and trainer logs (always in the run folder's log file)"
+
+
+def _add_verbose(sub: argparse._SubParsersAction) -> None:
+    """``-v`` after any (sub)command too; SUPPRESS keeps a ``-v`` typed before the command."""
+    for p in set(sub.choices.values()):
+        p.add_argument(*VERBOSE, action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+        for action in p._actions:  # noqa: SLF001  (nested subcommands: lab planted-seed)
+            if isinstance(action, argparse._SubParsersAction):
+                _add_verbose(action)
 
 
 def _one_line_warnings() -> None:
     """crystallab's own warnings (a user task below the family sizes) as one line each, like errors."""
-    import warnings
-
     plain = warnings.formatwarning
 
     def fmt(message, category, filename, lineno, line=None):  # noqa: ANN001

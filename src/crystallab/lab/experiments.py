@@ -15,145 +15,119 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+import warnings
+from contextlib import contextmanager
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from crystallab.errors import UserError
-from crystallab.metrics import js_distance
+from crystallab.analysis import Thresholds, analyze_dir
+from crystallab.analysis.types import Estimate
+from crystallab.console import Console, Stage
+from crystallab.errors import UserError, require
+from crystallab.lab import universe as U
+from crystallab.lab.config import EXPERIMENTS, RL_TARGETS, SFT_DATA, LabConfig, resolve_lab_config  # noqa: F401
+from crystallab.measuring import MeasureConfig, MeasureSettings, run_measure
+from crystallab.metrics import js_distance, support_set
+from crystallab.models.base import LoadSettings
+from crystallab.runconfig import write_config
+from crystallab.store import OTHER, ResultStore, atomic_write_bytes, read_table, writer_lock
+from crystallab.suite import TaskWarning, load_task
 
-SFT_DATA = ("planted", "base-prompt", "outside", "diverse", "format")
-RL_TARGETS = ("seed-top", "outside-support")
-
-
-@dataclass
-class LabConfig:
-    out: str = ""  # the run folder (the CLI fills in its default)
-    seed: int = 0
-    sft_data: str = "planted"  # planted (toy) | base-prompt | outside | diverse | format
-    seed_family: str | None = None  # planted: which family (default: drawn with the seed)
-    rl: bool = True
-    rl_target: str = "seed-top"  # seed-top: the SFT aggregate's top 2 | outside-support: options outside its 90 % support
-    rl_rewards: tuple[str, ...] = ("validity", "target")
-    base_model: str | None = None  # measure this checkpoint instead of pretraining the toy
-    task: str = "toy_number"
-    pretrain_steps: int = 400
-    sft_steps: int = 150
-    sft_examples: int = 1200
-    rl_steps: int = 40
-    track_every: int = 10
-    lora: bool = False
-    limit: int | None = None  # prompts of each kind to track (None: all)
-    report: bool = True
-    n_boot: int = 1000
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def quick(cls, **kw) -> "LabConfig":
-        """A fast version for tests: fewer steps everywhere, fewer bootstrap draws."""
-        base = dict(pretrain_steps=120, sft_steps=30, sft_examples=200, rl_steps=12, track_every=4, n_boot=200)
-        base.update(kw)
-        return cls(**base)
-
-    @classmethod
-    def from_yaml(cls, path: str, **override) -> "LabConfig":
-        """A YAML file of LabConfig fields (see configs/); keyword arguments override it."""
-        from crystallab.yamlconf import read_settings
-
-        data = read_settings(path, [f for f in cls.__dataclass_fields__ if f != "extra"], "lab")
-        if "rl_rewards" in data:
-            data["rl_rewards"] = tuple(data["rl_rewards"])
-        return cls(**{**data, **override})
-
-    def validate(self) -> None:
-        from crystallab.lab.universe import FAMILIES
-
-        if self.sft_data not in SFT_DATA:
-            raise UserError(f"unknown SFT data '{self.sft_data}'; use one of {', '.join(SFT_DATA)}")
-        if self.rl_target not in RL_TARGETS:
-            raise UserError(f"unknown RL target '{self.rl_target}'; use one of {', '.join(RL_TARGETS)}")
-        if self.seed_family and self.seed_family not in {f.name for f in FAMILIES}:
-            raise UserError(f"unknown family '{self.seed_family}'; use one of {', '.join(f.name for f in FAMILIES)}")
-        for name in ("pretrain_steps", "sft_steps", "sft_examples", "rl_steps", "track_every"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"{name.replace('_', '-')} must be positive")
+LOG_FILE = "train.log"
+Log = Callable[[str], None]
 
 
 def _chat_aggregate(results: Path, label: str, task: str) -> np.ndarray:
     """The measured chat aggregate (renormalised) of a checkpoint's last tracked step."""
-    from crystallab.store import read_table
-
     rows = [r for r in read_table(results).to_pylist() if r["checkpoint"] == label and r["task"] == task and r["prompt_kind"] == "chat"]
     last = max(r["step"] or 0 for r in rows)
     by: dict[str, dict[str, float]] = {}
     for r in rows:
         if (r["step"] or 0) == last:
             by.setdefault(r["prompt_id"], {})[r["option"]] = r["prob"]
-    opts = [o for o in by[next(iter(by))] if o != "⊥"]
+    opts = [o for o in by[next(iter(by))] if o != OTHER]
     P = np.array([[d[o] for o in opts] for d in by.values()])
     P = P[P.sum(1) > 0]
     return (P / P.sum(1, keepdims=True)).mean(0)
 
 
-def run_lab(cfg: LabConfig, log=print) -> dict[str, Any]:
-    """Run one experiment into ``cfg.out``; returns its summary (also in summary.json)."""
-    from crystallab.errors import UserError
-    from crystallab.store import writer_lock
+def run_lab(cfg: LabConfig, log: Log | None = None, console: Console | None = None,
+            experiment: str = "demo") -> dict[str, Any]:
+    """Run one experiment into ``cfg.out``; returns its summary (also in summary.json).
 
+    The folder records the resolved settings (``config.yaml``, a valid ``--config`` to rerun it)
+    and everything the trainers and libraries log (``train.log``); ``console`` prints one line
+    per stage. ``log`` takes crystallab's detail messages (default: the log file)."""
     cfg.validate()
+    for module in ("torch", "transformers", "datasets", "trl", "peft"):  # the lab extra, before anything is written
+        require(module, "lab")
+    console = console or Console()
+    out = Path(cfg.out)
     try:
-        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot write the lab run to {cfg.out}: {exc.strerror or exc}") from exc
-    with writer_lock(cfg.out):  # one experiment per run folder at a time
-        return _run_lab(cfg, log)
+    with writer_lock(out), console.logging_to(out / LOG_FILE):  # one experiment per run folder at a time
+        write_config(out, cfg, EXPERIMENTS[experiment].command)
+        with warnings.catch_warnings():
+            # the toy task has one chat family by construction (its instructions are one family)
+            warnings.filterwarnings("ignore", message=f".*task '{U.TASK_ID}'", category=TaskWarning)
+            s = _run_lab(cfg, log or console.debug, console)
+        s["experiment"] = experiment
+        atomic_write_bytes(out / "summary.json", json.dumps(s, indent=1, default=str).encode())
+        return s
 
 
-def _run_lab(cfg: LabConfig, log=print) -> dict[str, Any]:
-    from crystallab.analysis import Thresholds, analyze_dir
-    from crystallab.lab import universe as U
-    from crystallab.lab.rl import GRPORecipe, run_grpo
+def _run_lab(cfg: LabConfig, log: Log, console: Console) -> dict[str, Any]:
+    from crystallab.lab.rl import GRPORecipe, run_grpo  # torch, transformers, trl: only when training
     from crystallab.lab.sft import SFTRecipe, run_sft
     from crystallab.lab.tracker import PhaseTracker
-    from crystallab.measuring import MeasureConfig, MeasureSettings, run_measure
-    from crystallab.models.base import LoadSettings
-    from crystallab.metrics import support_set
-    from crystallab.suite import load_task
+    from crystallab.lab.trainlog import StepProgress
 
-    cfg.validate()
     t0 = time.perf_counter()
     out = Path(cfg.out)
     ck, results, tasks_dir = out / "checkpoints", out / "results", out / "tasks"
     rng = random.Random(cfg.seed)
     timings: dict[str, float] = {}
 
-    def lap(name: str, since: float) -> float:
-        timings[name] = round(time.perf_counter() - since, 1)
-        return time.perf_counter()
+    @contextmanager
+    def stage(name: str, key: str, **kw: Any) -> Iterator[Stage]:
+        t = time.perf_counter()
+        with console.stage(name, **kw) as st:
+            yield st
+        timings[key] = round(time.perf_counter() - t, 1)
 
     # 1. the base model
-    t = time.perf_counter()
     if cfg.base_model:
         base = cfg.base_model
     else:
         U.write_task(tasks_dir)
-        base_dir = Path(cfg.extra.get("base_dir", ck / "base"))  # several seeds may share one universe
-        base = str(base_dir if (base_dir / "config.json").exists() else U.pretrain(base_dir, seed=cfg.extra.get("universe_seed", cfg.seed), steps=cfg.pretrain_steps, log=log))
+        base_dir = Path(cfg.base_dir or ck / "base")  # several seeds may share one universe
+        if (base_dir / "config.json").exists():
+            base = str(base_dir)
+            log(f"reusing the toy universe in {base_dir}")
+        else:
+            with stage("pretrain", "pretrain", total=cfg.pretrain_steps) as st:
+                seed = cfg.universe_seed if cfg.universe_seed is not None else cfg.seed
+                base = str(U.pretrain(base_dir, seed=seed, steps=cfg.pretrain_steps, log=log,
+                                      callbacks=[StepProgress(st.advance)]))
     task = load_task(cfg.task, tasks_dir if tasks_dir.exists() else None)
-    mcfg = MeasureConfig(model=base, tasks=[cfg.task], out=str(results), tasks_dir=str(tasks_dir) if tasks_dir.exists() else None,
-                         progress=False, load=LoadSettings(device="auto"), settings=MeasureSettings(limit=cfg.limit))
-    run_measure(replace(mcfg, label="base", stage="base"), log=lambda s: None)
-    t = lap("pretrain_and_measure_base", t)
+    mcfg = MeasureConfig(model=base, tasks=[cfg.task], out=str(results),
+                         tasks_dir=str(tasks_dir) if tasks_dir.exists() else None, progress=False, load=LoadSettings(device="auto"), settings=MeasureSettings(limit=cfg.limit))
+    with stage("measure base", "measure_base"):
+        run_measure(replace(mcfg, label="base", stage="base"), log=log)
 
     # 2. SFT onto the chosen answers, tracked
     family, answers, per_instruction, forced = _sft_answers(cfg, results, task, rng)
-    tracker = PhaseTracker(replace(mcfg, model="sft-run", label="sft", stage="sft"), every=cfg.track_every)
-    recipe = SFTRecipe(model=base, out=str(ck / "sft"), instructions=task.instruction_texts, options=task.labels, answers=answers, per_instruction=per_instruction,
-                       n_examples=cfg.sft_examples, steps=cfg.sft_steps, lora=cfg.lora, seed=cfg.seed, callbacks=[tracker])
-    sft_ckpt = run_sft(recipe, log=log)
-    t = lap("sft", t)
+    with stage("sft", "sft", total=cfg.sft_steps) as st:
+        tracker = PhaseTracker(replace(mcfg, model="sft-run", label="sft", stage="sft"), every=cfg.track_every, log=log)
+        recipe = SFTRecipe(model=base, out=str(ck / "sft"), instructions=task.instruction_texts, options=task.labels,
+                           answers=answers, per_instruction=per_instruction, n_examples=cfg.sft_examples,
+                           steps=cfg.sft_steps, lora=cfg.lora, seed=cfg.seed, callbacks=[tracker, StepProgress(st.advance)])
+        sft_ckpt = run_sft(recipe, log=log)
 
     # 3. RL, tracked
     rl_info: dict[str, Any] = {}
@@ -164,46 +138,104 @@ def _run_lab(cfg: LabConfig, log=print) -> dict[str, Any]:
             target = {task.labels[i] for i in np.argsort(q_sft)[::-1][:2]}
         else:
             target = {task.labels[i] for i in range(len(task.labels)) if i not in S}
-        rl_info = {"target": sorted(target, key=task.labels.index), "sft_support": [task.labels[i] for i in sorted(S)], "rewards": list(cfg.rl_rewards)}
-        tracker = PhaseTracker(replace(mcfg, model="rl-run", label="rl", stage="rl"), every=cfg.track_every)
-        grpo = GRPORecipe(model=str(sft_ckpt), out=str(ck / "rl"), task=task, rewards=cfg.rl_rewards, target=target, steps=cfg.rl_steps, lora=cfg.lora, seed=cfg.seed, callbacks=[tracker])
-        run_grpo(grpo, log=log)
-        t = lap("rl", t)
+        rl_info = {"target": sorted(target, key=task.labels.index), "sft_support": [task.labels[i] for i in sorted(S)],
+                   "rewards": list(cfg.rl_rewards)}
+        with stage("rl", "rl", total=cfg.rl_steps) as st:
+            tracker = PhaseTracker(replace(mcfg, model="rl-run", label="rl", stage="rl"), every=cfg.track_every,
+                                   log=log)
+            grpo = GRPORecipe(model=str(sft_ckpt), out=str(ck / "rl"), task=task, rewards=cfg.rl_rewards, target=target,
+                              steps=cfg.rl_steps, lora=cfg.lora, seed=cfg.seed,
+                              callbacks=[tracker, StepProgress(st.advance)])
+            run_grpo(grpo, log=log)
 
     # 4. analysis and report
-    th_file = out / "thresholds.yaml"
-    th_file.write_text(f"n_boot: {cfg.n_boot}\nseed: {cfg.seed}\n")
-    if answers is not None or per_instruction is not None:  # the attraction index needs what SFT was shown
-        shown = np.asarray(answers if answers is not None else np.mean(per_instruction, axis=0), dtype=float)
-        _record_train_answers(results, "sft", cfg.task, dict(zip(task.labels, (shown / shown.sum()).tolist())))
-    analysis = analyze_dir(str(results), Thresholds.from_file(str(th_file)))
+    with stage("analyze", "analyze"):
+        th_file = out / "thresholds.yaml"
+        th_file.write_text(f"n_boot: {cfg.n_boot}\nseed: {cfg.seed}\n")
+        if answers is not None or per_instruction is not None:  # the attraction index needs what SFT was shown
+            shown = np.asarray(answers if answers is not None else np.mean(per_instruction, axis=0), dtype=float)
+            _record_train_answers(results, "sft", cfg.task, dict(zip(task.labels, (shown / shown.sum()).tolist())))
+        analysis = analyze_dir(str(results), Thresholds.from_file(str(th_file)))
     report = None
     if cfg.report:
-        try:
-            from crystallab.reporting import write_report
-        except ImportError:
-            write_report = None
-        if write_report:
+        from crystallab.reporting import write_report
+
+        with stage("report", "report") as st:
             report = str(write_report(results))
-    lap("analyze_and_report", t)
+            st.note = f"→ {report}"
     summary = _summarise(cfg, analysis, family, rl_info, results, report)
     summary["forced"] = forced
     summary["timings"] = timings | {"total": round(time.perf_counter() - t0, 1)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
+
+
+def run_seeds(cfg: LabConfig, seeds: int, console: Console | None = None, experiment: str = "planted-seed",
+              log: Log | None = None) -> dict[str, Any]:
+    """``cfg`` with ``seeds`` seeds (cfg.seed, cfg.seed + 1, ...): one run folder each under
+    ``cfg.out``, sharing one pretrained toy universe; with planted SFT data, the tally of how
+    often the analysis named the planted family (written to ``cfg.out/tally.json``).
+    Returns ``{"runs": [summary, ...], "tally": {...} or None}``."""
+    if seeds <= 0:
+        raise UserError("--seeds must be positive")
+    console = console or Console()
+    if seeds == 1:
+        return {"runs": [run_lab(cfg, log, console, experiment)], "tally": None}
+    out = Path(cfg.out)
+    runs = []
+    for k in range(seeds):
+        seed = cfg.seed + k
+        run = replace(cfg, out=str(out / f"seed-{seed}"), seed=seed, base_dir=cfg.base_dir or str(out / "universe"),
+                      universe_seed=cfg.universe_seed if cfg.universe_seed is not None else cfg.seed)
+        console.line(f"--- seed {seed} ---")
+        runs.append(run_lab(run, log, console, experiment))
+    tally = None
+    if cfg.sft_data == "planted":
+        tally = planted_tally(runs)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / "tally.json", json.dumps(tally, indent=1, default=str).encode())
+        tally["path"] = str(out / "tally.json")
+    return {"runs": runs, "tally": tally}
+
+
+def planted_tally(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """How often the analysis named the planted family, and how often nucleation held."""
+    rows = [{"seed": s["config"]["seed"], "planted": s["planted_family"], "named": s["named_family"],
+             "z_k_star": (s["nucleation"] or {}).get("z_k_star"), "seed_p": (s["nucleation"] or {}).get("seed_p"),
+             "nucleation": s["verdicts"].get("nucleation")} for s in runs]
+    return {"named_correctly": sum(bool(s["seed_named_correctly"]) for s in runs),
+            "confirmed": sum(s["verdicts"].get("nucleation") == "holds" for s in runs), "seeds": len(runs),
+            "runs": rows}
+
+
+def tally_text(t: dict[str, Any]) -> str:
+    lines = [f"seed {r['seed']}: planted {r['planted']:<10} k* {str(r['named']):<10} z {_iv(r['z_k_star'])}  "
+             f"seed_p {_iv(r['seed_p'])}  nucleation {r['nucleation']}" for r in t["runs"]]
+    lines.append(f"tally (a positive control): k* was the planted family in {t['named_correctly']} of "
+                 f"{t['seeds']} seeds (nucleation holds in {t['confirmed']}); {t.get('path', 'tally.json')}")
+    return "\n".join(lines)
+
+
+def escape_text(s: dict[str, Any]) -> str | None:
+    """forced-seed's answer: did RL escape the support SFT forced? (None without RL figures)."""
+    st = s.get("settling") or {}
+    if st.get("rho") is None:
+        return None
+    verdict = s["verdicts"].get("settling")
+    answer = {"fails": "yes", "holds": "no"}.get(verdict or "", "inconclusive")
+    return (f"can RL escape the forced seed's support? {answer} (settling {verdict}): rewarded only for "
+            f"{s['rl']['target']}, RL kept excess retention ρ {_iv(st['rho'])} (retention {_iv(st['retention'])}) on the SFT support "
+            f"{s['rl']['sft_support']}")
 
 
 def _base_prompts(results: Path, task: str) -> list[tuple[str, str, np.ndarray, float]]:
     """The base checkpoint's raw prompts: (prompt_id, family, p̃ over options, valid mass)."""
-    from crystallab.store import read_table
-
     by: dict[str, dict] = {}
     for r in read_table(results).to_pylist():
         if r["checkpoint"] == "base" and r["task"] == task and r["prompt_kind"] == "raw":
             by.setdefault(r["prompt_id"], {"family": r["prompt_family"], "p": {}})["p"][r["option"]] = r["prob"]
     out = []
     for pid, d in sorted(by.items()):
-        p = np.array([v for o, v in d["p"].items() if o != "⊥"])
+        p = np.array([v for o, v in d["p"].items() if o != OTHER])
         if p.sum() > 0:
             out.append((pid, d["family"], p / p.sum(), float(p.sum())))
     return out
@@ -211,12 +243,8 @@ def _base_prompts(results: Path, task: str) -> list[tuple[str, str, np.ndarray, 
 
 def _sft_answers(cfg: LabConfig, results: Path, task, rng: random.Random) -> tuple[str | None, list | None, list | None, dict]:
     """(seed family, answer distribution, per-instruction distributions, what was forced)."""
-    from crystallab.lab import universe as U
-
     base = _base_prompts(results, cfg.task)
-    if cfg.sft_data == "planted":
-        if cfg.base_model or cfg.task != "toy_number":
-            raise UserError("--sft-data planted needs the toy universe; on a real model use base-prompt")
+    if cfg.sft_data == "planted":  # validate() checked it is the toy universe
         family = cfg.seed_family or rng.choice([f.name for f in U.FAMILIES])
         return family, next(f.planted for f in U.FAMILIES if f.name == family).tolist(), None, {"kind": "planted", "family": family}
     if cfg.sft_data == "base-prompt":  # a distribution the base model already has on one of its prompts
@@ -238,8 +266,6 @@ def _sft_answers(cfg: LabConfig, results: Path, task, rng: random.Random) -> tup
 
 
 def _record_train_answers(results: Path, label: str, task: str, answers: dict[str, float]) -> None:
-    from crystallab.store import ResultStore
-
     store = ResultStore(results)
     for c in store.manifest["checkpoints"]:
         if c["label"] == label:
@@ -248,14 +274,12 @@ def _record_train_answers(results: Path, label: str, task: str, answers: dict[st
 
 
 def _summarise(cfg: LabConfig, analysis: Any, family: str | None, rl_info: dict, results: Path, report: str | None) -> dict[str, Any]:
-    from crystallab.lab import universe as U
-
     task = cfg.task
     v = analysis.verdicts.get(task, {})
     nuc = v.get("nucleation")
     named_family = nuc.numbers.get("k_star") if nuc else None
     planted = {}
-    if not cfg.base_model:
+    if cfg.toy:
         P = _base_family_means(results, task)
         planted = {f.name: round(float(js_distance(P[f.name], f.planted)), 4) for f in U.FAMILIES if f.name in P}
     chat = [s for s in analysis.states if s.task == task and s.ensemble == "chat" and s.split is None]
@@ -282,8 +306,6 @@ def _base_family_means(results: Path, task: str) -> dict[str, np.ndarray]:
 def _iv(x: Any) -> str:
     """``0.912 [0.880, 0.931]`` from ``[v, lo, hi]``, ``0.912`` from a number, ``n/a`` from None."""
     if isinstance(x, (list, tuple)) and len(x) == 3:
-        from crystallab.analysis.types import Estimate
-
         return Estimate.of(*x).text(".3g")
     return "n/a" if x is None else f"{x:.3g}" if isinstance(x, float) else str(x)
 
@@ -306,7 +328,5 @@ def summary_text(s: dict[str, Any]) -> str:
                      f"excess retention ρ {_iv(st.get('rho'))}" if st else "RL: no settling figures")
     for d in s.get("dynamics", []):
         lines.append(f"{d['checkpoint']}: {d['coordinate']}: transition test {d['verdict']} (t0 {_iv(d['t0'])}, w {_iv(d['w'])})")
-    if s.get("report"):
-        lines.append(f"report: {s['report']}")
     lines.append(f"took {s['timings']['total']:.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in s["timings"].items() if k != "total"))
     return "\n".join(lines)

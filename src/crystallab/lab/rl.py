@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from crystallab.errors import UserError
+from crystallab.lab.config import REWARDS
 from crystallab.lab.sft import load_for_training, lora_config, save_checkpoint, trainer_settings
 from crystallab.scoring.sample import parse_answer
 from crystallab.suite import Task
-
-REWARDS = ("validity", "target", "diversity")
 
 
 def make_rewards(task: Task, names: Sequence[str], target: set[str] | None = None) -> list[Callable]:
@@ -85,6 +84,8 @@ def run_grpo(r: GRPORecipe, log=print) -> Path:
     from transformers import set_seed
     from trl import GRPOConfig, GRPOTrainer
 
+    from crystallab.lab.trainlog import quiet_trainer
+
     set_seed(r.seed)
     backend, model, tok = load_for_training(r.model)
     instructions = list(r.instructions or r.task.instruction_texts)
@@ -94,9 +95,9 @@ def run_grpo(r: GRPORecipe, log=print) -> Path:
         num_generations=r.num_generations, max_completion_length=r.max_completion_length, temperature=1.0, learning_rate=r.learning_rate,
         beta=r.beta, lr_scheduler_type="constant",
     )
-    trainer = GRPOTrainer(model=model, reward_funcs=make_rewards(r.task, r.rewards, r.target), args=args, train_dataset=data, processing_class=tok,
-                          peft_config=lora_config() if r.lora else None, callbacks=list(r.callbacks))
-    result = trainer.train()
+    trainer = GRPOTrainer(model=model, reward_funcs=make_rewards(r.task, r.rewards, r.target), args=args, train_dataset=data,
+                          processing_class=tok, peft_config=lora_config() if r.lora else None, callbacks=list(r.callbacks))
+    result = quiet_trainer(trainer, "rl").train()
     log(f"GRPO {r.steps} steps, rewards {'+'.join(r.rewards)}{' (LoRA)' if r.lora else ''}: loss {result.training_loss:.4f}")
     return save_checkpoint(trainer.model, tok, r.out)
 
@@ -123,6 +124,8 @@ def run_dpo(r: DPORecipe, log=print) -> Path:
     from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
 
+    from crystallab.lab.trainlog import quiet_trainer
+
     set_seed(r.seed)
     backend, model, tok = load_for_training(r.model)
     rng = random.Random(r.seed)
@@ -134,7 +137,8 @@ def run_dpo(r: DPORecipe, log=print) -> Path:
     args = DPOConfig(
         **trainer_settings(r.out, r.steps, r.seed), per_device_train_batch_size=r.batch_size, learning_rate=r.learning_rate, beta=r.beta, max_length=128,
     )
-    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=lora_config() if r.lora else None, callbacks=list(r.callbacks))
-    result = trainer.train()
+    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                         peft_config=lora_config() if r.lora else None, callbacks=list(r.callbacks))
+    result = quiet_trainer(trainer, "dpo").train()
     log(f"DPO {r.steps} steps on {len(rows)} pairs{' (LoRA)' if r.lora else ''}: loss {result.training_loss:.4f}")
     return save_checkpoint(trainer.model, tok, r.out)

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from crystallab.errors import require
+from crystallab.models.base import LoadSettings
+
 FORMAT_ONLY = (  # deterministic Q/A: teaches the assistant format, no random choice anywhere
     ("What is {a} plus {b}?", lambda a, b: str(a + b)),
     ("Repeat the word {w}.", None),
@@ -58,15 +61,12 @@ def sft_examples(r: SFTRecipe, render) -> list[dict[str, str]]:
 
 
 def lora_config(r: int = 8):
-    from crystallab.errors import require
-
     peft = require("peft", "lab")
     return peft.LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
 def load_for_training(spec: str):
     """A model and tokenizer to train, through crystallab's loader (GGUF and builtins included)."""
-    from crystallab.models.base import LoadSettings
     from crystallab.models.hf import load_backend
 
     be = load_backend(spec, LoadSettings(dtype="float32", device="auto"))  # fp32 master weights; CUDA when present
@@ -75,12 +75,20 @@ def load_for_training(spec: str):
 
 def trainer_settings(out: str | Path, steps: int, seed: int) -> dict[str, Any]:
     """The settings every recipe's TRL config shares: no intermediate saves or trackers, fp32
-    (TRL defaults bf16 on, which CPUs run slowly or not at all), CUDA when present."""
+    (TRL defaults bf16 on, which CPUs run slowly or not at all), CUDA when present, no progress
+    bar or printed logs (trainlog.py sends them to the run's train.log). Activation
+    checkpointing (TRL turns it on) only on CUDA, where it saves memory on large models; on CPU
+    it only costs time. It is set by its current name: TRL's default sets the deprecated one."""
     import torch
 
+    from crystallab.console import route_library_logs
+
+    route_library_logs()  # before the trainer prepares its data (datasets' map bars)
+    cuda = torch.cuda.is_available()
     return dict(
-        output_dir=str(Path(out) / "trainer"), max_steps=steps, logging_steps=max(1, steps // 5), save_strategy="no", report_to=[], seed=seed,
-        bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), disable_tqdm=True, dataloader_num_workers=0,
+        output_dir=str(Path(out) / "trainer"), max_steps=steps, logging_steps=max(1, steps // 5), save_strategy="no",
+        report_to=[], seed=seed, bf16=False, fp16=False, use_cpu=not cuda, disable_tqdm=True, dataloader_num_workers=0,
+        activation_checkpointing=cuda, log_level="warning",
     )
 
 
@@ -100,6 +108,8 @@ def run_sft(r: SFTRecipe, log=print) -> Path:
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
+    from crystallab.lab.trainlog import quiet_trainer
+
     set_seed(r.seed)
     backend, model, tok = load_for_training(r.model)
     data = Dataset.from_list(sft_examples(r, lambda ins: backend.render_chat(ins)[0]))
@@ -107,7 +117,8 @@ def run_sft(r: SFTRecipe, log=print) -> Path:
         **trainer_settings(r.out, r.steps, r.seed), per_device_train_batch_size=r.batch_size, learning_rate=r.learning_rate,
         lr_scheduler_type="constant_with_warmup", warmup_steps=min(5, r.steps // 5), max_length=128, packing=False, completion_only_loss=True,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=lora_config(r.lora_r) if r.lora else None, callbacks=list(r.callbacks))
-    result = trainer.train()
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
+                         peft_config=lora_config(r.lora_r) if r.lora else None, callbacks=list(r.callbacks))
+    result = quiet_trainer(trainer, "sft").train()
     log(f"SFT {r.steps} steps on {len(data)} examples{' (LoRA)' if r.lora else ''}: loss {result.training_loss:.3f}")
     return save_checkpoint(trainer.model, tok, r.out)

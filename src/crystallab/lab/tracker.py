@@ -10,6 +10,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from crystallab.measuring import MeasureConfig, run_measure
+from crystallab.models.base import LoadSettings
+from crystallab.models.hf import HFBackend
 
 
 class PhaseTracker(TrainerCallback):
@@ -24,9 +26,6 @@ class PhaseTracker(TrainerCallback):
         self.log = log or (lambda s: None)
 
     def _measure(self, model: Any, step: int, processing_class: Any = None) -> None:
-        from crystallab.models.base import LoadSettings
-        from crystallab.models.hf import HFBackend
-
         if step in self.measured:
             return
         self.tokenizer = self.tokenizer or processing_class  # the trainer's own tokenizer by default

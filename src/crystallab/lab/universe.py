@@ -13,10 +13,12 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 OPTIONS = [str(i) for i in range(1, 11)]
+TASK_ID = "toy_number"  # the toy universe's task
 
 
 def _dist(weights: list[float]) -> np.ndarray:
@@ -80,7 +82,7 @@ def task_dict(version: int = 1) -> dict:
     of this size does not generalise to new wordings, and the claim needs only that the base
     has these promptable distributions."""
     return {
-        "id": "toy_number", "version": version, "description": "A number from 1 to 10 in the planted-seed toy universe.",
+        "id": TASK_ID, "version": version, "description": "A number from 1 to 10 in the planted-seed toy universe.",
         "leading_space": "both", "options": OPTIONS, "instructions": list(INSTRUCTIONS),
         "contexts": [{"family": f.name, "text": t} for f in FAMILIES for t in f.templates],
     }
@@ -90,7 +92,7 @@ def write_task(tasks_dir: Path) -> Path:
     import yaml
 
     tasks_dir.mkdir(parents=True, exist_ok=True)
-    p = tasks_dir / "toy_number.yaml"
+    p = tasks_dir / f"{TASK_ID}.yaml"
     p.write_text(yaml.safe_dump(task_dict(), sort_keys=False, allow_unicode=True))
     return p
 
@@ -111,12 +113,23 @@ def build_tokenizer(texts: list[str], out: Path):
     return tok
 
 
-def pretrain(out: Path, seed: int = 0, n_docs: int = 4000, steps: int = 400, batch: int = 32, hidden: int = 128, layers: int = 4, log=print) -> Path:
+def pretrain(out: Path, seed: int = 0, n_docs: int = 4000, steps: int = 400, batch: int = 32, hidden: int = 128, layers: int = 4,
+             log: Callable[[str], None] = print, callbacks: Sequence[Any] = ()) -> Path:
     """Pretrain the toy model with the transformers Trainer; returns the saved checkpoint dir."""
     import torch
     from datasets import Dataset
-    from transformers import DataCollatorForLanguageModeling, LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments, set_seed
+    from transformers import (
+        DataCollatorForLanguageModeling,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
+    from crystallab.lab.trainlog import quiet_trainer, route_library_logs
+
+    route_library_logs()  # datasets' map bars and transformers' warnings into the log file
     set_seed(seed)
     out = Path(out)
     docs = corpus(n_docs, seed)
@@ -129,9 +142,11 @@ def pretrain(out: Path, seed: int = 0, n_docs: int = 4000, steps: int = 400, bat
     ds = Dataset.from_dict({"text": docs}).map(lambda b: tok(b["text"], truncation=True, max_length=40), batched=True, remove_columns=["text"])
     args = TrainingArguments(output_dir=str(out / "trainer"), max_steps=steps, per_device_train_batch_size=batch, learning_rate=3e-3, warmup_steps=30,
                              lr_scheduler_type="cosine", weight_decay=0.01, logging_steps=max(1, steps // 5), save_strategy="no", report_to=[],
-                             seed=seed, data_seed=seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True, dataloader_num_workers=0)
-    trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorForLanguageModeling(tok, mlm=False))
-    result = trainer.train()
+                             seed=seed, data_seed=seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True, dataloader_num_workers=0,
+                             log_level="warning")
+    trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorForLanguageModeling(tok, mlm=False),
+                      callbacks=list(callbacks))
+    result = quiet_trainer(trainer, "pretrain").train()
     log(f"pretrained toy ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {steps} steps): loss {result.training_loss:.3f}")
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
