@@ -20,10 +20,16 @@ TASKS = ["coin_flip", "number_1_10"]
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     ray = pytest.importorskip("ray") if os.environ.get("CI") is None else __import__("ray")
-    marker = tmp_path_factory.mktemp("fault") / "killed-once"
-    from crystallab.sweep import FAULT_MARKER_ENV
+    from ray_faults import MARKER_ENV
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {FAULT_MARKER_ENV: str(marker), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}})
+    marker = tmp_path_factory.mktemp("fault") / "killed-once"
+    here = os.path.dirname(__file__)
+    env = {MARKER_ENV: str(marker), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
+    # the fault lives in the test, not in crystallab: a worker setup hook makes the first job that
+    # writes a shard kill its own worker process (as an OOM kill or a lost node would)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": env, "worker_process_setup_hook": "ray_faults.kill_after_first_shard"})
     yield marker
     ray.shutdown()
 

@@ -275,7 +275,7 @@ def run_record(cfg: MeasureConfig, tasks: list[Task], prompt_sets: dict[str, lis
 
 def measure_into(
     sink: Sink, cfg: MeasureConfig, backend: Backend, tasks: list[Task], prompt_sets: dict[str, list[Prompt]],
-    label: str, index: int, log: Callable[[str], None], after_chunk: Callable[[], None] | None = None,
+    label: str, index: int, log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Measure the prompts no shard holds yet into new shards (unique names; the manifest is not
     touched, so several processes can share one folder). Prompts that fail are recorded in
@@ -312,8 +312,6 @@ def measure_into(
                 sink.write_rows(rows, samples)
                 sink.write_failures(failed[n_failed:])
                 n_failed = len(failed)
-                if after_chunk:
-                    after_chunk()
                 tp.prompts += len(chunk)
                 tp.options += len(chunk) * len(t.options)
                 tp.tokens += ntok

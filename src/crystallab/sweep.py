@@ -29,7 +29,6 @@ from crystallab.prompts import render_prompts
 from crystallab.store import ResultStore, writer_lock
 from crystallab.suite import load_tasks
 
-FAULT_MARKER_ENV = "CRYSTALLAB_TEST_KILL_MARKER"  # tests only: see _fault_hook
 
 
 def ray_jobs(lad: Ladder, base: MeasureConfig) -> list[MeasureConfig]:
@@ -108,28 +107,8 @@ def run_job(cfg: MeasureConfig, index: int) -> dict[str, Any]:
     prompt_sets = {t.id: render_prompts(t, cfg.settings.prompts, backend, cfg.settings.limit) for t in tasks}
     run = run_record(cfg, tasks, prompt_sets, cfg.label, index)
     run["ray"] = {"node_id": _node_id(), "pid": os.getpid()}
-    run.update(measure_into(store, cfg, backend, tasks, prompt_sets, cfg.label, index, log, after_chunk=_fault_hook()))
+    run.update(measure_into(store, cfg, backend, tasks, prompt_sets, cfg.label, index, log))
     return {"label": cfg.label, "model": cfg.model, "stage": cfg.stage, "info": backend.info, "run": run}
-
-
-def _fault_hook() -> Callable[[], None] | None:
-    """Tests: when $CRYSTALLAB_TEST_KILL_MARKER names a file that does not exist yet, the first
-    job to finish a chunk creates it and kills its own worker process (as an OOM kill or a lost
-    node would), so the test can check that Ray retries the job and the table comes out whole."""
-    marker = os.environ.get(FAULT_MARKER_ENV)
-    if not marker:
-        return None
-
-    def hook() -> None:
-        try:
-            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        os._exit(137)
-
-    return hook
 
 
 def _info_of(store: ResultStore, label: str) -> dict[str, Any]:
