@@ -60,7 +60,19 @@ def transformers_serve(model_dir: Path, log: Path):
     """`transformers serve MODEL_DIR` on a free loopback port; yields the base URL (…/v1)."""
     port = free_port()
     exe = Path(sys.executable).with_name("transformers")
-    cmd = [str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--dtype", "float32"]
+    cmd = [
+        str(exe),
+        "serve",
+        str(model_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+    ]
     with serve(cmd, f"http://127.0.0.1:{port}/health", log):
         yield f"http://127.0.0.1:{port}/v1"
 
@@ -69,7 +81,23 @@ def transformers_serve(model_dir: Path, log: Path):
 def llama_cpp_serve(gguf: Path, log: Path, n_ctx: int = 512):
     """llama-cpp-python's OpenAI-compatible server on a free loopback port; yields the base URL."""
     port = free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", "1", "--logits_all", "True"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(gguf),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(n_ctx),
+        "--n_threads",
+        "1",
+        "--logits_all",
+        "True",
+    ]
     with serve(cmd, f"http://127.0.0.1:{port}/v1/models", log, seconds=240):
         yield f"http://127.0.0.1:{port}/v1"
 
@@ -115,7 +143,9 @@ class FaultProxy:
                     self.wfile.write(data)
                     return
                 path = self.path[len("/v1") :] if self.path.startswith("/v1") else self.path
-                req = urllib.request.Request(proxy.upstream + path, data=body, headers={"Content-Type": "application/json"}, method="POST")
+                req = urllib.request.Request(
+                    proxy.upstream + path, data=body, headers={"Content-Type": "application/json"}, method="POST"
+                )
                 try:
                     with urllib.request.urlopen(req, timeout=120) as r:
                         data, code = r.read(), r.status

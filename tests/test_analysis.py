@@ -8,11 +8,12 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
-from synthetic import CHAT_FAMILIES, FAMILIES, SEED, jitter, ladder, rows_for, table, write
 
 from crystallab.analysis import Analysis, Thresholds, analyze, analyze_dir, load_analysis
 from crystallab.cli.main import main
 from crystallab.errors import UserError
+
+from synthetic import CHAT_FAMILIES, FAMILIES, SEED, jitter, ladder, rows_for, table, write
 
 FAST = Thresholds(n_boot=150)
 

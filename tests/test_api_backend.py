@@ -13,14 +13,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from servers import FaultProxy, llama_cpp_serve, transformers_serve
-from test_sample import chi_square_p
-from tiny import train_briefly
 
 from crystallab.errors import UserError
 from crystallab.models.spec import parse_spec
 from crystallab.prompts import Prompt
 from crystallab.suite import load_task
+
+from servers import FaultProxy, llama_cpp_serve, transformers_serve
+from test_sample import chi_square_p
+from tiny import train_briefly
 
 RAW = "Random numbers between 1 and 10: 3, 8, 1,"
 N = 600  # completions per prompt: one HTTP request each (transformers serve ignores n)
@@ -52,7 +53,22 @@ def test_api_missing_key_variable_is_a_user_error(monkeypatch, tmp_path):
     monkeypatch.delenv("CRYSTALLAB_NO_SUCH_KEY", raising=False)
     with pytest.raises(UserError, match="CRYSTALLAB_NO_SUCH_KEY"):
         ApiBackend("api:http://127.0.0.1:9/v1#m?key_env=CRYSTALLAB_NO_SUCH_KEY")
-    assert main(["measure", "--model", "api:http://127.0.0.1:9/v1#m", "--task", "coin_flip", "--out", str(tmp_path), "--method", "exact"]) == 2
+    assert (
+        main(
+            [
+                "measure",
+                "--model",
+                "api:http://127.0.0.1:9/v1#m",
+                "--task",
+                "coin_flip",
+                "--out",
+                str(tmp_path),
+                "--method",
+                "exact",
+            ]
+        )
+        == 2
+    )
 
 
 # ---- a tiny model with real, uneven option mass, served by transformers serve -----------------
@@ -96,18 +112,25 @@ def test_api_transformers_serve_sampling_agrees_with_exact(served_dir, hf_server
     hf = load_backend(str(served_dir))
     api = ApiBackend(f"api:{hf_server}#{served_dir}?server=transformers&max_tokens=6&concurrency=4")
     ins = task.instruction_texts[0]
-    for prompt, exact_text in [(Prompt("raw-x", "raw", "list", RAW), RAW), (Prompt("chat-00", "chat", "instruction", ins), hf.render_chat(ins)[0])]:
+    for prompt, exact_text in [
+        (Prompt("raw-x", "raw", "list", RAW), RAW),
+        (Prompt("chat-00", "chat", "instruction", ins), hf.render_chat(ins)[0]),
+    ]:
         exact = score_exact(hf, [exact_text], task)[0]
         assert exact[:-1].sum() > 0.3, exact  # enough option mass for the test to have power
         res = sample_text_prompt(api, prompt.text, prompt.kind == "chat", task, N, seed=7)
         counts = np.bincount([len(task.options) if k is None else k for k in res.parsed], minlength=len(exact))
         assert counts.sum() == N and len(res.completions) == N
         p = chi_square_p(counts, exact)
-        print(f"{prompt.kind}: chi-square p = {p:.3f}; counts {counts.tolist()}, expected {np.round(exact * N, 1).tolist()}")
+        print(
+            f"{prompt.kind}: chi-square p = {p:.3f}; counts {counts.tolist()}, expected {np.round(exact * N, 1).tolist()}"
+        )
         assert p > 1e-3, (prompt.kind, p, counts, exact * N)
 
 
-def test_api_measure_keeps_the_key_private_and_resumes_failed_prompts(served_dir, hf_server, tmp_path, monkeypatch, capfd):
+def test_api_measure_keeps_the_key_private_and_resumes_failed_prompts(
+    served_dir, hf_server, tmp_path, monkeypatch, capfd
+):
     """measure() through a proxy that injects 429/503 (retried) and fails one prompt for good:
     the prompt is recorded as failed, the rerun measures only it, and the key never appears in
     results, manifest, failure records or output."""
@@ -126,17 +149,23 @@ def test_api_measure_keeps_the_key_private_and_resumes_failed_prompts(served_dir
     def cfg(url):
         spec = f"api:{url}#{served_dir}?server=transformers&key_env=CRYSTALLAB_TEST_KEY&max_tokens=6&retries=6&concurrency=2"
         how = MeasureSettings(method="sample", samples=8, limit=3)
-        return MeasureConfig(model=spec, tasks=["number_1_10"], out=str(out), label="served", progress=False, settings=how)
+        return MeasureConfig(
+            model=spec, tasks=["number_1_10"], out=str(out), label="served", progress=False, settings=how
+        )
 
     with FaultProxy(hf_server, fail_first=4, poison=json.dumps(poison)[1:-1]) as proxy:
         run = run_measure(cfg(proxy.url))
         assert proxy.faults >= 4 and run["failed"] == 1
-        assert all({k.lower(): v for k, v in h.items()}.get("authorization") == f"Bearer {secret}" for h in proxy.headers)  # the key is sent...
+        assert all(
+            {k.lower(): v for k, v in h.items()}.get("authorization") == f"Bearer {secret}" for h in proxy.headers
+        )  # the key is sent...
         store = ResultStore(out)
         failed = store.failures()
         assert [f["prompt_id"] for f in failed] == [victim.id] and "HTTP 500" in failed[0]["error"]
         table = pq.read_table(out / "distributions.parquet").to_pandas()
-        assert victim.id not in set(table.prompt_id) and len(set(table.prompt_id)) == 5  # 3 raw + 3 chat - the failed one
+        assert (
+            victim.id not in set(table.prompt_id) and len(set(table.prompt_id)) == 5
+        )  # 3 raw + 3 chat - the failed one
 
         proxy.poison = None  # the server recovers; the same command resumes
         run2 = run_measure(cfg(proxy.url))
@@ -217,7 +246,9 @@ def test_api_llama_cpp_topk_logprobs_bound_the_exact_distribution(tmp_path):
             text = task.contexts[i].text
             ex = score_exact(hf, [text], task)[0]
             res = score_topk(api, text, task)
-            print(f"{tid} raw-{i:02d}: top-k options {res.probs[:-1].sum():.4f}, exact {ex[:-1].sum():.4f}, uncovered {res.uncovered:.4f}, max |diff| {np.abs(res.probs - ex).max():.4f}, {res.queried} queries")
+            print(
+                f"{tid} raw-{i:02d}: top-k options {res.probs[:-1].sum():.4f}, exact {ex[:-1].sum():.4f}, uncovered {res.uncovered:.4f}, max |diff| {np.abs(res.probs - ex).max():.4f}, {res.queried} queries"
+            )
             assert 0.0 <= res.uncovered < 0.5 and math.isclose(res.probs.sum(), 1.0)
             assert np.all(res.probs[:-1] <= ex[:-1] + tol), (res.probs, ex)
             assert ex[:-1].sum() <= res.probs[:-1].sum() + res.uncovered + tol, (res.probs, ex, res.uncovered)

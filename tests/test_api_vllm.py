@@ -41,19 +41,36 @@ class FakeLLM:
                     logits = self.hf.model(torch.tensor([ids])).logits[0, -1].double()
                 lp = torch.log_softmax(logits, -1).tolist()
                 d = {i: SimpleNamespace(logprob=v, rank=None, decoded_token=None) for i, v in enumerate(lp)}
-                outs.append(SimpleNamespace(outputs=[SimpleNamespace(logprobs=[d], token_ids=[int(np.argmax(lp))], finish_reason="length")]))
+                outs.append(
+                    SimpleNamespace(
+                        outputs=[SimpleNamespace(logprobs=[d], token_ids=[int(np.argmax(lp))], finish_reason="length")]
+                    )
+                )
             else:
                 seqs = self.hf.sample(ids, n=params.n, seed=params.seed, max_new_tokens=params.max_tokens)
                 eos = set(params.stop_token_ids)
-                outs.append(SimpleNamespace(outputs=[
-                    SimpleNamespace(token_ids=[t for t in s if t not in eos], finish_reason="stop" if s and s[-1] in eos else "length", logprobs=None) for s in seqs
-                ]))
+                outs.append(
+                    SimpleNamespace(
+                        outputs=[
+                            SimpleNamespace(
+                                token_ids=[t for t in s if t not in eos],
+                                finish_reason="stop" if s and s[-1] in eos else "length",
+                                logprobs=None,
+                            )
+                            for s in seqs
+                        ]
+                    )
+                )
         return outs
 
 
 def test_vllm_spec_options_pass_through():
     s = parse_spec("vllm:allenai/OLMo-2-1124-13B?tensor_parallel_size=4&enable_prefix_caching=1")
-    assert (s.kind, s.target, s.opts) == ("vllm", "allenai/OLMo-2-1124-13B", {"tensor_parallel_size": "4", "enable_prefix_caching": "1"})
+    assert (s.kind, s.target, s.opts) == (
+        "vllm",
+        "allenai/OLMo-2-1124-13B",
+        {"tensor_parallel_size": "4", "enable_prefix_caching": "1"},
+    )
 
 
 @pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed here; this checks the message without it")
@@ -63,7 +80,10 @@ def test_vllm_missing_is_one_clear_line(tmp_path, capsys):
 
     with pytest.raises(MissingDependency, match=r"pip install 'crystallab\[vllm\]'"):
         load_vllm("vllm:allenai/OLMo-2-0425-1B")
-    assert main(["measure", "--model", "vllm:allenai/OLMo-2-0425-1B", "--task", "coin_flip", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["measure", "--model", "vllm:allenai/OLMo-2-0425-1B", "--task", "coin_flip", "--out", str(tmp_path / "o")])
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "crystallab[vllm]" in err[0], err
 
@@ -77,7 +97,9 @@ def test_vllm_prompt_scores_map_to_exact_trie_probabilities(tiny_ckpt, backend_o
 
     hf = backend_of(tiny_ckpt("llama", tok, chat_template=True))
     fake = FakeLLM(hf)
-    vb = VLLMBackend(fake, hf.tokenizer, {"model": "vllm:fake"}, lambda **kw: SimpleNamespace(**kw), vocab_size=hf.vocab_size)
+    vb = VLLMBackend(
+        fake, hf.tokenizer, {"model": "vllm:fake"}, lambda **kw: SimpleNamespace(**kw), vocab_size=hf.vocab_size
+    )
     for tid in ("number_1_10", "color"):
         task = load_task(tid)
         prompts = [c.text for c in task.contexts[:3]] + [vb.render_chat(task.instruction_texts[0])[0]]
@@ -93,13 +115,23 @@ def test_vllm_sampling_passes_untruncated_params(tiny_ckpt, backend_of):
 
     hf = backend_of(tiny_ckpt("llama", "digits"))
     fake = FakeLLM(hf)
-    vb = VLLMBackend(fake, hf.tokenizer, {"model": "vllm:fake"}, lambda **kw: SimpleNamespace(**kw), vocab_size=hf.vocab_size)
+    vb = VLLMBackend(
+        fake, hf.tokenizer, {"model": "vllm:fake"}, lambda **kw: SimpleNamespace(**kw), vocab_size=hf.vocab_size
+    )
     task = load_task("number_1_10")
     res = sample_prompt(vb, task.contexts[0].text, task, n=50, seed=3, parser="tokens")
     want = sample_prompt(hf, task.contexts[0].text, task, n=50, seed=3, parser="tokens")
     assert res.counts.tolist() == want.counts.tolist()  # same draws, and EOS restored for the token parser
     (p,) = fake.calls
-    assert (p.n, p.temperature, p.top_p, p.top_k, p.min_p, p.repetition_penalty, p.seed) == (50, 1.0, 1.0, -1, 0.0, 1.0, 3)
+    assert (p.n, p.temperature, p.top_p, p.top_k, p.min_p, p.repetition_penalty, p.seed) == (
+        50,
+        1.0,
+        1.0,
+        -1,
+        0.0,
+        1.0,
+        3,
+    )
 
 
 def test_device_map_auto_passes_through_and_scores_like_a_plain_load(tiny_ckpt, backend_of, monkeypatch):
@@ -123,4 +155,6 @@ def test_device_map_auto_passes_through_and_scores_like_a_plain_load(tiny_ckpt, 
     assert seen == ["auto"] and spread.info["settings"]["device_map"] == "auto"
     task = load_task("number_1_10")
     prompts = [c.text for c in task.contexts[:3]]
-    np.testing.assert_allclose(np.array(score_exact(spread, prompts, task)), np.array(score_exact(backend_of(path), prompts, task)), atol=1e-6)
+    np.testing.assert_allclose(
+        np.array(score_exact(spread, prompts, task)), np.array(score_exact(backend_of(path), prompts, task)), atol=1e-6
+    )

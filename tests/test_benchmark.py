@@ -23,12 +23,31 @@ def _bench():
 
 
 def _check(report: dict, tasks: list[str]) -> None:
-    for key in ("speedup_vs_per_candidate", "speedup_vs_sampling", "token_overhead", "max_abs_diff", "peak_memory_mb", "targets", "workload", "overall"):
+    for key in (
+        "speedup_vs_per_candidate",
+        "speedup_vs_sampling",
+        "token_overhead",
+        "max_abs_diff",
+        "peak_memory_mb",
+        "targets",
+        "workload",
+        "overall",
+    ):
         assert key in report, key
     assert set(report["per_task"]) == set(tasks)
     for row in report["per_task"].values():
-        for key in ("exact_seconds", "per_candidate_seconds", "sampling_seconds_extrapolated", "exact_tokens_forwarded", "unique_prompt_trie_tokens",
-                    "per_candidate_tokens_forwarded", "speedup_vs_per_candidate", "speedup_vs_sampling", "token_overhead", "max_abs_diff"):
+        for key in (
+            "exact_seconds",
+            "per_candidate_seconds",
+            "sampling_seconds_extrapolated",
+            "exact_tokens_forwarded",
+            "unique_prompt_trie_tokens",
+            "per_candidate_tokens_forwarded",
+            "speedup_vs_per_candidate",
+            "speedup_vs_sampling",
+            "token_overhead",
+            "max_abs_diff",
+        ):
             assert key in row, key
         assert row["exact_seconds"] > 0 and row["per_candidate_seconds"] > 0
         assert row["max_abs_diff"] <= 1e-4  # the two methods compute the same probabilities
@@ -43,8 +62,28 @@ def test_benchmark_end_to_end(tiny_ckpt, tmp_path):
     """The real driver: every method in its own subprocess, JSON written."""
     ckpt = tiny_ckpt("llama", "digits", chat_template=True)
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, str(BENCH), "--model", str(ckpt), "--tasks", "number_1_10,coin_flip", "--raw", "2", "--chat", "1",
-           "--repeat", "1", "--sample-n", "8", "--pc-prompts", "2", "--lm-eval", "both" if HAS_LM_EVAL else "none", "--json", str(out)]
+    cmd = [
+        sys.executable,
+        str(BENCH),
+        "--model",
+        str(ckpt),
+        "--tasks",
+        "number_1_10,coin_flip",
+        "--raw",
+        "2",
+        "--chat",
+        "1",
+        "--repeat",
+        "1",
+        "--sample-n",
+        "8",
+        "--pc-prompts",
+        "2",
+        "--lm-eval",
+        "both" if HAS_LM_EVAL else "none",
+        "--json",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -61,8 +100,32 @@ def test_benchmark_random_config(tiny_ckpt, tmp_path):
     ckpt = tiny_ckpt("llama", "digits", chat_template=True)
     bench = _bench()
     out = tmp_path / "r.json"
-    assert bench.main(["--random-config", str(ckpt / "config.json"), "--tasks", "coin_flip", "--raw", "2", "--chat", "1", "--repeat", "1",
-                       "--sample-n", "4", "--sample-prompts", "1", "--lm-eval", "none", "--in-process", "--json", str(out)]) == 0
+    assert (
+        bench.main(
+            [
+                "--random-config",
+                str(ckpt / "config.json"),
+                "--tasks",
+                "coin_flip",
+                "--raw",
+                "2",
+                "--chat",
+                "1",
+                "--repeat",
+                "1",
+                "--sample-n",
+                "4",
+                "--sample-prompts",
+                "1",
+                "--lm-eval",
+                "none",
+                "--in-process",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     _check(report, ["coin_flip"])
     assert report["workload"]["model"].startswith("random:")

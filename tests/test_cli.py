@@ -13,12 +13,29 @@ import yaml
 
 from crystallab.cli.main import main
 
-REQUIRED_COLUMNS = {"model", "checkpoint", "checkpoint_index", "stage", "step", "task", "task_version", "prompt_id", "prompt_kind", "prompt_text", "option", "prob", "method", "n_samples"}
+REQUIRED_COLUMNS = {
+    "model",
+    "checkpoint",
+    "checkpoint_index",
+    "stage",
+    "step",
+    "task",
+    "task_version",
+    "prompt_id",
+    "prompt_kind",
+    "prompt_text",
+    "option",
+    "prob",
+    "method",
+    "n_samples",
+}
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, CI="1")
-    return subprocess.run([sys.executable, "-m", "crystallab.cli.main", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "crystallab.cli.main", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def rows_by_prompt(path):
@@ -37,13 +54,32 @@ def test_tasks_list_and_json(capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["id"] == "coin_flip" and data["version"] >= 1
     assert {o["label"] for o in data["options"]} == {"heads", "tails"}
-    assert len(data["instructions"]) >= 10 and len(data["contexts"]) >= 20 and {"family", "text"} <= set(data["contexts"][0])
+    assert (
+        len(data["instructions"]) >= 10
+        and len(data["contexts"]) >= 20
+        and {"family", "text"} <= set(data["contexts"][0])
+    )
 
 
 def test_measure_round_trip_and_resume(tiny_ckpt, tmp_path, capsys):
     model = str(tiny_ckpt("llama", "digits", chat_template=True))
     out = tmp_path / "run"
-    args = ["measure", "--model", model, "--task", "number_1_10,coin_flip", "--out", str(out), "--label", "base", "--stage", "base", "--limit", "4", "--progress"]
+    args = [
+        "measure",
+        "--model",
+        model,
+        "--task",
+        "number_1_10,coin_flip",
+        "--out",
+        str(out),
+        "--label",
+        "base",
+        "--stage",
+        "base",
+        "--limit",
+        "4",
+        "--progress",
+    ]
     assert main(args) == 0
     table, groups = rows_by_prompt(out)
     assert REQUIRED_COLUMNS <= set(table[0])
@@ -70,7 +106,28 @@ def test_measure_round_trip_and_resume(tiny_ckpt, tmp_path, capsys):
 
     # a second checkpoint appends with the next index
     other = str(tiny_ckpt("llama", "digits", chat_template=True, seed=1))
-    assert main(["measure", "--model", other, "--task", "coin_flip", "--out", str(out), "--label", "sft", "--stage", "sft", "--prompts", "chat", "--limit", "3"]) == 0
+    assert (
+        main(
+            [
+                "measure",
+                "--model",
+                other,
+                "--task",
+                "coin_flip",
+                "--out",
+                str(out),
+                "--label",
+                "sft",
+                "--stage",
+                "sft",
+                "--prompts",
+                "chat",
+                "--limit",
+                "3",
+            ]
+        )
+        == 0
+    )
     table3, _ = rows_by_prompt(out)
     idx = {(r["checkpoint"], r["checkpoint_index"], r["stage"]) for r in table3}
     assert idx == {("base", 0, "base"), ("sft", 1, "sft")}
@@ -88,7 +145,30 @@ def test_measure_round_trip_and_resume(tiny_ckpt, tmp_path, capsys):
 def test_measure_sample_keeps_completions(tiny_ckpt, tmp_path):
     model = str(tiny_ckpt("gpt2", "bpe"))
     out = tmp_path / "s"
-    assert main(["measure", "--model", model, "--task", "coin_flip", "--out", str(out), "--method", "sample", "--samples", "25", "--prompts", "raw", "--limit", "2", "--seed", "3"]) == 0
+    assert (
+        main(
+            [
+                "measure",
+                "--model",
+                model,
+                "--task",
+                "coin_flip",
+                "--out",
+                str(out),
+                "--method",
+                "sample",
+                "--samples",
+                "25",
+                "--prompts",
+                "raw",
+                "--limit",
+                "2",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     table, groups = rows_by_prompt(out)
     assert {r["method"] for r in table} == {"sample"} and {r["n_samples"] for r in table} == {25}
     for g in groups.values():
@@ -106,8 +186,9 @@ def test_measure_config_file_and_a_typed_flag(tiny_ckpt, tmp_path):
     model = str(tiny_ckpt("gpt2", "bpe"))
     out = tmp_path / "c"
     f = tmp_path / "m.yaml"
-    f.write_text(f"model: '{model}'\ntasks: [coin_flip]\nout: '{out}'\n"
-                 "settings: {prompts: raw, limit: 3}\nlabel: one\n")
+    f.write_text(
+        f"model: '{model}'\ntasks: [coin_flip]\nout: '{out}'\nsettings: {{prompts: raw, limit: 3}}\nlabel: one\n"
+    )
     r = cli("measure", "--config", str(f), "--limit", "2")
     assert r.returncode == 0, r.stderr
     written = yaml.safe_load((out / "config.yaml").read_text())

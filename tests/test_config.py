@@ -42,12 +42,37 @@ def subparser(*names: str) -> argparse.ArgumentParser:
 # ---- flags generated from the dataclasses ----------------------------------------------------
 
 # a non-default value for every LoadSettings / MeasureSettings field, and how it is typed
-LOAD = {"dtype": "bfloat16", "device": "auto", "device_map": "auto", "revision": "v2", "trust_remote_code": True,
-        "allow_pickle": True, "allow_plain_chat": False}
-SETTINGS = {"prompts": "chat", "method": "sample", "samples": 7, "seed": 11, "parser": "tokens", "limit": 3,
-            "batch_tokens": 1024}
-CONFIG = {"model": "m/x", "tasks": ["coin_flip", "number_1_10"], "out": "o", "label": "lab", "stage": "sft",
-          "parent": "base", "step": 5, "replica": 2, "tasks_dir": "td", "chunk": 4, "progress": False}
+LOAD = {
+    "dtype": "bfloat16",
+    "device": "auto",
+    "device_map": "auto",
+    "revision": "v2",
+    "trust_remote_code": True,
+    "allow_pickle": True,
+    "allow_plain_chat": False,
+}
+SETTINGS = {
+    "prompts": "chat",
+    "method": "sample",
+    "samples": 7,
+    "seed": 11,
+    "parser": "tokens",
+    "limit": 3,
+    "batch_tokens": 1024,
+}
+CONFIG = {
+    "model": "m/x",
+    "tasks": ["coin_flip", "number_1_10"],
+    "out": "o",
+    "label": "lab",
+    "stage": "sft",
+    "parent": "base",
+    "step": 5,
+    "replica": 2,
+    "tasks_dir": "td",
+    "chunk": 4,
+    "progress": False,
+}
 
 
 def as_flags(values: dict, names: dict[str, str] | None = None) -> list[str]:
@@ -77,15 +102,53 @@ def test_every_load_and_measure_setting_has_a_flag():
 
 
 def test_existing_flag_names_still_work():
-    args = parse("measure", "--model", "m", "--task", "coin_flip", "--out", "o", "--trust-remote-code",
-                 "--allow-pickle", "--device-map", "auto", "--batch-tokens", "64", "--dtype", "float16", "--device",
-                 "cuda", "--revision", "r1", "--method", "sample", "--samples", "9", "--parser", "tokens", "--seed",
-                 "4", "--limit", "2", "--prompts", "raw", "--no-plain-chat")
+    args = parse(
+        "measure",
+        "--model",
+        "m",
+        "--task",
+        "coin_flip",
+        "--out",
+        "o",
+        "--trust-remote-code",
+        "--allow-pickle",
+        "--device-map",
+        "auto",
+        "--batch-tokens",
+        "64",
+        "--dtype",
+        "float16",
+        "--device",
+        "cuda",
+        "--revision",
+        "r1",
+        "--method",
+        "sample",
+        "--samples",
+        "9",
+        "--parser",
+        "tokens",
+        "--seed",
+        "4",
+        "--limit",
+        "2",
+        "--prompts",
+        "raw",
+        "--no-plain-chat",
+    )
     cfg = measure_config(args)
-    assert cfg.load == LoadSettings(dtype="float16", device="cuda", device_map="auto", revision="r1",
-                                    trust_remote_code=True, allow_pickle=True, allow_plain_chat=False)
-    assert cfg.settings == MeasureSettings(prompts="raw", method="sample", samples=9, seed=4, parser="tokens", limit=2,
-                                           batch_tokens=64)
+    assert cfg.load == LoadSettings(
+        dtype="float16",
+        device="cuda",
+        device_map="auto",
+        revision="r1",
+        trust_remote_code=True,
+        allow_pickle=True,
+        allow_plain_chat=False,
+    )
+    assert cfg.settings == MeasureSettings(
+        prompts="raw", method="sample", samples=9, seed=4, parser="tokens", limit=2, batch_tokens=64
+    )
 
 
 def test_measure_flags_round_trip_every_field():
@@ -155,12 +218,15 @@ def test_measure_written_config_is_a_valid_config(tmp_path):
     assert measure_config(parse("measure", "--config", path)) == cfg
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("samplez: 5\n", "did you mean 'samples'"),
-    ("samples: many\n", "'samples': expected a whole number"),
-    ("load: [1]\n", "'load': expected a mapping"),
-    ("load: {dtpye: auto}\n", "unknown measure setting 'load.dtpye'"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("samplez: 5\n", "did you mean 'samples'"),
+        ("samples: many\n", "'samples': expected a whole number"),
+        ("load: [1]\n", "'load': expected a mapping"),
+        ("load: {dtpye: auto}\n", "unknown measure setting 'load.dtpye'"),
+    ],
+)
 def test_measure_config_file_errors_are_one_line(tmp_path, text, needle):
     f = tmp_path / "m.yaml"
     f.write_text(text)
@@ -182,10 +248,26 @@ LAB_FILES = {
     "demo": dict(sft_data="format", rl_target="outside-support"),
     "forced-seed": dict(sft_data="outside", rl_target="outside-support"),
 }
-COMMON = dict(out="elsewhere/run", seed=7, seed_family="fam-a", rl=False, rl_rewards=["validity", "diversity"],
-              base_model="builtin:gemma-3-270m", task="number_1_10", pretrain_steps=11, sft_steps=12, sft_examples=13,
-              rl_steps=14, track_every=3, lora=True, limit=5, report=False, n_boot=99, base_dir="u/base",
-              universe_seed=42)
+COMMON = dict(
+    out="elsewhere/run",
+    seed=7,
+    seed_family="fam-a",
+    rl=False,
+    rl_rewards=["validity", "diversity"],
+    base_model="builtin:gemma-3-270m",
+    task="number_1_10",
+    pretrain_steps=11,
+    sft_steps=12,
+    sft_examples=13,
+    rl_steps=14,
+    track_every=3,
+    lora=True,
+    limit=5,
+    report=False,
+    n_boot=99,
+    base_dir="u/base",
+    universe_seed=42,
+)
 
 
 def command(experiment: str) -> list[str]:
@@ -214,8 +296,22 @@ def test_lab_config_file_keeps_every_value(tmp_path, experiment):
     assert lab_config(parse(*command(experiment), "--config", f, "--quick")) == want
     # a typed flag beats the file
     sft = "--seed-from" if experiment == "forced-seed" else "--sft-data"
-    typed = lab_config(parse(*command(experiment), "--config", f, "--seed", "3", "--rl", "--sft-steps", "2",
-                             sft, LAB_FILES[experiment]["sft_data"], "--rl-rewards", "target"))
+    typed = lab_config(
+        parse(
+            *command(experiment),
+            "--config",
+            f,
+            "--seed",
+            "3",
+            "--rl",
+            "--sft-steps",
+            "2",
+            sft,
+            LAB_FILES[experiment]["sft_data"],
+            "--rl-rewards",
+            "target",
+        )
+    )
     assert typed == dataclasses.replace(want, seed=3, rl=True, sft_steps=2, rl_rewards=("target",))
     # the written config of the run reproduces it
     path = write_config(tmp_path / "run", want, EXPERIMENTS[experiment].command)
@@ -233,12 +329,15 @@ def test_forced_seed_keeps_the_files_sft_data(tmp_path):
     assert typed.sft_data == "base-prompt"
 
 
-@pytest.mark.parametrize("experiment,text,needle", [
-    ("forced-seed", "sft_data: format\n", "'sft_data: format' contradicts `crystallab lab forced-seed`"),
-    ("forced-seed", "rl_target: seed-top\n", "'rl_target: seed-top' contradicts"),
-    ("planted-seed", "sft_data: outside\n", "contradicts `crystallab lab planted-seed`, which takes planted or"),
-    ("demo", "sft_data: base-prompt\n", "contradicts `crystallab demo`"),
-])
+@pytest.mark.parametrize(
+    "experiment,text,needle",
+    [
+        ("forced-seed", "sft_data: format\n", "'sft_data: format' contradicts `crystallab lab forced-seed`"),
+        ("forced-seed", "rl_target: seed-top\n", "'rl_target: seed-top' contradicts"),
+        ("planted-seed", "sft_data: outside\n", "contradicts `crystallab lab planted-seed`, which takes planted or"),
+        ("demo", "sft_data: base-prompt\n", "contradicts `crystallab demo`"),
+    ],
+)
 def test_a_key_contradicting_the_experiment_is_one_line(tmp_path, capsys, experiment, text, needle):
     f = tmp_path / "lab.yaml"
     f.write_text(text)
@@ -370,9 +469,14 @@ def test_run_seeds_shares_one_universe_and_tallies(tmp_path, monkeypatch):
     def fake_run_lab(cfg, log=None, console=None, experiment="demo"):
         seen.append(cfg)
         named = "dice" if cfg.seed % 2 == 0 else "lucky"
-        return {"config": dataclasses.asdict(cfg), "planted_family": "dice", "named_family": named,
-                "seed_named_correctly": named == "dice", "nucleation": {"z_k_star": [0.5, 0.4, 0.6], "seed_p": 0.001},
-                "verdicts": {"nucleation": "holds" if named == "dice" else "fails"}}
+        return {
+            "config": dataclasses.asdict(cfg),
+            "planted_family": "dice",
+            "named_family": named,
+            "seed_named_correctly": named == "dice",
+            "nucleation": {"z_k_star": [0.5, 0.4, 0.6], "seed_p": 0.001},
+            "verdicts": {"nucleation": "holds" if named == "dice" else "fails"},
+        }
 
     monkeypatch.setattr(E, "run_lab", fake_run_lab)
     cfg = lab_config(parse("lab", "planted-seed", "--out", tmp_path / "p", "--seed", "4"))

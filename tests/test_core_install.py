@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from servers import transformers_serve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,8 +31,14 @@ HEAVY = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "toke
 def _env(tmp: Path) -> dict[str, str]:
     """This process's environment less anything that would point the core venv at ours."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    env.update(OMP_NUM_THREADS="1", MPLBACKEND="Agg", MPLCONFIGDIR=str(tmp / "mpl"), TOKENIZERS_PARALLELISM="false",
-               CRYSTALLAB_CACHE=str(tmp / "cache"), PYTHONDONTWRITEBYTECODE="1")
+    env.update(
+        OMP_NUM_THREADS="1",
+        MPLBACKEND="Agg",
+        MPLCONFIGDIR=str(tmp / "mpl"),
+        TOKENIZERS_PARALLELISM="false",
+        CRYSTALLAB_CACHE=str(tmp / "cache"),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
     return env
 
 
@@ -53,8 +60,16 @@ class Core:
 
     def run(self, exe: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """``venv/bin/EXE ARGS`` with stdout and stderr captured as text."""
-        return subprocess.run([str(self.venv / "bin" / exe), *args], check=False, cwd=self.tmp, env=self.env,
-                              text=True, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [str(self.venv / "bin" / exe), *args],
+            check=False,
+            cwd=self.tmp,
+            env=self.env,
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
 
     def crystallab(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """The core venv's `crystallab` command."""
@@ -69,8 +84,9 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Core:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     env = _env(base) | {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     cmd = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(_snapshot(base / "src-copy"))]
-    pip = subprocess.run(cmd, check=False, env=env, text=True, capture_output=True, timeout=600,
-                         stdin=subprocess.DEVNULL)
+    pip = subprocess.run(
+        cmd, check=False, env=env, text=True, capture_output=True, timeout=600, stdin=subprocess.DEVNULL
+    )
     assert pip.returncode == 0, f"pip install of the core failed:\n{pip.stdout[-3000:]}\n{pip.stderr[-3000:]}"
     work = base / "work"
     work.mkdir()
@@ -90,9 +106,11 @@ def test_core_has_no_torch_and_imports_light(core: Core) -> None:
     `crystallab tasks` work from the installed (non-editable) package."""
     r = core.run("python", "-c", "import torch")
     assert r.returncode != 0 and "No module named 'torch'" in r.stderr
-    probe = ("import importlib.util as u, json, sys, crystallab; crystallab.load_task('coin_flip'); "
-             f"print(json.dumps([crystallab.__file__, [m for m in {HEAVY!r} if u.find_spec(m)], "
-             f"[m for m in {HEAVY!r} if m in sys.modules]]))")
+    probe = (
+        "import importlib.util as u, json, sys, crystallab; crystallab.load_task('coin_flip'); "
+        f"print(json.dumps([crystallab.__file__, [m for m in {HEAVY!r} if u.find_spec(m)], "
+        f"[m for m in {HEAVY!r} if m in sys.modules]]))"
+    )
     r = core.run("python", "-c", probe)
     assert r.returncode == 0, r.stderr
     where, installed, imported = json.loads(r.stdout)
@@ -124,8 +142,23 @@ def test_core_measures_a_served_model(core: Core, server: tuple[str, Path], tmp_
     url, model = server
     out = tmp_path / "api-runs"
     spec = f"api:{url}#{model}?server=transformers&max_tokens=6&concurrency=2"
-    r = core.crystallab("measure", "--model", spec, "--method", "sample", "--samples", "4", "--limit", "2",
-                        "--task", "number_1_10", "--out", str(out), "--label", "served")
+    r = core.crystallab(
+        "measure",
+        "--model",
+        spec,
+        "--method",
+        "sample",
+        "--samples",
+        "4",
+        "--limit",
+        "2",
+        "--task",
+        "number_1_10",
+        "--out",
+        str(out),
+        "--label",
+        "served",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     t = pq.read_table(out / "distributions.parquet").to_pandas()
     assert set(t.method) == {"sample"} and set(t.checkpoint) == {"served"} and set(t.task) == {"number_1_10"}

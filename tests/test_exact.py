@@ -77,7 +77,7 @@ def brute_force(backend, prompt: str, task) -> np.ndarray:
     strings, owner = [], []
     for k, opt in enumerate(task.options):
         for form in opt.forms:
-            for s in ([form, " " + form] if task.leading_space == "both" else [form]):
+            for s in [form, " " + form] if task.leading_space == "both" else [form]:
                 strings.append(s)
                 owner.append(k)
     ctx, paths, lead = reference_paths(backend.tokenizer, prompt, strings)
@@ -101,7 +101,10 @@ def _prompts(task, backend, n_raw=6):
     return [c.text for c in task.contexts[:n_raw]] + endings + [chat]
 
 
-@pytest.mark.parametrize("arch,tok,chat", [("llama", "digits", False), ("gpt2", "bpe", False), ("llama", "bpe", True), ("llama", "llama3", True)])
+@pytest.mark.parametrize(
+    "arch,tok,chat",
+    [("llama", "digits", False), ("gpt2", "bpe", False), ("llama", "bpe", True), ("llama", "llama3", True)],
+)
 def test_exact_matches_brute_force(tiny_ckpt, backend_of, arch, tok, chat):
     """Prompts ending with a space, a tab, a newline, a newline and a space, nothing, and two
     spaces (a lone-space token is a proper prefix of w there), on every tokenizer kind."""
@@ -169,10 +172,16 @@ def test_split_rule_on_a_stub_tokenizer():
             i += n
         return out
 
-    task = task_from_dict({
-        "id": "s", "version": 1, "leading_space": "never", "options": ["x", "y"],
-        "instructions": ["Pick."], "contexts": [{"family": "f", "text": "A"}],
-    })
+    task = task_from_dict(
+        {
+            "id": "s",
+            "version": 1,
+            "leading_space": "never",
+            "options": ["x", "y"],
+            "instructions": ["Pick."],
+            "contexts": [{"family": "f", "text": "A"}],
+        }
+    )
     ctx, _, paths, mode, lead = split_answers(Stub(), "A: ", task)  # ': ' merges: the context keeps the space
     assert (ctx, paths, mode, lead) == ([ord("A"), 1000], [[ord("x")], [ord("y")]], "kept-whitespace", "")
     ctx, _, paths, mode, lead = split_answers(Stub(), "A:\n", task)  # a newline stays in the context
@@ -222,8 +231,11 @@ def test_trailing_space_gives_the_conditional_distribution(tiny_ckpt, backend_of
     space, renormalised by W: scoring 'X:' with every form written after a space, divided by W."""
     be = backend_of(tiny_ckpt(arch, tok))
     spec = {
-        "id": "t", "version": 1, "options": [str(i) for i in range(1, 11)],
-        "instructions": ["Pick."], "contexts": [{"family": "list", "text": "x"}],
+        "id": "t",
+        "version": 1,
+        "options": [str(i) for i in range(1, 11)],
+        "instructions": ["Pick."],
+        "contexts": [{"family": "list", "text": "x"}],
     }
     after_space = task_from_dict({**spec, "leading_space": "never"})
     space_first = task_from_dict({**spec, "leading_space": "always"})
@@ -266,10 +278,16 @@ def test_tokenizers_differ_as_intended(tiny_ckpt, backend_of):
 def test_one_and_ten_are_disjoint(tiny_ckpt, backend_of):
     """'1' followed by '0' is the answer 10, never the answer 1: the boundary factor."""
     be = backend_of(tiny_ckpt("llama", "digits"))
-    task = task_from_dict({
-        "id": "n", "version": 1, "leading_space": "never", "options": [str(i) for i in range(1, 11)],
-        "instructions": ["Pick."], "contexts": [{"family": "list", "text": "x"}],
-    })
+    task = task_from_dict(
+        {
+            "id": "n",
+            "version": 1,
+            "leading_space": "never",
+            "options": [str(i) for i in range(1, 11)],
+            "instructions": ["Pick."],
+            "contexts": [{"family": "list", "text": "x"}],
+        }
+    )
     prompt = "Random numbers between 1 and 10: 3, 8, "  # the trailing space moves into the answer
     st = ScoreStats()
     p = score_exact(be, [prompt], task, stats=st)[0]
@@ -307,10 +325,15 @@ def test_invariant_to_batch_size_and_padding_side(tiny_ckpt, backend_of, arch, t
 def test_prefix_options_stay_disjoint(tiny_ckpt, backend_of):
     """'red' and 'red wine': text 'red wine' is the longer option only; the sum stays <= 1."""
     be = backend_of(tiny_ckpt("llama", "digits"))
-    task = task_from_dict({
-        "id": "t", "version": 1, "options": ["red", "red wine", "blue"], "instructions": ["Pick one."],
-        "contexts": [{"family": "qa", "text": "Q: pick a colour\nA:"}],
-    })
+    task = task_from_dict(
+        {
+            "id": "t",
+            "version": 1,
+            "options": ["red", "red wine", "blue"],
+            "instructions": ["Pick one."],
+            "contexts": [{"family": "qa", "text": "Q: pick a colour\nA:"}],
+        }
+    )
     p = score_exact(be, ["Q: pick a colour\nA:"], task)[0]
     assert abs(p.sum() - 1) < 1e-9 and p[-1] >= 0
     trie = build_trie(be, "Q: pick a colour\nA:", task)

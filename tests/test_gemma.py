@@ -13,6 +13,7 @@ from crystallab.cli.main import main
 from crystallab.scoring.exact import build_trie, score_exact
 from crystallab.scoring.sample import sample_prompt
 from crystallab.suite import load_task
+
 from test_exact import brute_force
 from test_sample import chi_square_p
 
@@ -40,7 +41,12 @@ def test_gemma_tokenizer_traps(gemma):
 def test_gemma_exact_matches_brute_force(gemma):
     task = load_task("number_1_10")
     code = next(c.text for c in task.contexts if c.text.endswith(")\n"))
-    prompts = ["Q: Pick a random number between 1 and 10.\nA:", "Random numbers between 1 and 10: 3, 8, 1, 6, 10, 2,", code, gemma.render_chat(task.instruction_texts[0])[0]]
+    prompts = [
+        "Q: Pick a random number between 1 and 10.\nA:",
+        "Random numbers between 1 and 10: 3, 8, 1, 6, 10, 2,",
+        code,
+        gemma.render_chat(task.instruction_texts[0])[0],
+    ]
     exact = score_exact(gemma, prompts, task)
     diffs = [float(np.abs(e - brute_force(gemma, p, task)).max()) for p, e in zip(prompts, exact)]
     assert max(diffs) <= 1e-5, diffs
@@ -57,7 +63,24 @@ def test_gemma_sampling_agrees(gemma):
 
 def test_gemma_measure_two_tasks(tmp_path):
     out = tmp_path / "g"
-    assert main(["measure", "--model", "builtin:gemma-3-270m", "--task", "number_1_10,coin_flip", "--out", str(out), "--limit", "6", "--stage", "base"]) == 0
+    assert (
+        main(
+            [
+                "measure",
+                "--model",
+                "builtin:gemma-3-270m",
+                "--task",
+                "number_1_10,coin_flip",
+                "--out",
+                str(out),
+                "--limit",
+                "6",
+                "--stage",
+                "base",
+            ]
+        )
+        == 0
+    )
     rows = pq.read_table(out / "distributions.parquet").to_pylist()
     groups: dict = {}
     for r in rows:

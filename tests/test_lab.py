@@ -42,8 +42,20 @@ def tiny(tiny_ckpt):
 @pytest.mark.parametrize("lora", [False, True])
 def test_sft_changes_parameters(tiny, tmp_path, lora):
     task = load_task("number_1_10")
-    out = run_sft(SFTRecipe(model=str(tiny), out=str(tmp_path / "sft"), instructions=task.instruction_texts, options=task.labels, answers=[0.1] * 10,
-                            n_examples=32, steps=3, batch_size=8, lora=lora), log=lambda s: None)
+    out = run_sft(
+        SFTRecipe(
+            model=str(tiny),
+            out=str(tmp_path / "sft"),
+            instructions=task.instruction_texts,
+            options=task.labels,
+            answers=[0.1] * 10,
+            n_examples=32,
+            steps=3,
+            batch_size=8,
+            lora=lora,
+        ),
+        log=lambda s: None,
+    )
     diff = changed(tiny, out)
     assert diff, "SFT changed no parameter"
     if lora:  # merged LoRA touches the adapted linear layers, never the embeddings
@@ -54,24 +66,61 @@ def test_grpo_changes_parameters(tiny, tmp_path):
     task = load_task("number_1_10")
     # 8 completions per prompt and 2 prompts per step: an update needs rewards that differ within a group,
     # which 4 completions of an untrained model often do not give
-    out = run_grpo(GRPORecipe(model=str(tiny), out=str(tmp_path / "rl"), task=task, rewards=("validity", "diversity"), steps=2, num_generations=8,
-                              prompts_per_step=2, learning_rate=1e-2), log=lambda s: None)
+    out = run_grpo(
+        GRPORecipe(
+            model=str(tiny),
+            out=str(tmp_path / "rl"),
+            task=task,
+            rewards=("validity", "diversity"),
+            steps=2,
+            num_generations=8,
+            prompts_per_step=2,
+            learning_rate=1e-2,
+        ),
+        log=lambda s: None,
+    )
     assert changed(tiny, out)
 
 
 def test_dpo_changes_parameters(tiny, tmp_path):
     task = load_task("number_1_10")
-    out = run_dpo(DPORecipe(model=str(tiny), out=str(tmp_path / "dpo"), task=task, chosen={"7"}, n_pairs=16, steps=2, batch_size=4), log=lambda s: None)
+    out = run_dpo(
+        DPORecipe(
+            model=str(tiny), out=str(tmp_path / "dpo"), task=task, chosen={"7"}, n_pairs=16, steps=2, batch_size=4
+        ),
+        log=lambda s: None,
+    )
     assert changed(tiny, out)
 
 
 def test_tracker_writes_one_slice_per_tracked_step(tiny, tmp_path):
     task = load_task("coin_flip")
     results = tmp_path / "results"
-    tracker = PhaseTracker(MeasureConfig(model="run", tasks=["coin_flip"], out=str(results), label="sft", stage="sft",
-                                         settings=MeasureSettings(limit=3)), every=2)
-    run_sft(SFTRecipe(model=str(tiny), out=str(tmp_path / "sft"), instructions=task.instruction_texts, options=task.labels, answers=[0.9, 0.1],
-                      n_examples=32, steps=5, batch_size=8, callbacks=[tracker]), log=lambda s: None)
+    tracker = PhaseTracker(
+        MeasureConfig(
+            model="run",
+            tasks=["coin_flip"],
+            out=str(results),
+            label="sft",
+            stage="sft",
+            settings=MeasureSettings(limit=3),
+        ),
+        every=2,
+    )
+    run_sft(
+        SFTRecipe(
+            model=str(tiny),
+            out=str(tmp_path / "sft"),
+            instructions=task.instruction_texts,
+            options=task.labels,
+            answers=[0.9, 0.1],
+            n_examples=32,
+            steps=5,
+            batch_size=8,
+            callbacks=[tracker],
+        ),
+        log=lambda s: None,
+    )
     rows = pq.read_table(results / "distributions.parquet").to_pylist()
     steps = sorted({r["step"] for r in rows})
     assert steps == [0, 2, 4, 5]  # start, every 2 steps, and the end
@@ -124,20 +173,41 @@ def test_demo_quick_end_to_end(universe, tmp_path, capsys):
 def test_sft_that_keeps_base_diversity_fails_nucleation(universe, tmp_path):
     from crystallab.lab.experiments import LabConfig, run_lab
 
-    s = run_lab(LabConfig.quick(out=str(tmp_path / "diverse"), sft_data="diverse", rl=False, report=False, sft_steps=40,
-                                base_dir=str(universe)), log=lambda s: None)
+    s = run_lab(
+        LabConfig.quick(
+            out=str(tmp_path / "diverse"),
+            sft_data="diverse",
+            rl=False,
+            report=False,
+            sft_steps=40,
+            base_dir=str(universe),
+        ),
+        log=lambda s: None,
+    )
     assert s["verdicts"]["nucleation"] == "fails", s["why"]
 
 
 def test_forced_seed_outside_reports_whether_rl_escaped(universe, tmp_path, capsys):
     out = tmp_path / "forced"
-    args = ["lab", "forced-seed", "--seed-from", "outside", "--quick", "--out", str(out), "--base-dir", str(universe),
-            "--no-report"]
+    args = [
+        "lab",
+        "forced-seed",
+        "--seed-from",
+        "outside",
+        "--quick",
+        "--out",
+        str(out),
+        "--base-dir",
+        str(universe),
+        "--no-report",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "can RL escape the forced seed's support?" in printed
     s = json.loads((out / "summary.json").read_text())
-    assert s["forced"]["kind"] == "outside" and s["forced"]["nearest_base_js_distance"] > 0.2  # really outside the repertoire
+    assert (
+        s["forced"]["kind"] == "outside" and s["forced"]["nearest_base_js_distance"] > 0.2
+    )  # really outside the repertoire
     assert set(s["rl"]["target"]).isdisjoint(s["rl"]["sft_support"])  # rewarded only outside the SFT support
     value, lo, hi = s["settling"]["retention"]
     assert 0.0 <= lo <= value <= hi <= 1.0
@@ -150,7 +220,9 @@ def test_lab_config_file(tmp_path, capsys):
     from crystallab.lab.experiments import LabConfig
 
     f = tmp_path / "c.yaml"
-    f.write_text("base_model: builtin:gemma-3-270m\ntask: number_1_10\nsft_data: base-prompt\nlora: true\nrl_rewards: [validity, target]\n")
+    f.write_text(
+        "base_model: builtin:gemma-3-270m\ntask: number_1_10\nsft_data: base-prompt\nlora: true\nrl_rewards: [validity, target]\n"
+    )
     cfg = LabConfig.from_yaml(str(f), out="x")
     assert cfg.lora and cfg.rl_rewards == ("validity", "target") and cfg.out == "x"
     f.write_text("sft_stepz: 3\n")
@@ -184,8 +256,9 @@ def test_lab_config_from_yaml_checks_types(tmp_path):
 
 def crystallab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, CI="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    return subprocess.run([sys.executable, "-m", "crystallab.cli.main", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "crystallab.cli.main", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def test_demo_is_quiet_and_logs_to_the_run_folder(tmp_path):
@@ -206,8 +279,21 @@ def test_demo_is_quiet_and_logs_to_the_run_folder(tmp_path):
 
 def test_verbose_prints_the_trainer_logs(universe, tmp_path):
     out = tmp_path / "v"
-    r = crystallab("-v", "demo", "--quick", "--no-report", "--no-rl", "--sft-steps", "4", "--track-every", "2",
-                   "--base-dir", str(universe), "--out", str(out))
+    r = crystallab(
+        "-v",
+        "demo",
+        "--quick",
+        "--no-report",
+        "--no-rl",
+        "--sft-steps",
+        "4",
+        "--track-every",
+        "2",
+        "--base-dir",
+        str(universe),
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "crystallab.train: sft step" in r.stderr and "'loss'" in r.stderr
     assert "sft step" in (out / "train.log").read_text()

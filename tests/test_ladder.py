@@ -13,9 +13,24 @@ from crystallab.ladder import ladder_from_dict, load_ladder, preset_names
 from crystallab.models.spec import parse_spec
 
 EXPECTED = {
-    "olmo2-1b": ["allenai/OLMo-2-0425-1B", "allenai/OLMo-2-0425-1B-SFT", "allenai/OLMo-2-0425-1B-DPO", "allenai/OLMo-2-0425-1B-Instruct"],
-    "olmo2-7b": ["allenai/OLMo-2-1124-7B", "allenai/OLMo-2-1124-7B-SFT", "allenai/OLMo-2-1124-7B-DPO", "allenai/OLMo-2-1124-7B-Instruct"],
-    "tulu3-8b": ["meta-llama/Llama-3.1-8B", "allenai/Llama-3.1-Tulu-3-8B-SFT", "allenai/Llama-3.1-Tulu-3-8B-DPO", "allenai/Llama-3.1-Tulu-3-8B"],
+    "olmo2-1b": [
+        "allenai/OLMo-2-0425-1B",
+        "allenai/OLMo-2-0425-1B-SFT",
+        "allenai/OLMo-2-0425-1B-DPO",
+        "allenai/OLMo-2-0425-1B-Instruct",
+    ],
+    "olmo2-7b": [
+        "allenai/OLMo-2-1124-7B",
+        "allenai/OLMo-2-1124-7B-SFT",
+        "allenai/OLMo-2-1124-7B-DPO",
+        "allenai/OLMo-2-1124-7B-Instruct",
+    ],
+    "tulu3-8b": [
+        "meta-llama/Llama-3.1-8B",
+        "allenai/Llama-3.1-Tulu-3-8B-SFT",
+        "allenai/Llama-3.1-Tulu-3-8B-DPO",
+        "allenai/Llama-3.1-Tulu-3-8B",
+    ],
     "qwen2.5-7b": ["Qwen/Qwen2.5-7B", "Qwen/Qwen2.5-7B-Instruct"],
     "llama3.1-8b": ["meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-8B-Instruct"],
 }
@@ -37,13 +52,24 @@ def test_every_shipped_preset_loads():
         load_ladder(preset=name)
 
 
-@pytest.mark.parametrize("data,needle", [
-    ({"checkpoints": [{"label": "a", "stage": "base", "model": "x"}, {"label": "a", "stage": "sft", "model": "y"}]}, "duplicate label 'a'"),
-    ({"checkpoints": [{"label": "a", "stage": "pretrain", "model": "x"}]}, "checkpoints[0].stage"),
-    ({"checkpoints": [{"label": "a", "stage": "base", "modle": "x"}]}, "did you mean 'model'"),
-    ({"checkpoints": []}, "non-empty list"),
-    ([1, 2], "expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "data,needle",
+    [
+        (
+            {
+                "checkpoints": [
+                    {"label": "a", "stage": "base", "model": "x"},
+                    {"label": "a", "stage": "sft", "model": "y"},
+                ]
+            },
+            "duplicate label 'a'",
+        ),
+        ({"checkpoints": [{"label": "a", "stage": "pretrain", "model": "x"}]}, "checkpoints[0].stage"),
+        ({"checkpoints": [{"label": "a", "stage": "base", "modle": "x"}]}, "did you mean 'model'"),
+        ({"checkpoints": []}, "non-empty list"),
+        ([1, 2], "expected a mapping"),
+    ],
+)
 def test_bad_ladders(data, needle):
     with pytest.raises(UserError, match=None) as e:
         ladder_from_dict(data, "l.yaml")
@@ -54,11 +80,24 @@ def test_ladder_command_on_tiny_checkpoints(tiny_ckpt, tmp_path, capsys):
     base = tiny_ckpt("llama", "digits", chat_template=True, seed=0)
     sft = tiny_ckpt("llama", "digits", chat_template=True, seed=1)
     f = tmp_path / "ladder.yaml"
-    f.write_text(f"name: tiny\ncheckpoints:\n  - {{label: base, stage: base, model: '{base}'}}\n  - {{label: sft, stage: sft, model: '{sft}'}}\n")
+    f.write_text(
+        f"name: tiny\ncheckpoints:\n  - {{label: base, stage: base, model: '{base}'}}\n  - {{label: sft, stage: sft, model: '{sft}'}}\n"
+    )
     out = tmp_path / "run"
     th = tmp_path / "th.yaml"
     th.write_text("n_boot: 100\nn_perm: 100\n")
-    args = ["ladder", str(f), "--task", "number_1_10,coin_flip", "--out", str(out), "--limit", "5", "--thresholds", str(th)]
+    args = [
+        "ladder",
+        str(f),
+        "--task",
+        "number_1_10,coin_flip",
+        "--out",
+        str(out),
+        "--limit",
+        "5",
+        "--thresholds",
+        str(th),
+    ]
     assert main(args) == 0
     captured = capsys.readouterr()
     printed = captured.out

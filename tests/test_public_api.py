@@ -28,9 +28,11 @@ def test_every_public_name_resolves_and_keeps_its_meaning():
 
 
 def test_import_crystallab_loads_no_heavy_library():
-    code = ("import sys, crystallab; crystallab.Results; crystallab.Thresholds; crystallab.load_task('coin_flip'); "
-            "heavy = [m for m in ('torch', 'transformers', 'trl', 'matplotlib', 'ray', 'vllm') if m in sys.modules]; "
-            "print(heavy)")
+    code = (
+        "import sys, crystallab; crystallab.Results; crystallab.Thresholds; crystallab.load_task('coin_flip'); "
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'matplotlib', 'ray', 'vllm') if m in sys.modules]; "
+        "print(heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", out
 

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic import CHAT_FAMILIES, FAMILIES, OPTIONS, SEED, family_prompts, ladder, rows_for, write
 
 from crystallab.analysis import Analysis, Estimate, Thresholds, analyze_dir, load_analysis
+
+from synthetic import CHAT_FAMILIES, FAMILIES, OPTIONS, SEED, family_prompts, ladder, rows_for, write
 
 if not os.environ.get("CI"):  # in CI a missing matplotlib is an error, not a skip
     pytest.importorskip("matplotlib", reason="the report needs matplotlib (pip install matplotlib)")
@@ -49,12 +50,28 @@ def tracked_rows(replicas: int = 3, steps: tuple[int, ...] = (0, 1, 2, 4, 8, 16,
         for s in steps:
             w = 1 / (1 + np.exp(-(s - 28 - 4 * r) / 4))
             chat = {f: (1 - w) * chat0[f] + w * FAMILIES[SEED] for f in CHAT_FAMILIES}
-            rows += rows_for("sft", 1, TASK, family_prompts(FAMILIES, rng), family_prompts(chat, rng, 3, 2000),
-                             valid=0.95, step=s, replica=r)
+            rows += rows_for(
+                "sft",
+                1,
+                TASK,
+                family_prompts(FAMILIES, rng),
+                family_prompts(chat, rng, 3, 2000),
+                valid=0.95,
+                step=s,
+                replica=r,
+            )
             u = 1 - np.exp(-s / 30)
             chat = {f: (1 - u) * FAMILIES[SEED] + u * rl for f in CHAT_FAMILIES}
-            rows += rows_for("rl", 2, TASK, family_prompts(FAMILIES, rng), family_prompts(chat, rng, 3, 2000),
-                             valid=0.99, step=s, replica=r)
+            rows += rows_for(
+                "rl",
+                2,
+                TASK,
+                family_prompts(FAMILIES, rng),
+                family_prompts(chat, rng, 3, 2000),
+                valid=0.99,
+                step=s,
+                replica=r,
+            )
     return rows
 
 
@@ -152,8 +169,11 @@ def close(got: float | None, want: float | None) -> bool:
 
 
 def assert_estimate(text: str, est: Estimate | None, where: str) -> None:
-    want = [None] if est is None or est.value is None else \
-        [est.value] + ([est.lo, est.hi] if est.lo is not None and est.hi is not None else [])
+    want = (
+        [None]
+        if est is None or est.value is None
+        else [est.value] + ([est.lo, est.hi] if est.lo is not None and est.hi is not None else [])
+    )
     got = numbers_in(text)
     ok = len(got) == len(want) and all(close(g, w) for g, w in zip(got, want))
     assert ok, f"{where}: page {text!r}, analysis {est}"
@@ -206,8 +226,17 @@ def test_page_is_self_contained(planted):
 
 def test_every_section_present(planted):
     _, an, page = planted
-    for anchor in ("verdicts", "warnings", "how-to-read", f"task-{TASK}", f"phase-{TASK}", f"states-{TASK}",
-                   f"edges-{TASK}", f"basins-{TASK}", f"dynamics-{TASK}"):
+    for anchor in (
+        "verdicts",
+        "warnings",
+        "how-to-read",
+        f"task-{TASK}",
+        f"phase-{TASK}",
+        f"states-{TASK}",
+        f"edges-{TASK}",
+        f"basins-{TASK}",
+        f"dynamics-{TASK}",
+    ):
         assert f'id="{anchor}"' in page, anchor
     assert "No tracked training run" in page  # the planted ladder has no steps
     table = re.search(r'<table class="verdicts" data-task="number_1_10">.*?</table>', page, re.DOTALL).group(0)
@@ -215,9 +244,15 @@ def test_every_section_present(planted):
         assert f'<tr data-claim="{claim}">' in table and f'<span class="v {v.value}">{v.value}</span>' in table
         assert escape(v.why) in table  # every why, escaped
     assert {v.value for v in an.verdicts[TASK].values()} == {"holds"}  # the planted truth
-    for cond in ("every family of the root&#x27;s raw ensemble sits in one basin", "q lies outside every root basin",
-                 "seed_p (Holm) ≥ α = 0.05", "A ≤ 0", "ρ &lt; 0.8", "redistribution ≤ ε = 0.05",
-                 "the same k* in fewer than 0.8"):
+    for cond in (
+        "every family of the root&#x27;s raw ensemble sits in one basin",
+        "q lies outside every root basin",
+        "seed_p (Holm) ≥ α = 0.05",
+        "A ≤ 0",
+        "ρ &lt; 0.8",
+        "redistribution ≤ ε = 0.05",
+        "the same k* in fewer than 0.8",
+    ):
         assert cond in page.split('id="how-to-read"')[1], cond
     assert "title>crystallab report" in page
 
@@ -233,7 +268,7 @@ def test_numbers_in_the_page_are_the_analysis_numbers(planted):
         for name, value in v.numbers.items():
             text = cells[f"{key}/{name}"]
             assert text.startswith(name + " ")
-            assert_number(text[len(name) + 1:], value, f"{key}/{name}")
+            assert_number(text[len(name) + 1 :], value, f"{key}/{name}")
         assert_number(cells[f"{key}/p_value"], v.p_value, key)
         assert_number(cells[f"{key}/p_holm"], v.p_holm, key)
     n = 0
@@ -269,7 +304,7 @@ def test_heatmaps_group_families_and_mark_basins(planted):
         assert [g.family for g in p.groups] == [f.name for f in s.families]  # the state's family order
         assert {g.family: g.basin for g in p.groups} == {f.name: f.basin for f in s.families}
         for g in p.groups:  # boxes are contiguous runs of one family that tile the rows
-            assert {r.family for r in p.rows[g.start:g.stop]} == {g.family}
+            assert {r.family for r in p.rows[g.start : g.stop]} == {g.family}
         assert sum(g.stop - g.start for g in p.groups) == len(p.rows) == s.n_prompts
     root = panels[0]
     marks = {t.k_star: [] for t in an.transitions}
@@ -352,11 +387,23 @@ def test_one_family_splits_and_a_sweep(tmp_path: Path):
     split = {f: ("heldout" if i % 2 else "train") for i, f in enumerate(CHAT_FAMILIES)}
     chat0 = family_prompts({f: list(FAMILIES.values())[i] for i, f in enumerate(CHAT_FAMILIES)}, rng, 3, 50)
     rows = rows_for("base", 0, TASK, raw, chat0, split=split)
-    rows += rows_for("sft", 1, TASK, raw, family_prompts({f: FAMILIES[SEED] for f in CHAT_FAMILIES}, rng, 3, 2000),
-                     split=split)
+    rows += rows_for(
+        "sft", 1, TASK, raw, family_prompts({f: FAMILIES[SEED] for f in CHAT_FAMILIES}, rng, 3, 2000), split=split
+    )
     an = analysed(tmp_path, rows, Thresholds(n_boot=30))
-    sweep = Sweep("mixture", "λ", [0.0, 0.5, 1.0], [[-1.0, 0.2, 1.0], [-1.0, 0.4, 1.0]], [-1.0, 0.0, 1.0],
-                  Estimate(3.1, 2.2, 4.0), Estimate(0.5, 0.45, 0.55), 0.08, 0.01, 0.02, "sharp")
+    sweep = Sweep(
+        "mixture",
+        "λ",
+        [0.0, 0.5, 1.0],
+        [[-1.0, 0.2, 1.0], [-1.0, 0.4, 1.0]],
+        [-1.0, 0.0, 1.0],
+        Estimate(3.1, 2.2, 4.0),
+        Estimate(0.5, 0.45, 0.55),
+        0.08,
+        0.01,
+        0.02,
+        "sharp",
+    )
     an = dataclasses.replace(an, sweeps=[sweep])
     page = write_report((an, tmp_path), svg=False).read_text(encoding="utf-8")
     root = D.heatmap_panels(an, read_table(tmp_path), TASK, "raw")[0]
@@ -429,22 +476,33 @@ def test_report_in_headless_chromium(tracked):
     ci = bool(os.environ.get("CI"))
     if not (chromium and driver_path):
         if ci:
-            pytest.fail("CI is set but chromium/chromedriver are missing: scripts/setup.sh installs them "
-                        "(apt-get install chromium chromium-driver)")
-        pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver); "
-                    "CI=1 makes this a failure")
+            pytest.fail(
+                "CI is set but chromium/chromedriver are missing: scripts/setup.sh installs them "
+                "(apt-get install chromium chromium-driver)"
+            )
+        pytest.skip(
+            "chromium and chromedriver are not installed (apt-get install chromium chromium-driver); "
+            "CI=1 makes this a failure"
+        )
     if ci:
         from selenium import webdriver
     else:
-        webdriver = pytest.importorskip("selenium.webdriver",
-                                        reason="selenium is not installed (pip install -e '.[dev]')")
+        webdriver = pytest.importorskip(
+            "selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')"
+        )
     from selenium.webdriver.chrome.service import Service
 
     report_dir, _, page = tracked
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-                "--window-size=1360,1000"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        "--window-size=1360,1000",
+    ):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
@@ -452,7 +510,8 @@ def test_report_in_headless_chromium(tracked):
         driver.get((report_dir / "report.html").resolve().as_uri())
         driver.execute_script("return document.readyState")
         images = driver.execute_script(
-            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
+            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])"
+        )
         assert len(images) == len(re.findall(r"<img\b", page)) == 5
         assert all(c and w > 0 and h > 0 for c, w, h in images), images
         errors = [e for e in driver.get_log("browser") if e.get("level") in ("SEVERE", "ERROR")]

@@ -19,7 +19,6 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from synthetic import ladder, table, write
 
 from crystallab.analysis import Analysis, Thresholds, _manifest_links, analyze_dir, load_analysis, summary_text
 from crystallab.cli.main import main
@@ -29,20 +28,28 @@ from crystallab.store import GROUP, SAMPLE_SCHEMA, SCHEMA, ResultStore, atomic_w
 from crystallab.suite import Task, load_task_file
 from crystallab.yamlconf import check_fields, read_settings
 
+from synthetic import ladder, table, write
+
 pytestmark = pytest.mark.filterwarnings("ignore::crystallab.suite.TaskWarning")  # fuzzed family sizes
 # CRYSTALLAB_FUZZ_EXAMPLES=2000 for a longer campaign
 FUZZ = settings(
-    max_examples=int(os.environ.get("CRYSTALLAB_FUZZ_EXAMPLES", "60")), deadline=None,
+    max_examples=int(os.environ.get("CRYSTALLAB_FUZZ_EXAMPLES", "60")),
+    deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 FAST = Thresholds(n_boot=20, n_perm=50)
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.integers(min_value=10**300), st.floats(allow_nan=True),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=10**300),
+    st.floats(allow_nan=True),
     st.text(max_size=12),
 )
 values = st.recursive(
-    scalars, lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.text(max_size=10), c, max_size=4)),
+    scalars,
+    lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.text(max_size=10), c, max_size=4)),
     max_leaves=20,
 )
 
@@ -89,11 +96,14 @@ def yaml_text(value: Any) -> bytes:
 # ---- task files ---------------------------------------------------------------------------------
 
 TASK = {
-    "id": "fuzz", "version": 1, "description": "Café au lait: pick one, vite",
+    "id": "fuzz",
+    "version": 1,
+    "description": "Café au lait: pick one, vite",
     "options": ["crème", "thé", {"label": "café", "forms": ["Café"]}],
     "contexts": [{"family": f"f{i % 2}", "text": f"Au café {i}, on commande:"} for i in range(6)],
-    "instructions": [{"family": f"c{i // 3}", "text": f"Choisis une boisson au hasard ({i}), réponds en un mot."}
-                     for i in range(15)],
+    "instructions": [
+        {"family": f"c{i // 3}", "text": f"Choisis une boisson au hasard ({i}), réponds en un mot."} for i in range(15)
+    ],
 }
 TASK_TEXT = yaml.safe_dump(TASK, allow_unicode=True, sort_keys=False)
 
@@ -129,8 +139,9 @@ def test_fuzz_task_file_one_key_broken(tmp_path, key, value):
     _task(tmp_path / "fuzz.yaml", yaml_text({**TASK, key: value}))
 
 
-@pytest.mark.parametrize("encoding,needle", [("latin-1", "not UTF-8 text"), ("utf-16", "UTF-16"),
-                                             ("utf-16-le", "NUL bytes")])
+@pytest.mark.parametrize(
+    "encoding,needle", [("latin-1", "not UTF-8 text"), ("utf-16", "UTF-16"), ("utf-16-le", "NUL bytes")]
+)
 def test_task_in_another_encoding_names_the_file(tmp_path, encoding, needle):
     path = tmp_path / "fuzz.yaml"
     path.write_bytes(TASK_TEXT.encode(encoding))
@@ -235,8 +246,12 @@ def _lab_settings(path: Path, data: bytes) -> dict | None:
 
 
 @FUZZ
-@given(data=st.one_of(file_bytes(b"sft_steps: 20\nrl_rewards: [validity]\n# \xc3\xa9\n"),
-                      st.fixed_dictionaries({}, optional={k: values for k in LAB_KEYS}).map(yaml_text)))
+@given(
+    data=st.one_of(
+        file_bytes(b"sft_steps: 20\nrl_rewards: [validity]\n# \xc3\xa9\n"),
+        st.fixed_dictionaries({}, optional={k: values for k in LAB_KEYS}).map(yaml_text),
+    )
+)
 def test_fuzz_lab_settings(tmp_path, data):
     _lab_settings(tmp_path / "lab.yaml", data)
 
@@ -244,10 +259,14 @@ def test_fuzz_lab_settings(tmp_path, data):
 def test_lab_settings_types_are_checked(tmp_path):
     p = tmp_path / "lab.yaml"
     assert _lab_settings(p, b"rl_rewards: [validity, target]\nlimit: null\n") == {
-        "rl_rewards": ("validity", "target"), "limit": None}
-    for text, needle in (("sft_steps: many\n", "'sft_steps': expected a whole number, got a string ('many')"),
-                         ("rl_rewards: 5\n", "'rl_rewards': expected a list"),
-                         ("seed_family: [a]\n", "'seed_family': expected a string, got a list")):
+        "rl_rewards": ("validity", "target"),
+        "limit": None,
+    }
+    for text, needle in (
+        ("sft_steps: many\n", "'sft_steps': expected a whole number, got a string ('many')"),
+        ("rl_rewards: 5\n", "'rl_rewards': expected a list"),
+        ("seed_family: [a]\n", "'seed_family': expected a string, got a list"),
+    ):
         p.write_text(text)
         with pytest.raises(UserError, match=__import__("re").escape(needle)):
             read_settings(p, list(_lab_config().__dataclass_fields__), "lab", _lab_config())
@@ -325,8 +344,24 @@ def test_fuzz_manifest_truncated_or_encoded(results, tmp_path, k, encoding):
 
 
 @FUZZ
-@given(where=st.sampled_from(["checkpoints", "tasks", "runs", "ck.index", "ck.label", "ck.model", "ck.stage",
-                              "ck.info", "ck.parent", "ck", "format"]), value=values)
+@given(
+    where=st.sampled_from(
+        [
+            "checkpoints",
+            "tasks",
+            "runs",
+            "ck.index",
+            "ck.label",
+            "ck.model",
+            "ck.stage",
+            "ck.info",
+            "ck.parent",
+            "ck",
+            "format",
+        ]
+    ),
+    value=values,
+)
 def test_fuzz_manifest_one_field_broken(results, tmp_path, where, value):
     d = _copy(results, tmp_path / "r")
     m = json.loads((results / "manifest.json").read_text())
@@ -451,8 +486,17 @@ def _two_shard_folder(d: Path) -> tuple[Path, Path]:
     a, b = d / "shards" / "a.parquet", d / "shards" / "b.parquet"
     atomic_write_table(a, table([r for r in rows if r["checkpoint"] == "base"]))
     atomic_write_table(b, table([r for r in rows if r["checkpoint"] != "base"]))
-    sample = {"checkpoint": "base", "checkpoint_index": 0, "step": None, "task": "number_1_10",
-              "prompt_id": "raw-00", "sample_index": 0, "completion": " 7", "option": "7", "replica": None}
+    sample = {
+        "checkpoint": "base",
+        "checkpoint_index": 0,
+        "step": None,
+        "task": "number_1_10",
+        "prompt_id": "raw-00",
+        "sample_index": 0,
+        "completion": " 7",
+        "option": "7",
+        "replica": None,
+    }
     atomic_write_table(d / "samples" / "a.parquet", pa.Table.from_pylist([sample], schema=SAMPLE_SCHEMA))
     return a, b
 
@@ -488,7 +532,10 @@ def test_done_groups_quarantines_and_records_what_it_moved(tmp_path):
     store = ResultStore(d)
     groups = store.done_groups()
     assert sorted(p.relative_to(d).as_posix() for p in store.quarantined) == [
-        "quarantine/samples/a.parquet", "quarantine/shards/a.parquet", "quarantine/shards/junk.parquet"]
+        "quarantine/samples/a.parquet",
+        "quarantine/shards/a.parquet",
+        "quarantine/shards/junk.parquet",
+    ]
     assert groups and all(g[0] != "base" for g in groups)
     assert [p.name for p in (d / "shards").iterdir()] == ["b.parquet"]
 
@@ -514,7 +561,7 @@ def test_damaged_data_pages_are_quarantined_by_done_groups(tmp_path):
     rng = random.Random(0)
     for start in range(4, footer - 64, 16):
         b = bytearray(valid)
-        b[start:start + 64] = bytes(rng.randrange(256) for _ in range(64))
+        b[start : start + 64] = bytes(rng.randrange(256) for _ in range(64))
         a.write_bytes(bytes(b))
         try:
             pq.read_table(a, columns=list(GROUP)).validate(full=True)
@@ -569,7 +616,8 @@ def _analysis(d: Path, data: bytes) -> Analysis | None:
 def test_analysis_baseline_loads(results, tmp_path):
     d = _copy(results, tmp_path / "r")
     assert _analysis(d, (results / "analysis.json").read_bytes()).to_json() == json.loads(
-        (results / "analysis.json").read_text())
+        (results / "analysis.json").read_text()
+    )
 
 
 @FUZZ

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
-from tiny import train_briefly
 
 from crystallab.models.text import MAX_DRAWS
 from crystallab.scoring.exact import ScoreStats, score_exact
 from crystallab.scoring.sample import parse_answer, sample_prompt
 from crystallab.suite import load_task
+
+from tiny import train_briefly
 
 N = 2000
 
@@ -45,11 +46,14 @@ def peaked(tiny_ckpt, backend_of):
     return train_briefly(be, [line() for _ in range(64)])
 
 
-@pytest.mark.parametrize("prompt", [
-    "Random numbers between 1 and 10: 3, 8, 1,",  # nothing after the comma
-    "Random numbers between 1 and 10: 7, 2, ",  # a space: sampled from c̄, kept when they write it
-    "Random numbers between 1 and 10: 7, 2,\n",  # a newline: it stays in the context
-])
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "Random numbers between 1 and 10: 3, 8, 1,",  # nothing after the comma
+        "Random numbers between 1 and 10: 7, 2, ",  # a space: sampled from c̄, kept when they write it
+        "Random numbers between 1 and 10: 7, 2,\n",  # a newline: it stays in the context
+    ],
+)
 def test_sampled_agrees_with_exact(peaked, prompt):
     """Pearson chi-square at N = 2000 draws kept, alpha = 1e-3, on the token parser's event."""
     task = load_task("number_1_10")
@@ -144,10 +148,24 @@ def test_sampling_is_seeded(peaked):
     assert a.completions == b.completions and a.completions != c.completions
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("7", "7"), (" 7\n", "7"), ("Sure! My answer is 7.", "7"), ("**Seven**", "7"), ("SEVEN!", "7"),
-    ("10", "10"), ("1", "1"), ("1, 2, 3", "1"), ("107", None), ("17", None), ("seventeen", None), ("", None), ("I pick ten", "10"),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("7", "7"),
+        (" 7\n", "7"),
+        ("Sure! My answer is 7.", "7"),
+        ("**Seven**", "7"),
+        ("SEVEN!", "7"),
+        ("10", "10"),
+        ("1", "1"),
+        ("1, 2, 3", "1"),
+        ("107", None),
+        ("17", None),
+        ("seventeen", None),
+        ("", None),
+        ("I pick ten", "10"),
+    ],
+)
 def test_text_parser(text, expected):
     task = load_task("number_1_10")
     k = parse_answer(text, task)

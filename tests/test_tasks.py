@@ -13,8 +13,23 @@ from crystallab.errors import TaskError, UserError
 from crystallab.suite import BUILTIN_DIR, Instruction, Task, TaskWarning, load_task, load_task_file, task_ids
 
 REQUIRED_IDS = {
-    "number_1_10", "number_0_10", "number_1_100", "die_d6", "coin_flip", "letter_a_z", "color", "animal", "fruit",
-    "country", "us_state", "first_name", "weekday", "month", "card_suit", "rock_paper_scissors", "word",
+    "number_1_10",
+    "number_0_10",
+    "number_1_100",
+    "die_d6",
+    "coin_flip",
+    "letter_a_z",
+    "color",
+    "animal",
+    "fruit",
+    "country",
+    "us_state",
+    "first_name",
+    "weekday",
+    "month",
+    "card_suit",
+    "rock_paper_scissors",
+    "word",
 }
 FAMILIES = {"qa", "list", "narrative", "dialogue", "code", "game", "form", "poll"}
 CHAT_FAMILIES = {"plain", "game", "code", "person", "story", "form"}
@@ -147,7 +162,9 @@ def test_builtin_forms_clean_and_disjoint(task_id):
         for form in opt.forms:
             assert form == form.strip() and form, f"form {form!r} of {opt.label!r} has surrounding whitespace"
             key = form if task.case_sensitive else form.casefold()
-            assert owner.setdefault(key, opt.label) == opt.label, f"form {form!r} shared by {owner[key]!r} and {opt.label!r}"
+            assert owner.setdefault(key, opt.label) == opt.label, (
+                f"form {form!r} shared by {owner[key]!r} and {opt.label!r}"
+            )
     conflicts = word_prefix_conflicts(task)
     assert not conflicts, f"word-prefix conflicts between options: {conflicts[:5]}"
 
@@ -164,8 +181,17 @@ def test_builtin_contexts_are_raw_prompts(task_id):
 
 def test_closed_set_sizes():
     sizes = {
-        "number_1_10": 10, "number_0_10": 11, "number_1_100": 100, "die_d6": 6, "coin_flip": 2, "letter_a_z": 26,
-        "weekday": 7, "month": 12, "card_suit": 4, "rock_paper_scissors": 3, "us_state": 50,
+        "number_1_10": 10,
+        "number_0_10": 11,
+        "number_1_100": 100,
+        "die_d6": 6,
+        "coin_flip": 2,
+        "letter_a_z": 26,
+        "weekday": 7,
+        "month": 12,
+        "card_suit": 4,
+        "rock_paper_scissors": 3,
+        "us_state": 50,
     }
     for task_id, n in sizes.items():
         assert len(load_task(task_id).options) == n, task_id
@@ -173,8 +199,14 @@ def test_closed_set_sizes():
     assert load_task("number_1_100").labels == tuple(str(i) for i in range(1, 101))
     assert load_task("number_0_10").labels == tuple(str(i) for i in range(0, 11))
     assert load_task("letter_a_z").labels == tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-    for task_id, lo, hi in (("color", 10, 14), ("animal", 25, 40), ("fruit", 20, 30), ("country", 45, 55),
-                            ("first_name", 35, 45), ("word", 35, 45)):
+    for task_id, lo, hi in (
+        ("color", 10, 14),
+        ("animal", 25, 40),
+        ("fruit", 20, 30),
+        ("country", 45, 55),
+        ("first_name", 35, 45),
+        ("word", 35, 45),
+    ):
         assert lo <= len(load_task(task_id).options) <= hi, task_id
 
 
@@ -207,7 +239,9 @@ VALID = {
 
 def _write(tmp_path: Path, data, name: str = "tiny.yaml") -> Path:
     path = tmp_path / name
-    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    path.write_text(
+        data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
     return path
 
 
@@ -273,7 +307,11 @@ def test_unknown_nested_key_names_the_field(tmp_path):
         ({"options": []}, "options", "must not be empty"),
         ({"options": [{"label": "heads"}]}, "options", "at least 2 options"),
         ({"options": [{"label": "heads"}, {"label": "heads"}]}, "options[1].label", "duplicate option"),
-        ({"options": [{"label": "heads", "forms": ["H"]}, {"label": "tails", "forms": ["h"]}]}, "options[1].forms", "also a form of option"),
+        (
+            {"options": [{"label": "heads", "forms": ["H"]}, {"label": "tails", "forms": ["h"]}]},
+            "options[1].forms",
+            "also a form of option",
+        ),
         ({"options": [{"label": "heads", "forms": [" Heads"]}, {"label": "tails"}]}, "options[0].forms", "whitespace"),
         ({"contexts": [{"family": "qa"}]}, "contexts[0].text", "missing"),
         ({"contexts": [{"family": "qa", "text": ""}]}, "contexts[0].text", "must not be empty"),
@@ -399,7 +437,11 @@ def test_bad_instruction_entries_name_the_field(tmp_path, instructions, field, f
     ("raw", "chat", "fragment"),
     [
         ({"qa": 3, "list": 2}, GOOD_CHAT, "raw family 'list' has 2 contexts; a family needs at least 3"),
-        (GOOD_RAW, {k: v for k, v in list(GOOD_CHAT.items())[:4]}, "4 chat families (plain, game, code, person); a task needs at least 5"),
+        (
+            GOOD_RAW,
+            {k: v for k, v in list(GOOD_CHAT.items())[:4]},
+            "4 chat families (plain, game, code, person); a task needs at least 5",
+        ),
         (GOOD_RAW, {**GOOD_CHAT, "story": 2}, "chat family 'story' has 2 paraphrases; a family needs at least 3"),
     ],
 )
@@ -492,8 +534,15 @@ def test_split_and_replica_round_trip_through_a_measurement(tiny_ckpt, tmp_path)
     model = str(tiny_ckpt("llama", "digits", chat_template=True))
     backend = load_backend(model)
     out = tmp_path / "run"
-    cfg = MeasureConfig(model=model, tasks=["coin_flip"], out=str(out), label="base", replica=3, progress=False,
-                        settings=MeasureSettings(limit=2))
+    cfg = MeasureConfig(
+        model=model,
+        tasks=["coin_flip"],
+        out=str(out),
+        label="base",
+        replica=3,
+        progress=False,
+        settings=MeasureSettings(limit=2),
+    )
     run_measure(cfg, backend=backend, log=lambda s: None)
     rows = read_table(out).to_pylist()
     assert rows and {r["replica"] for r in rows} == {3} and {r["split"] for r in rows} == {None}
@@ -503,7 +552,10 @@ def test_split_and_replica_round_trip_through_a_measurement(tiny_ckpt, tmp_path)
     # the lab marks prompts train / heldout: the split reaches the rows; another replica of the
     # same checkpoint is a new group (resume does not skip it)
     task = load_task("coin_flip")
-    prompts = [dataclasses.replace(p, split="heldout" if i % 2 else "train") for i, p in enumerate(render_prompts(task, "raw", None, 2))]
+    prompts = [
+        dataclasses.replace(p, split="heldout" if i % 2 else "train")
+        for i, p in enumerate(render_prompts(task, "raw", None, 2))
+    ]
     store = ResultStore(out)
     cfg4 = dataclasses.replace(cfg, replica=4, settings=dataclasses.replace(cfg.settings, prompts="raw"))
     res = measure_into(store, cfg4, backend, [task], {task.id: prompts}, "base", 0, log=lambda s: None)
@@ -537,7 +589,9 @@ def test_tasks_cli_shows_raw_and_chat_families(capsys, tmp_path):
     rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
     coin = load_task("coin_flip")
     assert rows["coin_flip"]["family_sizes"] == coin.family_sizes()
-    assert rows["coin_flip"]["chat_families"] == len(coin.chat_families) and rows["coin_flip"]["families"] == len(coin.families)
+    assert rows["coin_flip"]["chat_families"] == len(coin.chat_families) and rows["coin_flip"]["families"] == len(
+        coin.families
+    )
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out
     assert "chat fam." in out and "raw:  qa 3, list 3" in out and "chat: plain 3, game 3" in out

@@ -131,12 +131,16 @@ def test_logistic_midpoint_after_window_is_not_sharp(t0: float, w: float) -> Non
     # (accelerating growth), so it is the midpoint clause that must refuse. Measured: 0/25 sharp in
     # both; the strict reading t_first < t0 < t_last would have called 7/25 and 14/25 sharp.
     rng = np.random.default_rng(6)
-    results = [T.transition_test(STEPS, 0.2 + 0.6 * special.expit((STEPS - t0) / w)
-                                 + rng.normal(0, 0.005, (3, STEPS.size))) for _ in range(25)]
+    results = [
+        T.transition_test(STEPS, 0.2 + 0.6 * special.expit((STEPS - t0) / w) + rng.normal(0, 0.005, (3, STEPS.size)))
+        for _ in range(25)
+    ]
     assert sum(r.verdict == "sharp" for r in results) == 0
     assert np.mean([r.share_logistic for r in results]) > 0.8  # the clause tested is the midpoint's
-    strict = sum(r.share_logistic >= 0.8 and r.total_change > 3 * r.replica_sd and r.window[0] < r.t0 < r.window[1]
-                 for r in results)
+    strict = sum(
+        r.share_logistic >= 0.8 and r.total_change > 3 * r.replica_sd and r.window[0] < r.t0 < r.window[1]
+        for r in results
+    )
     assert strict > 0  # the series do test the clause (measured 7/25, 14/25)
 
 

@@ -28,7 +28,9 @@ def corpus(n: int = 400, seed: int = 0) -> list[str]:
         lines.extend(t.instruction_texts)
     for _ in range(n):
         lines.append(" ".join(str(rng.randint(0, 100)) for _ in range(8)))
-        lines.append(", ".join(rng.choice(["heads", "tails", "Heads", "red", "blue", "seven", "ten"]) for _ in range(4)))
+        lines.append(
+            ", ".join(rng.choice(["heads", "tails", "Heads", "red", "blue", "seven", "ten"]) for _ in range(4))
+        )
         lines.append(f">>> random.randint(1, 10)\n{rng.randint(1, 10)}\n>>> f(x)\n")
     return lines
 
@@ -43,20 +45,40 @@ def make_tokenizer(kind: str, out: Path, chat_template: bool = False):
 
     tk = Tokenizer(models.BPE(unk_token=None))
     if kind == "digits":
-        tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+        tk.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        )
     elif kind == "bpe":
         tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     elif kind == "llama3":
-        tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        tk.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
     else:
         raise ValueError(kind)
     tk.decoder = decoders.ByteLevel()
     special = ["<pad>", "<s>", "</s>", "<|user|>", "<|assistant|>"]
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tk.train_from_iterator(corpus(), trainer)
     bos = tk.token_to_id("<s>")
-    tk.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>", additional_special_tokens=["<|user|>", "<|assistant|>"])
+    tk.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        additional_special_tokens=["<|user|>", "<|assistant|>"],
+    )
     if chat_template:
         fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(out)
@@ -71,9 +93,32 @@ def make_model(arch: str, tokenizer, out: Path, seed: int = 0, init: float = 0.3
     torch.manual_seed(seed)
     V = len(tokenizer)
     if arch == "llama":
-        cfg = LlamaConfig(vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, initializer_range=init, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+        cfg = LlamaConfig(
+            vocab_size=V,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            initializer_range=init,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=False,
+        )
     elif arch == "gpt2":
-        cfg = GPT2Config(vocab_size=V, n_embd=64, n_layer=2, n_head=4, n_positions=512, initializer_range=init, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        cfg = GPT2Config(
+            vocab_size=V,
+            n_embd=64,
+            n_layer=2,
+            n_head=4,
+            n_positions=512,
+            initializer_range=init,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
     else:
         raise ValueError(arch)
     model = AutoModelForCausalLM.from_config(cfg)
@@ -82,7 +127,9 @@ def make_model(arch: str, tokenizer, out: Path, seed: int = 0, init: float = 0.3
     return out
 
 
-def make_checkpoint(root: Path, arch: str = "llama", tok: str = "digits", chat_template: bool = False, seed: int = 0) -> Path:
+def make_checkpoint(
+    root: Path, arch: str = "llama", tok: str = "digits", chat_template: bool = False, seed: int = 0
+) -> Path:
     out = root / f"{arch}-{tok}-{'chat' if chat_template else 'plain'}-{seed}"
     if not (out / "config.json").exists():
         t = make_tokenizer(tok, out, chat_template=chat_template)

@@ -137,8 +137,15 @@ class Console:
                 h.close()
             root.setLevel(level)
 
-    def _show_warning(self, message: Any, category: type[Warning], filename: str, lineno: int,
-                      file: Any = None, line: str | None = None) -> None:
+    def _show_warning(
+        self,
+        message: Any,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
         """crystallab's warnings: one line on the terminal; everyone else's: the log file."""
         if category.__module__.split(".")[0] == "crystallab":
             print(f"crystallab: warning: {message}", file=self.stream, flush=True)
@@ -177,4 +184,3 @@ def _drop_stream_handlers(name: str) -> None:
     for h in list(logger.handlers):
         if type(h) is logging.StreamHandler:
             logger.removeHandler(h)
-

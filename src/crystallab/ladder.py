@@ -67,7 +67,10 @@ def preset_names() -> list[str]:
 
 def _unknown(src: str, where: str, key: Any, allowed: tuple[str, ...]) -> UserError:
     close = difflib.get_close_matches(str(key), allowed, n=1)
-    return UserError(f"{src}: field '{where}{key}': unknown key" + (f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(allowed)})"))
+    return UserError(
+        f"{src}: field '{where}{key}': unknown key"
+        + (f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(allowed)})")
+    )
 
 
 def ladder_from_dict(data: Any, src: str = "<ladder>") -> Ladder:
@@ -98,7 +101,9 @@ def ladder_from_dict(data: Any, src: str = "<ladder>") -> Ladder:
         if rev is not None and (isinstance(rev, bool) or not isinstance(rev, (str, int))):
             raise UserError(f"{src}: field '{where}.revision': expected a string")
         if c["label"] in (x.label for x in out):
-            raise UserError(f"{src}: field '{where}.label': duplicate label '{c['label']}' (each checkpoint needs its own)")
+            raise UserError(
+                f"{src}: field '{where}.label': duplicate label '{c['label']}' (each checkpoint needs its own)"
+            )
         parent = c.get("parent")
         if parent is not None and (not isinstance(parent, str) or not parent.strip()):
             raise UserError(f"{src}: field '{where}.parent': expected the label of another checkpoint")
@@ -128,7 +133,7 @@ def _training_order(cks: list[Checkpoint], src: str) -> tuple[Checkpoint, ...]:
         seen, cur = [c.label], c
         while cur.parent is not None:
             if cur.parent in seen:
-                loop = seen[seen.index(cur.parent):] + [cur.parent]
+                loop = seen[seen.index(cur.parent) :] + [cur.parent]
                 raise UserError(f"{src}: the checkpoints' parents form a cycle: {' → '.join(loop)}")
             seen.append(cur.parent)
             cur = by_label[cur.parent]
@@ -158,7 +163,10 @@ def load_ladder(path: str | Path | None = None, preset: str | None = None) -> La
     if preset is not None:
         if preset not in preset_names():
             close = difflib.get_close_matches(preset, preset_names(), n=1)
-            raise UserError(f"unknown ladder preset '{preset}'" + (f"; did you mean '{close[0]}'?" if close else f"; presets: {', '.join(preset_names())}"))
+            raise UserError(
+                f"unknown ladder preset '{preset}'"
+                + (f"; did you mean '{close[0]}'?" if close else f"; presets: {', '.join(preset_names())}")
+            )
         path = PRESET_DIR / f"{preset}.yaml"
     assert path is not None
     p = Path(path)
@@ -180,8 +188,13 @@ class RayOptions:
 
 
 def run_ladder(
-    lad: Ladder, base: MeasureConfig, *, thresholds: str | None = None, ray: RayOptions | None = None,
-    report: bool = True, console: Console | None = None,
+    lad: Ladder,
+    base: MeasureConfig,
+    *,
+    thresholds: str | None = None,
+    ray: RayOptions | None = None,
+    report: bool = True,
+    console: Console | None = None,
 ) -> tuple[Analysis, Path | None]:
     """Measure every checkpoint of ``lad`` into ``base.out`` (resuming it), then analyze and
     report; returns the analysis and the report's path (None without the report extra).
@@ -200,8 +213,15 @@ def run_ladder(
             from crystallab.sweep import sweep_ladder  # sweep imports this module (Ladder)
 
             with console.stage(f"measure {len(lad.checkpoints)} checkpoint(s) on Ray", bar=False):
-                sweep_ladder(lad, base, address=ray.address, num_gpus=ray.num_gpus, num_cpus=ray.num_cpus,
-                             max_retries=ray.max_retries, log=console.line)
+                sweep_ladder(
+                    lad,
+                    base,
+                    address=ray.address,
+                    num_gpus=ray.num_gpus,
+                    num_cpus=ray.num_cpus,
+                    max_retries=ray.max_retries,
+                    log=console.line,
+                )
         else:
             parents = lad.parents()
             for i, c in enumerate(lad.checkpoints):
@@ -226,5 +246,9 @@ def ladder_config(lad: Ladder, base: MeasureConfig, thresholds: str | None, ray:
     """What ``DIR/config.yaml`` of a ladder run holds: the ladder, the shared measure settings,
     the thresholds file and the Ray options."""
     shared = {k: v for k, v in plain(base).items() if k not in ("model", "label", "stage", "parent", "step", "replica")}
-    return {"ladder": {"name": lad.name, "source": lad.source, "checkpoints": plain(list(lad.checkpoints))},
-            "measure": shared, "thresholds": thresholds, "ray": plain(ray) if ray is not None else None}
+    return {
+        "ladder": {"name": lad.name, "source": lad.source, "checkpoints": plain(list(lad.checkpoints))},
+        "measure": shared,
+        "thresholds": thresholds,
+        "ray": plain(ray) if ray is not None else None,
+    }

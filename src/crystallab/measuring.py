@@ -53,17 +53,27 @@ class MeasureSettings:
 
     prompts: str = field(default="all", metadata={"help": "prompt set", "choices": PROMPT_SETS})
     method: str = field(
-        default="exact", metadata={"help": "exact trie scoring, sampling, or (api: models) approximate scoring "
-                                           "from top-k logprobs", "choices": METHODS})
+        default="exact",
+        metadata={
+            "help": "exact trie scoring, sampling, or (api: models) approximate scoring from top-k logprobs",
+            "choices": METHODS,
+        },
+    )
     samples: int = field(default=200, metadata={"help": "completions per prompt with --method sample"})
     seed: int = field(default=0, metadata={"help": "run seed (each prompt's sampling seed derives from it)"})
     parser: str = field(
-        default="text", metadata={"help": "sample parser: the task's text parser, or the exact scorer's token event",
-                                  "choices": PARSERS})
+        default="text",
+        metadata={
+            "help": "sample parser: the task's text parser, or the exact scorer's token event",
+            "choices": PARSERS,
+        },
+    )
     limit: int | None = field(
-        default=None, metadata={"help": "use only N prompts of each kind (contexts spread over families)"})
+        default=None, metadata={"help": "use only N prompts of each kind (contexts spread over families)"}
+    )
     batch_tokens: int = field(
-        default=0, metadata={"help": "padded tokens per forward pass (0: 4096 on CPU, 32768 on CUDA)"})
+        default=0, metadata={"help": "padded tokens per forward pass (0: 4096 on CPU, 32768 on CUDA)"}
+    )
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -77,8 +87,10 @@ class MeasureSettings:
         if self.limit is not None and self.limit <= 0:
             raise UserError(f"--limit must be positive, got {self.limit}")
         if self.method == "logprobs-topk" and self.prompts != "raw":
-            raise UserError("--method logprobs-topk scores raw prompts only (a chat API cannot continue a partial "
-                            "answer on most servers); pass --prompts raw, or use --method sample for chat prompts")
+            raise UserError(
+                "--method logprobs-topk scores raw prompts only (a chat API cannot continue a partial "
+                "answer on most servers); pass --prompts raw, or use --method sample for chat prompts"
+            )
 
 
 @dataclass
@@ -104,11 +116,15 @@ class MeasureConfig:
         self.settings.validate()
         api = self.model.startswith("api:")
         if api and self.settings.method == "exact":
-            raise UserError("an api: model has no exact mode (a server does not return every option's probability); "
-                            "use --method logprobs-topk (approximate, from top logprobs) or --method sample")
+            raise UserError(
+                "an api: model has no exact mode (a server does not return every option's probability); "
+                "use --method logprobs-topk (approximate, from top logprobs) or --method sample"
+            )
         if self.settings.method == "logprobs-topk" and not api:
-            raise UserError("--method logprobs-topk is for api: models; local and vllm: models are scored exactly "
-                            "with --method exact")
+            raise UserError(
+                "--method logprobs-topk is for api: models; local and vllm: models are scored exactly "
+                "with --method exact"
+            )
         if self.stage not in STAGES:
             raise UserError(f"unknown --stage '{self.stage}'; use one of {', '.join(STAGES)}")
         r = self.replica
@@ -124,7 +140,9 @@ class Sink(Protocol):
     manifest: dict[str, Any]
     quarantined: list[Path]  # unreadable shards the last done_groups() moved aside
 
-    def checkpoint(self, label: str, model: str, stage: str, info: dict[str, Any], parent: str | None = None) -> int: ...
+    def checkpoint(
+        self, label: str, model: str, stage: str, info: dict[str, Any], parent: str | None = None
+    ) -> int: ...
     def register_task(self, task_id: str, version: int, prompts: dict[str, str]) -> None: ...
     def done_groups(self) -> set[tuple]: ...
     def write_rows(self, rows: list[dict[str, Any]], samples: list[dict[str, Any]] | None = None) -> None: ...
@@ -144,8 +162,11 @@ class Throughput:
     def summary(self) -> dict[str, float]:
         s = max(self.seconds, 1e-9)
         return {
-            "prompts": self.prompts, "skipped_prompts": self.skipped, "seconds": round(self.seconds, 3),
-            "prompts_per_s": round(self.prompts / s, 3), "options_per_s": round(self.options / s, 2),
+            "prompts": self.prompts,
+            "skipped_prompts": self.skipped,
+            "seconds": round(self.seconds, 3),
+            "prompts_per_s": round(self.prompts / s, 3),
+            "options_per_s": round(self.options / s, 2),
             "tokens_per_s": round(self.tokens / s, 1),
         }
 
@@ -180,13 +201,31 @@ def measure(
     ids or ``Task`` objects. ``into`` adds the rows to an existing ``Results`` (several
     checkpoints in one object); ``out`` measures into a results folder instead, resuming it.
     """
-    settings = MeasureSettings(prompts=prompts, method=method, samples=samples, seed=seed, parser=parser, limit=limit,
-                               batch_tokens=batch_tokens)
+    settings = MeasureSettings(
+        prompts=prompts,
+        method=method,
+        samples=samples,
+        seed=seed,
+        parser=parser,
+        limit=limit,
+        batch_tokens=batch_tokens,
+    )
     spec = model if isinstance(model, str) else model.name
     task_list = _resolve_tasks(tasks, tasks_dir)
-    cfg = MeasureConfig(model=spec, tasks=[t.id for t in task_list], out=str(out) if out is not None else "",
-                        label=label, stage=stage, parent=parent, step=step, replica=replica, tasks_dir=tasks_dir,
-                        progress=progress, load=load or LoadSettings(), settings=settings)
+    cfg = MeasureConfig(
+        model=spec,
+        tasks=[t.id for t in task_list],
+        out=str(out) if out is not None else "",
+        label=label,
+        stage=stage,
+        parent=parent,
+        step=step,
+        replica=replica,
+        tasks_dir=tasks_dir,
+        progress=progress,
+        load=load or LoadSettings(),
+        settings=settings,
+    )
     cfg.validate()
     backend = model if not isinstance(model, str) else _load(cfg)
     log = log or _stderr
@@ -199,7 +238,9 @@ def measure(
 
 
 def run_measure(
-    cfg: MeasureConfig, backend: Backend | None = None, log: Callable[[str], None] | None = None,
+    cfg: MeasureConfig,
+    backend: Backend | None = None,
+    log: Callable[[str], None] | None = None,
     tasks: list[Task] | None = None,
 ) -> dict[str, Any]:
     """Measure one checkpoint into the folder ``cfg.out``; returns the run record.
@@ -220,8 +261,10 @@ def run_measure(
 def _measure(cfg: MeasureConfig, sink: Sink, tasks: list[Task], backend: Backend, log: Callable[[str], None]) -> dict:
     have = methods(backend)
     if cfg.settings.method not in have:
-        raise UserError(f"model '{backend.name}' cannot measure with --method {cfg.settings.method}; "
-                        f"it offers {', '.join(have) or 'nothing'}")
+        raise UserError(
+            f"model '{backend.name}' cannot measure with --method {cfg.settings.method}; "
+            f"it offers {', '.join(have) or 'nothing'}"
+        )
     label = cfg.label or cfg.model
     index = sink.checkpoint(label, cfg.model, cfg.stage, backend.info, parent=cfg.parent)
     prompt_sets = {t.id: render_prompts(t, cfg.settings.prompts, backend, cfg.settings.limit) for t in tasks}
@@ -258,15 +301,21 @@ def _progress(enabled: bool | None) -> Any:
         return nullcontext(None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    transient=True)
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+    )
 
 
-def run_record(cfg: MeasureConfig, tasks: list[Task], prompt_sets: dict[str, list[Prompt]], label: str,
-               index: int) -> dict[str, Any]:
+def run_record(
+    cfg: MeasureConfig, tasks: list[Task], prompt_sets: dict[str, list[Prompt]], label: str, index: int
+) -> dict[str, Any]:
     return {
-        "run_id": uuid.uuid4().hex, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "crystallab_version": __version__,
-        "checkpoint": label, "checkpoint_index": index, "step": cfg.step,
+        "run_id": uuid.uuid4().hex,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "crystallab_version": __version__,
+        "checkpoint": label,
+        "checkpoint_index": index,
+        "step": cfg.step,
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)},
         "tasks": {t.id: t.version for t in tasks},
         "chat_template": next((p.template for ps in prompt_sets.values() for p in ps if p.kind == "chat"), None),
@@ -274,8 +323,14 @@ def run_record(cfg: MeasureConfig, tasks: list[Task], prompt_sets: dict[str, lis
 
 
 def measure_into(
-    sink: Sink, cfg: MeasureConfig, backend: Backend, tasks: list[Task], prompt_sets: dict[str, list[Prompt]],
-    label: str, index: int, log: Callable[[str], None],
+    sink: Sink,
+    cfg: MeasureConfig,
+    backend: Backend,
+    tasks: list[Task],
+    prompt_sets: dict[str, list[Prompt]],
+    label: str,
+    index: int,
+    log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Measure the prompts no shard holds yet into new shards (unique names; the manifest is not
     touched, so several processes can share one folder). Prompts that fail are recorded in
@@ -284,8 +339,10 @@ def measure_into(
     batch_tokens = s.batch_tokens or (32768 if str(getattr(backend, "device", "cpu")).startswith("cuda") else 4096)
     done = sink.done_groups()
     if sink.quarantined:
-        log(f"crystallab: moved {len(sink.quarantined)} unreadable shard file(s) to {Path(sink.root) / 'quarantine'}; "
-            "their prompts are measured again")
+        log(
+            f"crystallab: moved {len(sink.quarantined)} unreadable shard file(s) to {Path(sink.root) / 'quarantine'}; "
+            "their prompts are measured again"
+        )
 
     def todo(t: Task, ps: list[Prompt]) -> list[Prompt]:
         return [p for p in ps if (label, cfg.step, t.id, p.id, s.method, cfg.replica) not in done]
@@ -321,19 +378,42 @@ def measure_into(
             tp.seconds += tp.per_task[t.id]
     if failed:
         where = f"listed in {Path(sink.root) / 'failures'}" if getattr(sink, "root", None) else "in Results.failures"
-        log(f"crystallab: {len(failed)} prompt(s) failed ({failed[0]['error']}); they are {where} and are measured "
-            "again when you rerun the same command")
-    return {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "throughput": tp.summary(),
-            "seconds_per_task": tp.per_task, "failed": len(failed)}
+        log(
+            f"crystallab: {len(failed)} prompt(s) failed ({failed[0]['error']}); they are {where} and are measured "
+            "again when you rerun the same command"
+        )
+    return {
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "throughput": tp.summary(),
+        "seconds_per_task": tp.per_task,
+        "failed": len(failed),
+    }
 
 
-def completion_rows(res: Any, label: str, index: int, step: int | None, task_id: str, prompt_id: str,
-                    labels: list[str], replica: int | None = None) -> list[dict]:
+def completion_rows(
+    res: Any,
+    label: str,
+    index: int,
+    step: int | None,
+    task_id: str,
+    prompt_id: str,
+    labels: list[str],
+    replica: int | None = None,
+) -> list[dict]:
     """DIR/samples rows for one prompt's completions (``res.completions`` and the option index
     each parsed to, ``res.parsed``; None is ⊥)."""
     return [
-        {"checkpoint": label, "checkpoint_index": index, "step": step, "task": task_id, "prompt_id": prompt_id,
-         "sample_index": j, "completion": c, "option": OTHER if k is None else labels[k], "replica": replica}
+        {
+            "checkpoint": label,
+            "checkpoint_index": index,
+            "step": step,
+            "task": task_id,
+            "prompt_id": prompt_id,
+            "sample_index": j,
+            "completion": c,
+            "option": OTHER if k is None else labels[k],
+            "replica": replica,
+        }
         for j, (c, k) in enumerate(zip(res.completions, res.parsed))
     ]
 
@@ -346,8 +426,14 @@ class _Measured:
 
 
 def measure_chunk(
-    backend: Backend, task: Task, prompts: list[Prompt], cfg: MeasureConfig, label: str, index: int,
-    batch_tokens: int, failed: list[dict] | None = None,
+    backend: Backend,
+    task: Task,
+    prompts: list[Prompt],
+    cfg: MeasureConfig,
+    label: str,
+    index: int,
+    batch_tokens: int,
+    failed: list[dict] | None = None,
 ) -> tuple[list[dict], list[dict], int]:
     """Rows (and completion rows) for one chunk of one task's prompts, and the tokens spent."""
     s = cfg.settings
@@ -360,25 +446,55 @@ def measure_chunk(
     for p, r in zip(prompts, got):
         if isinstance(r, Exception):
             if failed is not None:
-                failed.append({"checkpoint": label, "step": cfg.step, "task": task.id, "prompt_id": p.id,
-                               "method": s.method, "replica": cfg.replica, "error": f"{type(r).__name__}: {r}",
-                               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                failed.append(
+                    {
+                        "checkpoint": label,
+                        "step": cfg.step,
+                        "task": task.id,
+                        "prompt_id": p.id,
+                        "method": s.method,
+                        "replica": cfg.replica,
+                        "error": f"{type(r).__name__}: {r}",
+                        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    }
+                )
             continue
         if r.sampled is not None:
             samples += completion_rows(r.sampled, label, index, cfg.step, task.id, p.id, labels, cfg.replica)
         for opt, prob in zip(labels, r.probs):
-            rows.append({
-                "model": cfg.model, "checkpoint": label, "checkpoint_index": index, "stage": cfg.stage, "step": cfg.step,
-                "task": task.id, "task_version": task.version, "prompt_id": p.id, "prompt_kind": p.kind,
-                "prompt_family": p.family, "prompt_text": p.text, "option": opt, "prob": float(prob),
-                "method": s.method, "n_samples": n, "seed": s.seed, "uncovered": r.uncovered, "split": p.split,
-                "replica": cfg.replica,
-            })
+            rows.append(
+                {
+                    "model": cfg.model,
+                    "checkpoint": label,
+                    "checkpoint_index": index,
+                    "stage": cfg.stage,
+                    "step": cfg.step,
+                    "task": task.id,
+                    "task_version": task.version,
+                    "prompt_id": p.id,
+                    "prompt_kind": p.kind,
+                    "prompt_family": p.family,
+                    "prompt_text": p.text,
+                    "option": opt,
+                    "prob": float(prob),
+                    "method": s.method,
+                    "n_samples": n,
+                    "seed": s.seed,
+                    "uncovered": r.uncovered,
+                    "split": p.split,
+                    "replica": cfg.replica,
+                }
+            )
     return rows, samples, ntok
 
 
 def _dispatch(
-    backend: Any, task: Task, prompts: list[Prompt], seeds: list[int], s: MeasureSettings, batch_tokens: int,
+    backend: Any,
+    task: Task,
+    prompts: list[Prompt],
+    seeds: list[int],
+    s: MeasureSettings,
+    batch_tokens: int,
 ) -> tuple[list[_Measured | Exception], int]:
     """Each prompt's distribution by the capability the method needs (models/base.py)."""
     from crystallab.models.base import TextSampler, TokenSampler, TopLogprobs, TrieScorer
@@ -395,19 +511,26 @@ def _dispatch(
 
         assert isinstance(backend, TopLogprobs)
         out = _each_prompt(backend, prompts, lambda p, _: score_topk(backend, p.text, task), seeds)
-        return ([r if isinstance(r, Exception) else _Measured(r.probs, uncovered=r.uncovered) for r in out],
-                sum(r.queried for r in out if not isinstance(r, Exception)))
+        return (
+            [r if isinstance(r, Exception) else _Measured(r.probs, uncovered=r.uncovered) for r in out],
+            sum(r.queried for r in out if not isinstance(r, Exception)),
+        )
     from crystallab.scoring.sample import sample_prompt, sample_text_prompt
 
     if isinstance(backend, TokenSampler):
-        res = [sample_prompt(backend, p.text, task, n=s.samples, seed=k, parser=s.parser) for p, k in zip(prompts, seeds)]
+        res = [
+            sample_prompt(backend, p.text, task, n=s.samples, seed=k, parser=s.parser) for p, k in zip(prompts, seeds)
+        ]
         ntok = sum(s.samples * (len(backend.encode(p.text)) + 8) for p in prompts)
         return [_Measured(r.probs, sampled=r) for r in res], ntok
     assert isinstance(backend, TextSampler)
-    got = _each_prompt(backend, prompts, lambda p, k: sample_text_prompt(backend, p.text, p.kind == "chat", task,
-                                                                         s.samples, k), seeds)
-    return ([r if isinstance(r, Exception) else _Measured(r.probs, sampled=r) for r in got],
-            sum(r.tokens for r in got if not isinstance(r, Exception)))
+    got = _each_prompt(
+        backend, prompts, lambda p, k: sample_text_prompt(backend, p.text, p.kind == "chat", task, s.samples, k), seeds
+    )
+    return (
+        [r if isinstance(r, Exception) else _Measured(r.probs, sampled=r) for r in got],
+        sum(r.tokens for r in got if not isinstance(r, Exception)),
+    )
 
 
 def _each_prompt(backend: Any, prompts: list[Prompt], fn: Callable[[Prompt, int], Any], seeds: list[int]) -> list[Any]:

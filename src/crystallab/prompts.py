@@ -45,7 +45,9 @@ def _round_robin(prompts: list[Prompt], limit: int | None) -> list[Prompt]:
     return sorted(picked, key=lambda p: p.id)
 
 
-def render_prompts(task: Task, which: str = "all", renderer: ChatRenderer | None = None, limit: int | None = None) -> list[Prompt]:
+def render_prompts(
+    task: Task, which: str = "all", renderer: ChatRenderer | None = None, limit: int | None = None
+) -> list[Prompt]:
     """The task's prompts of one set (raw, chat or all). ``limit`` keeps N of each kind, taken
     round-robin over the families (contexts and instructions alike) so that a small limit still
     shows the repertoire."""
@@ -53,12 +55,16 @@ def render_prompts(task: Task, which: str = "all", renderer: ChatRenderer | None
         raise UserError(f"unknown prompt set '{which}'; use raw, chat or all")
     out: list[Prompt] = []
     if which in ("raw", "all"):
-        out += _round_robin([Prompt(f"raw-{i:02d}", "raw", c.family, c.text) for i, c in enumerate(task.contexts)], limit)
+        out += _round_robin(
+            [Prompt(f"raw-{i:02d}", "raw", c.family, c.text) for i, c in enumerate(task.contexts)], limit
+        )
     if which in ("chat", "all"):
         if renderer is None:
             raise ValueError("chat prompts need a renderer (the model's chat template)")
         # pick first (by family), render after: only the kept instructions go through the template
-        keep = _round_robin([Prompt(f"chat-{i:02d}", "chat", ins.family, ins.text) for i, ins in enumerate(task.instructions)], limit)
+        keep = _round_robin(
+            [Prompt(f"chat-{i:02d}", "chat", ins.family, ins.text) for i, ins in enumerate(task.instructions)], limit
+        )
         for p in keep:
             text, template = renderer.render_chat(p.text)
             out.append(Prompt(p.id, "chat", p.family, text, template))

@@ -24,8 +24,18 @@ from typing import Any
 import pyarrow as pa
 
 from crystallab.store import (
-    GROUP, SAMPLE_SCHEMA, SCHEMA, ResultStore, add_checkpoint, add_task, groups_of, new_manifest, read_samples,
-    read_table, tidy, writer_lock,
+    GROUP,
+    SAMPLE_SCHEMA,
+    SCHEMA,
+    ResultStore,
+    add_checkpoint,
+    add_task,
+    groups_of,
+    new_manifest,
+    read_samples,
+    read_table,
+    tidy,
+    writer_lock,
 )
 
 
@@ -38,7 +48,10 @@ class Results:
     """
 
     def __init__(
-        self, rows: pa.Table | None = None, samples: pa.Table | None = None, manifest: dict[str, Any] | None = None,
+        self,
+        rows: pa.Table | None = None,
+        samples: pa.Table | None = None,
+        manifest: dict[str, Any] | None = None,
         failures: list[dict[str, Any]] | None = None,
     ):
         self.manifest: dict[str, Any] = manifest if manifest is not None else new_manifest()
@@ -78,14 +91,17 @@ class Results:
 
     def __repr__(self) -> str:
         t = self.to_arrow()
-        n_prompts = len({(c, k, p) for c, k, p in zip(*(t.column(x).to_pylist() for x in ("checkpoint", "task",
-                                                                                          "prompt_id")))})
+        n_prompts = len(
+            {(c, k, p) for c, k, p in zip(*(t.column(x).to_pylist() for x in ("checkpoint", "task", "prompt_id")))}
+        )
 
         def n(k: int, what: str) -> str:
             return f"{k} {what}{'' if k == 1 else 's'}"
 
-        return (f"Results({n(len(self.checkpoints), 'checkpoint')}, {n(len(self.tasks), 'task')}, "
-                f"{n(n_prompts, 'prompt')}, {n(len(t), 'row')})")
+        return (
+            f"Results({n(len(self.checkpoints), 'checkpoint')}, {n(len(self.tasks), 'task')}, "
+            f"{n(n_prompts, 'prompt')}, {n(len(t), 'row')})"
+        )
 
     # ---- the writing interface measure uses ---------------------------------------------------
     def checkpoint(self, label: str, model: str, stage: str, info: dict[str, Any], parent: str | None = None) -> int:
@@ -139,7 +155,9 @@ class Results:
         s = self.samples()
         if not len(s):
             return []
-        want = {(c, k, p) for c, k, p in zip(*(rows.column(x).to_pylist() for x in ("checkpoint", "task", "prompt_id")))}
+        want = {
+            (c, k, p) for c, k, p in zip(*(rows.column(x).to_pylist() for x in ("checkpoint", "task", "prompt_id")))
+        }
         return [r for r in s.to_pylist() if (r["checkpoint"], r["task"], r["prompt_id"]) in want]
 
     @classmethod
@@ -155,7 +173,15 @@ class Results:
 def row(**values: Any) -> dict[str, Any]:
     """A table row with every column of the schema, null where not given (tests and examples)."""
     base: dict[str, Any] = {f.name: None for f in SCHEMA}
-    base.update(checkpoint_index=0, model="", stage="other", method="exact", prompt_kind="raw", n_samples=0, seed=0,
-                task_version=2)
+    base.update(
+        checkpoint_index=0,
+        model="",
+        stage="other",
+        method="exact",
+        prompt_kind="raw",
+        n_samples=0,
+        seed=0,
+        task_version=2,
+    )
     base.update(values)
     return base

@@ -66,8 +66,9 @@ def measure_file(path: str | Path) -> dict[str, dict[str, Any]]:
 
     data = load_yaml_mapping(path, "measure")
     schemas = {"config": MeasureConfig, "load": LoadSettings, "settings": MeasureSettings}
-    names = {k: [f.name for f in dataclasses.fields(c) if f.name not in ("load", "settings")]
-             for k, c in schemas.items()}
+    names = {
+        k: [f.name for f in dataclasses.fields(c) if f.name not in ("load", "settings")] for k, c in schemas.items()
+    }
     out: dict[str, dict[str, Any]] = {"config": {}, "load": {}, "settings": {}}
     for key, value in data.items():
         if key in ("load", "settings"):

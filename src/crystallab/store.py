@@ -61,8 +61,14 @@ SCHEMA = pa.schema(
 )
 SAMPLE_SCHEMA = pa.schema(
     [
-        ("checkpoint", pa.string()), ("checkpoint_index", pa.int32()), ("step", pa.int64()), ("task", pa.string()),
-        ("prompt_id", pa.string()), ("sample_index", pa.int32()), ("completion", pa.string()), ("option", pa.string()),
+        ("checkpoint", pa.string()),
+        ("checkpoint_index", pa.int32()),
+        ("step", pa.int64()),
+        ("task", pa.string()),
+        ("prompt_id", pa.string()),
+        ("sample_index", pa.int32()),
+        ("completion", pa.string()),
+        ("option", pa.string()),
         ("replica", pa.int32()),
     ]
 )
@@ -138,12 +144,18 @@ class ResultStore:
         fmt = m.get("format")
         if isinstance(fmt, bool) or not isinstance(fmt, int):
             got = kind_of(fmt)
-            raise UserError(f"{self.manifest_path}: field 'format': expected a whole number, got {got}; {_MANIFEST_FIX}")
+            raise UserError(
+                f"{self.manifest_path}: field 'format': expected a whole number, got {got}; {_MANIFEST_FIX}"
+            )
         if m.get("format") == 1:
             what = "written before the split and replica columns and the chat instruction families"
-            raise UserError(f"{self.root} holds results format 1 ({what}); this crystallab reads format {FORMAT_VERSION}: measure again into a new --out folder")
+            raise UserError(
+                f"{self.root} holds results format 1 ({what}); this crystallab reads format {FORMAT_VERSION}: measure again into a new --out folder"
+            )
         if m.get("format") != FORMAT_VERSION:
-            raise UserError(f"{self.root} was written by an incompatible crystallab (results format {m.get('format')!r}, this version reads {FORMAT_VERSION})")
+            raise UserError(
+                f"{self.root} was written by an incompatible crystallab (results format {m.get('format')!r}, this version reads {FORMAT_VERSION})"
+            )
         check_manifest(m, str(self.manifest_path))
         return m
 
@@ -153,7 +165,9 @@ class ResultStore:
         with manifest_lock(self.root):
             if self.manifest_path.exists():
                 self.manifest = merge_manifests(self._read_manifest(), self.manifest)
-            atomic_write_bytes(self.manifest_path, (json.dumps(self.manifest, indent=2, sort_keys=False, default=str) + "\n").encode())
+            atomic_write_bytes(
+                self.manifest_path, (json.dumps(self.manifest, indent=2, sort_keys=False, default=str) + "\n").encode()
+            )
 
     def checkpoint(self, label: str, model: str, stage: str, info: dict[str, Any], parent: str | None = None) -> int:
         """The index of checkpoint ``label``: its existing index, or the next one."""
@@ -214,7 +228,9 @@ class ResultStore:
                 continue
             except OSError as exc:
                 why = exc.strerror or exc
-                raise UserError(f"{src}: unreadable shard, and it cannot be moved to {dest_dir} ({why}); delete it") from None
+                raise UserError(
+                    f"{src}: unreadable shard, and it cannot be moved to {dest_dir} ({why}); delete it"
+                ) from None
             moved.append(dest)
         return moved
 
@@ -247,8 +263,9 @@ class ResultStore:
         for f in sorted((self.root / "failures").glob("*.json")):
             records = load_json(f, "failure record")
             if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-                raise UserError(f"{f}: expected a JSON list of failure records; delete it "
-                                "(its prompts are measured again anyway)")
+                raise UserError(
+                    f"{f}: expected a JSON list of failure records; delete it (its prompts are measured again anyway)"
+                )
             for r in records:
                 key = tuple(_hashable(r.get(c)) for c in GROUP)
                 if key not in done:
@@ -295,8 +312,10 @@ the manifest is damaged: restore it from a copy, or measure into a new --out fol
         if not isinstance(c, dict):
             raise bad(where, "a mapping", c)
         for k, ok, expected in (
-            ("index", whole, "a whole number"), ("label", text, "a non-empty string"),
-            ("model", lambda x: isinstance(x, str), "a string"), ("stage", lambda x: isinstance(x, str), "a string"),
+            ("index", whole, "a whole number"),
+            ("label", text, "a non-empty string"),
+            ("model", lambda x: isinstance(x, str), "a string"),
+            ("stage", lambda x: isinstance(x, str), "a string"),
         ):
             if not ok(c.get(k)):
                 raise bad(f"{where}.{k}", expected, c.get(k))
@@ -358,7 +377,8 @@ def _castable(a: pa.DataType, b: pa.DataType) -> bool:
     """Whether a column of type ``a`` reads as type ``b`` without loss of meaning."""
     t = pa.types
     return (
-        a == b or t.is_null(a)
+        a == b
+        or t.is_null(a)
         or (t.is_integer(a) and t.is_integer(b))
         or (t.is_floating(a) and t.is_floating(b))
         or (t.is_integer(a) and t.is_floating(b))
@@ -452,7 +472,12 @@ def new_manifest() -> dict[str, Any]:
 
 
 def add_checkpoint(
-    manifest: dict[str, Any], label: str, model: str, stage: str, info: dict[str, Any], parent: str | None = None,
+    manifest: dict[str, Any],
+    label: str,
+    model: str,
+    stage: str,
+    info: dict[str, Any],
+    parent: str | None = None,
     where: str = "these results",
 ) -> int:
     """The index of checkpoint ``label`` in ``manifest``: its existing index, or the next one.
@@ -462,8 +487,9 @@ def add_checkpoint(
     for c in manifest["checkpoints"]:
         if c["label"] == label:
             if c["model"] != model:
-                raise UserError(f"checkpoint label '{label}' already names model '{c['model']}' in {where}; "
-                                "choose another --label")
+                raise UserError(
+                    f"checkpoint label '{label}' already names model '{c['model']}' in {where}; choose another --label"
+                )
             c["stage"], c["info"] = stage, info
             if parent is not None:
                 c["parent"] = parent
@@ -480,8 +506,10 @@ def add_task(manifest: dict[str, Any], task_id: str, version: int, prompts: dict
     """Record a task's version and raw prompt texts; a second version of one task is refused."""
     known = manifest["tasks"].get(task_id)
     if known and known["version"] != version:
-        raise UserError(f"task '{task_id}' version {version} differs from version {known['version']} already "
-                        f"measured in {where or 'these results'}; use a new --out")
+        raise UserError(
+            f"task '{task_id}' version {version} differs from version {known['version']} already "
+            f"measured in {where or 'these results'}; use a new --out"
+        )
     entry = manifest["tasks"].setdefault(task_id, {"version": version, "prompts": {}})
     entry["prompts"].update(prompts)
 
@@ -500,11 +528,18 @@ def tidy(tables: list[pa.Table]) -> pa.Table:
     import pyarrow.compute as pc
 
     key = pc.binary_join_element_wise(
-        *[pc.cast(pc.fill_null(pc.cast(t[c], pa.string()), "∅"), pa.string()) for c in (*GROUP, "option")], "\x1f")
+        *[pc.cast(pc.fill_null(pc.cast(t[c], pa.string()), "∅"), pa.string()) for c in (*GROUP, "option")], "\x1f"
+    )
     _, first = _unique_first(key)
     t = t.take(first)
-    order = [("checkpoint_index", "ascending"), ("step", "ascending"), ("task", "ascending"),
-             ("method", "ascending"), ("prompt_kind", "descending"), ("prompt_id", "ascending")]
+    order = [
+        ("checkpoint_index", "ascending"),
+        ("step", "ascending"),
+        ("task", "ascending"),
+        ("method", "ascending"),
+        ("prompt_kind", "descending"),
+        ("prompt_id", "ascending"),
+    ]
     return t.sort_by(order)
 
 
@@ -602,10 +637,17 @@ def writer_lock(root: str | Path) -> Iterator[None]:
             who = f" (pid {o['pid']} on {o['host']}, since {o['since']})"
         except (OSError, ValueError, KeyError, TypeError):
             who = ""
-        raise UserError(f"{root} is being written by another crystallab run{who}; wait for it to finish, or use another --out") from None
+        raise UserError(
+            f"{root} is being written by another crystallab run{who}; wait for it to finish, or use another --out"
+        ) from None
     _HELD[path] = [lock, 1]
     try:
-        atomic_write_bytes(owner, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode())
+        atomic_write_bytes(
+            owner,
+            json.dumps(
+                {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            ).encode(),
+        )
         for stale in root.glob("**/.*.tmp"):  # temp files of a killed writer: never renamed, never read
             stale.unlink(missing_ok=True)
         yield

@@ -30,7 +30,6 @@ from crystallab.store import ResultStore, writer_lock
 from crystallab.suite import load_tasks
 
 
-
 def ray_jobs(lad: Ladder, base: MeasureConfig) -> list[MeasureConfig]:
     """One MeasureConfig per (checkpoint, task), in ladder order."""
     tasks = load_tasks(base.tasks, base.tasks_dir)
@@ -39,15 +38,28 @@ def ray_jobs(lad: Ladder, base: MeasureConfig) -> list[MeasureConfig]:
     for c in lad.checkpoints:
         for t in tasks:
             load = replace(base.load, revision=c.revision or base.load.revision)
-            cfg = replace(base, model=c.model, label=c.label, stage=c.stage, parent=parents[c.label], load=load, tasks=[t.id],
-                          progress=False)
+            cfg = replace(
+                base,
+                model=c.model,
+                label=c.label,
+                stage=c.stage,
+                parent=parents[c.label],
+                load=load,
+                tasks=[t.id],
+                progress=False,
+            )
             cfg.validate()
             out.append(cfg)
     return out
 
 
 def sweep_ladder(
-    lad: Ladder, base: MeasureConfig, address: str | None = None, num_gpus: float = 0, num_cpus: float = 1, max_retries: int = 3,
+    lad: Ladder,
+    base: MeasureConfig,
+    address: str | None = None,
+    num_gpus: float = 0,
+    num_cpus: float = 1,
+    max_retries: int = 3,
     log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Measure every (checkpoint, task) of ``lad`` as a Ray task; returns the jobs' run records.
@@ -56,24 +68,40 @@ def sweep_ladder(
     ray = require("ray", "ray")
     log = log or (lambda s: print(s, file=sys.stderr))
     jobs = ray_jobs(lad, base)
-    with writer_lock(ResultStore(base.out).root):  # the driver is the folder's one writer; jobs add shards under its lock
+    with writer_lock(
+        ResultStore(base.out).root
+    ):  # the driver is the folder's one writer; jobs add shards under its lock
         return _sweep(ray, lad, base, jobs, address, num_gpus, num_cpus, max_retries, log)
 
 
-def _sweep(ray: Any, lad: Ladder, base: MeasureConfig, jobs: list[MeasureConfig], address: str | None, num_gpus: float, num_cpus: float, max_retries: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def _sweep(
+    ray: Any,
+    lad: Ladder,
+    base: MeasureConfig,
+    jobs: list[MeasureConfig],
+    address: str | None,
+    num_gpus: float,
+    num_cpus: float,
+    max_retries: int,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
     tasks = {t.id: t for t in load_tasks(base.tasks, base.tasks_dir)}
     store = ResultStore(base.out)
     index = {c.label: store.checkpoint(c.label, c.model, c.stage, _info_of(store, c.label)) for c in lad.checkpoints}
     if base.settings.prompts in ("raw", "all"):
         for t in tasks.values():
-            store.register_task(t.id, t.version, {p.id: p.text for p in render_prompts(t, "raw", None, base.settings.limit)})
+            store.register_task(
+                t.id, t.version, {p.id: p.text for p in render_prompts(t, "raw", None, base.settings.limit)}
+            )
     store.save_manifest()
 
     if not ray.is_initialized():
         ray.init(address=address or None, log_to_driver=True, include_dashboard=False)
     remote = ray.remote(max_retries=max_retries, num_gpus=num_gpus, num_cpus=num_cpus)(run_job)
     pending = {remote.remote(cfg, index[cfg.label]): cfg for cfg in jobs}
-    log(f"crystallab: {len(pending)} Ray job(s) ({len(lad.checkpoints)} checkpoint(s) × {len(tasks)} task(s)), {num_gpus:g} GPU(s) each, up to {max_retries} retries")
+    log(
+        f"crystallab: {len(pending)} Ray job(s) ({len(lad.checkpoints)} checkpoint(s) × {len(tasks)} task(s)), {num_gpus:g} GPU(s) each, up to {max_retries} retries"
+    )
     results: list[dict[str, Any]] = []
     errors: list[str] = []
     while pending:
@@ -89,11 +117,15 @@ def _sweep(ray: Any, lad: Ladder, base: MeasureConfig, jobs: list[MeasureConfig]
         store.checkpoint(res["label"], res["model"], res["stage"], res["info"])
         store.manifest["runs"].append(res["run"])
         store.save_manifest()
-        log(f"crystallab: done {cfg.label}/{cfg.tasks[0]}: {res['run']['throughput']['prompts']} prompt(s) measured, {res['run']['throughput']['skipped_prompts']} already done")
+        log(
+            f"crystallab: done {cfg.label}/{cfg.tasks[0]}: {res['run']['throughput']['prompts']} prompt(s) measured, {res['run']['throughput']['skipped_prompts']} already done"
+        )
     store.consolidate()
     store.save_manifest()
     if errors:
-        raise UserError(f"{len(errors)} Ray job(s) failed (finished ones are kept; rerun to resume): " + "; ".join(errors))
+        raise UserError(
+            f"{len(errors)} Ray job(s) failed (finished ones are kept; rerun to resume): " + "; ".join(errors)
+        )
     return results
 
 

@@ -121,9 +121,14 @@ class Fit:
         {'a': 1.0}
         """
         return {
-            "model": self.model, "params": _plain(self.params), "rss": _plain(self.rss),
-            "n_params": self.n_params, "n": self.n, "bic": _plain(self.bic),
-            "fitted": _plain(self.fitted), "note": self.note,
+            "model": self.model,
+            "params": _plain(self.params),
+            "rss": _plain(self.rss),
+            "n_params": self.n_params,
+            "n": self.n,
+            "bic": _plain(self.bic),
+            "fitted": _plain(self.fitted),
+            "note": self.note,
         }
 
 
@@ -449,13 +454,29 @@ def transition_test(
         sharp = share_log >= share - 1e-12 and inside and total > n_sd * replica_sd
         verdict = "sharp" if sharp else "gradual" if share_change > 0.5 else "none"
     return TransitionTest(
-        verdict=verdict, n_replicas=R, window=window, t0_window=t0_window, winners=winners,
-        dbic_exp_logistic=tuple(d_el.tolist()), dbic_change=tuple(d_change.tolist()),
-        share_logistic=share_log, share_change=share_change,
-        t0=t0, t0_interval=_interval(t0s, level), t0_inside=inside,
-        w=_nanmedian(ws), w_interval=_interval(ws, level),
-        total_change=total, replica_sd=replica_sd, sd_source=sd_source,
-        dbic=dbic, share=share, n_sd=n_sd, level=level, fits=fits, note="; ".join(notes),
+        verdict=verdict,
+        n_replicas=R,
+        window=window,
+        t0_window=t0_window,
+        winners=winners,
+        dbic_exp_logistic=tuple(d_el.tolist()),
+        dbic_change=tuple(d_change.tolist()),
+        share_logistic=share_log,
+        share_change=share_change,
+        t0=t0,
+        t0_interval=_interval(t0s, level),
+        t0_inside=inside,
+        w=_nanmedian(ws),
+        w_interval=_interval(ws, level),
+        total_change=total,
+        replica_sd=replica_sd,
+        sd_source=sd_source,
+        dbic=dbic,
+        share=share,
+        n_sd=n_sd,
+        level=level,
+        fits=fits,
+        note="; ".join(notes),
     )
 
 
@@ -653,11 +674,19 @@ def sweep_sharpness(
         sig_iv = lc_iv = (math.nan, math.nan)
         notes.append("one replica: no replica interval")
     return SweepSharpness(
-        lambdas=tuple(lam.tolist()), m_median=tuple(med.tolist()), max_slope=slope, max_slope_null=null_slope,
-        sigma=float(ratio(slope)), sigma_interval=sig_iv,
-        lambda_c=float(mids[i]) if i >= 0 else math.nan, lambda_c_interval=lc_iv,
+        lambdas=tuple(lam.tolist()),
+        m_median=tuple(med.tolist()),
+        max_slope=slope,
+        max_slope_null=null_slope,
+        sigma=float(ratio(slope)),
+        sigma_interval=sig_iv,
+        lambda_c=float(mids[i]) if i >= 0 else math.nan,
+        lambda_c_interval=lc_iv,
         steep_interval=(float(lam[i]), float(lam[i + 1])) if i >= 0 else (math.nan, math.nan),
-        n_replicas=R, n_boot=n_boot, level=level, note="; ".join(notes),
+        n_replicas=R,
+        n_boot=n_boot,
+        level=level,
+        note="; ".join(notes),
     )
 
 

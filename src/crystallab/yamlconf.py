@@ -57,8 +57,10 @@ save the task file as UTF-8
     if data.startswith(_UTF16_BOMS):
         raise error(f"{path}: the {what} file is encoded as UTF-16 or UTF-32; save it as UTF-8")
     if b"\x00" in data:
-        raise error(f"{path}: not a text file (it holds NUL bytes: binary data, or UTF-16 text); "
-                    f"the {what} file must be UTF-8 text")
+        raise error(
+            f"{path}: not a text file (it holds NUL bytes: binary data, or UTF-16 text); "
+            f"the {what} file must be UTF-8 text"
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -66,8 +68,10 @@ save the task file as UTF-8
         col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         byte = data[exc.start]
         guess = ": latin-1 or Windows-1252?" if byte >= 0x80 else ""
-        raise error(f"{path}: not UTF-8 text (byte 0x{byte:02x} at line {line}, column {col}{guess}); "
-                    f"save the {what} file as UTF-8") from None
+        raise error(
+            f"{path}: not UTF-8 text (byte 0x{byte:02x} at line {line}, column {col}{guess}); "
+            f"save the {what} file as UTF-8"
+        ) from None
 
 
 def read_text_file(path: str | Path, what: str, error: type[UserError] = UserError) -> str:

@@ -20,10 +20,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from synthetic import CHAT_FAMILIES, FAMILIES, SEED, family_prompts, rows_for, write
-
 from crystallab.store import ResultStore
 from crystallab.suite import load_task
+
+from synthetic import CHAT_FAMILIES, FAMILIES, SEED, family_prompts, rows_for, write
 
 DIE = {  # die_d6: one planted distribution per raw family, as FAMILIES is for number_1_10
     "qa": np.array([0.05, 0.1, 0.6, 0.1, 0.1, 0.05]),
@@ -40,8 +40,9 @@ def task_rows(task: str, fams: dict[str, np.ndarray], rng: np.random.Generator) 
     spec = load_task(task)
     options = list(spec.labels)
     chat_base = {f: list(fams.values())[i % len(fams)] for i, f in enumerate(CHAT_FAMILIES)}
-    rows = rows_for("base", 0, task, family_prompts(fams, rng), family_prompts(chat_base, rng, 3, 50),
-                    stage="base", options=options)
+    rows = rows_for(
+        "base", 0, task, family_prompts(fams, rng), family_prompts(chat_base, rng, 3, 50), stage="base", options=options
+    )
     sft_chat = family_prompts({f: fams[SEED] for f in CHAT_FAMILIES}, rng, 3, 2000)
     rows += rows_for("sft", 1, task, family_prompts(fams, rng), sft_chat, valid=0.95, stage="sft", options=options)
     for r in rows:

@@ -135,7 +135,10 @@ def analyze(
 
 
 def _analyze_table(
-    table: Any, th: Thresholds, method: str | None, parents: dict[str, str | None] | None,
+    table: Any,
+    th: Thresholds,
+    method: str | None,
+    parents: dict[str, str | None] | None,
     train_answers: dict[str, dict[str, dict[str, float]]] | None,
 ) -> Analysis:
     from crystallab import __version__
@@ -146,10 +149,7 @@ def _analyze_table(
     graph = parent_graph(tab.checkpoints, parents)
     by_label = {c["label"]: c for c in tab.checkpoints}
     root = next((lab for lab, p in graph.items() if p is None), None)
-    cks = [
-        Checkpoint(c["label"], c["index"], graph[c["label"]], c["model"] or "")
-        for c in tab.checkpoints
-    ]
+    cks = [Checkpoint(c["label"], c["index"], graph[c["label"]], c["model"] or "") for c in tab.checkpoints]
     tasks = [t for t in sorted(tab.options) if len(tab.options[t]) >= 2]
     warnings = [
         f"task '{t}' has {len(tab.options[t])} option(s) in the table; a random task needs at least 2, "
@@ -334,8 +334,7 @@ def _manifest_links(
         if ans is None:
             continue
         ok = isinstance(ans, dict) and all(
-            isinstance(dist, dict)
-            and all(isinstance(o, str) and _probability(q) for o, q in dist.items())
+            isinstance(dist, dict) and all(isinstance(o, str) and _probability(q) for o, q in dist.items())
             for dist in ans.values()
         )
         if not ok:

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from crystallab.errors import UserError
-
 from crystallab.store import OTHER
+
 _COLUMNS = (
     "checkpoint",
     "checkpoint_index",

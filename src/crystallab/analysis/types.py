@@ -249,6 +249,7 @@ class Analysis:
 
         def check(tp: Any, x: Any, where: str) -> None:
             """Raise ValueError unless ``x`` decodes as ``tp`` (as ``_decode`` reads it)."""
+
             def bad(expected: str) -> ValueError:
                 return ValueError(f"field '{where or 'analysis'}': expected {expected}, got {type(x).__name__}")
 

@@ -8,12 +8,17 @@ from crystallab.models.base import METHODS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("analyze", help="order parameters, phases and verdicts of a results folder",
-                       description="Compute order parameters with intervals, phase states per ensemble, relations "
-                                   "along the parent graph, verdicts and training dynamics; write DIR/analysis.json.")
+    p = sub.add_parser(
+        "analyze",
+        help="order parameters, phases and verdicts of a results folder",
+        description="Compute order parameters with intervals, phase states per ensemble, relations "
+        "along the parent graph, verdicts and training dynamics; write DIR/analysis.json.",
+    )
     p.add_argument("dir", help="a results folder written by `crystallab measure`")
-    p.add_argument("--thresholds", help="YAML file overriding analysis parameters (the fields of "
-                                        "crystallab.Thresholds: docs/analysis.md)")
+    p.add_argument(
+        "--thresholds",
+        help="YAML file overriding analysis parameters (the fields of crystallab.Thresholds: docs/analysis.md)",
+    )
     p.add_argument("--method", choices=METHODS, help="which rows to analyse (default: exact when present)")
     p.set_defaults(run=run)
 

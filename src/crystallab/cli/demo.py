@@ -10,10 +10,13 @@ from crystallab.lab.config import EXPERIMENTS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help=EXPERIMENTS["demo"].help,
-                       description="Run the crystallization story end to end on the planted-seed toy universe (about a "
-                                   "minute on 2 CPU cores, budget 3 minutes: benchmarks/demo.py; --quick is faster). "
-                                   "One line per stage; the trainers' logs go to RUN/train.log (-v shows them).")
+    p = sub.add_parser(
+        "demo",
+        help=EXPERIMENTS["demo"].help,
+        description="Run the crystallization story end to end on the planted-seed toy universe (about a "
+        "minute on 2 CPU cores, budget 3 minutes: benchmarks/demo.py; --quick is faster). "
+        "One line per stage; the trainers' logs go to RUN/train.log (-v shows them).",
+    )
     add_lab_options(p, "demo")
     p.set_defaults(run=run)
 

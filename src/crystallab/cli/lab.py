@@ -20,12 +20,22 @@ NOT_FIELDS = ("--config", "--quick", "--seeds", "--verbose")
 def add_lab_options(p: argparse.ArgumentParser, experiment: str) -> None:
     """``--config``, ``--quick`` and one flag per LabConfig field the experiment leaves open."""
     exp = EXPERIMENTS[experiment]
-    p.add_argument("--config", help="YAML file of lab settings (any flag's name, see configs/, or the config.yaml "
-                                    "of an earlier run); flags given here override it")
+    p.add_argument(
+        "--config",
+        help="YAML file of lab settings (any flag's name, see configs/, or the config.yaml "
+        "of an earlier run); flags given here override it",
+    )
     p.add_argument("--quick", action="store_true", help="a fast, rough version (for tests and a first look)")
-    add_dataclass_flags(p, LabConfig, names=exp.flags, exclude=exp.fixed(), defaults=exp.defaults, helps=exp.helps,
-                        choices={k: v for k, v in exp.allowed.items() if len(v) > 1},
-                        aliases={"seed_family": ["--family"]})
+    add_dataclass_flags(
+        p,
+        LabConfig,
+        names=exp.flags,
+        exclude=exp.fixed(),
+        defaults=exp.defaults,
+        helps=exp.helps,
+        choices={k: v for k, v in exp.allowed.items() if len(v) > 1},
+        aliases={"seed_family": ["--family"]},
+    )
     p.set_defaults(experiment=experiment)
 
 
@@ -35,15 +45,19 @@ def lab_config(args: argparse.Namespace) -> LabConfig:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("lab", help="controlled experiments: planted-seed, forced-seed",
-                       description="Run the lab's controlled experiments: pretrain or load a model, SFT and RL it with "
-                                   "phase tracking, analyze and report (RUN/config.yaml records the settings, "
-                                   "RUN/train.log the trainers' logs).")
+    p = sub.add_parser(
+        "lab",
+        help="controlled experiments: planted-seed, forced-seed",
+        description="Run the lab's controlled experiments: pretrain or load a model, SFT and RL it with "
+        "phase tracking, analyze and report (RUN/config.yaml records the settings, "
+        "RUN/train.log the trainers' logs).",
+    )
     exp = p.add_subparsers(dest="lab_experiment", metavar="EXPERIMENT", required=True)
     ps = exp.add_parser("planted-seed", help=EXPERIMENTS["planted-seed"].help)
     add_lab_options(ps, "planted-seed")
-    ps.add_argument("--seeds", type=int, default=1,
-                    help="repeat with N seeds (sharing one pretrained universe) and print the tally")
+    ps.add_argument(
+        "--seeds", type=int, default=1, help="repeat with N seeds (sharing one pretrained universe) and print the tally"
+    )
     ps.set_defaults(run=run_planted)
     fs = exp.add_parser("forced-seed", help=EXPERIMENTS["forced-seed"].help)
     add_lab_options(fs, "forced-seed")

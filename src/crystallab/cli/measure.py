@@ -19,8 +19,10 @@ from crystallab.models.base import LoadSettings
 from crystallab.runconfig import measure_file, write_config
 from crystallab.store import STAGES
 
-MODEL_HELP = ("HF id or local dir, gguf:PATH, builtin:gemma-3-270m, api:BASE_URL#MODEL[?key_env=VAR&server=...] or "
-              "vllm:HF_ID[?tensor_parallel_size=N] (docs/scaling.md)")
+MODEL_HELP = (
+    "HF id or local dir, gguf:PATH, builtin:gemma-3-270m, api:BASE_URL#MODEL[?key_env=VAR&server=...] or "
+    "vllm:HF_ID[?tensor_parallel_size=N] (docs/scaling.md)"
+)
 CONFIG_HELP = {  # MeasureConfig's fields carry no help metadata of their own
     "model": MODEL_HELP,
     "tasks": "task ids, comma-separated, or 'all'",
@@ -41,26 +43,39 @@ FLAG = {"tasks": "--task"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("measure", help="measure output distributions of one checkpoint",
-                       description="Measure a model's output distribution on random tasks, exactly or by sampling, "
-                                   "into a resumable results folder (DIR/config.yaml records the settings used).")
-    p.add_argument("--config", help="YAML file of measure settings (any flag's name, or the DIR/config.yaml of an "
-                                    "earlier run); flags given here override it")
+    p = sub.add_parser(
+        "measure",
+        help="measure output distributions of one checkpoint",
+        description="Measure a model's output distribution on random tasks, exactly or by sampling, "
+        "into a resumable results folder (DIR/config.yaml records the settings used).",
+    )
+    p.add_argument(
+        "--config",
+        help="YAML file of measure settings (any flag's name, or the DIR/config.yaml of an "
+        "earlier run); flags given here override it",
+    )
     add_measure_options(p)
     p.set_defaults(run=run)
 
 
 def add_measure_options(p: argparse.ArgumentParser, ladder: bool = False) -> None:
     """The generated flags `measure` and `ladder` share (a ladder names its checkpoints itself)."""
-    add_dataclass_flags(p, MeasureConfig, names={"tasks": "task"}, exclude=PER_CHECKPOINT if ladder else (),
-                        helps=CONFIG_HELP, choices={"stage": STAGES})
+    add_dataclass_flags(
+        p,
+        MeasureConfig,
+        names={"tasks": "task"},
+        exclude=PER_CHECKPOINT if ladder else (),
+        helps=CONFIG_HELP,
+        choices={"stage": STAGES},
+    )
     helps = {"revision": "default revision for checkpoints that name none"} if ladder else None
     add_dataclass_flags(p, LoadSettings, names={"allow_plain_chat": "plain-chat"}, helps=helps)
     add_dataclass_flags(p, MeasureSettings)
 
 
-def measure_config(args: argparse.Namespace, base: MeasureConfig | None = None,
-                   required: tuple[str, ...] = ("model", "tasks", "out")) -> MeasureConfig:
+def measure_config(
+    args: argparse.Namespace, base: MeasureConfig | None = None, required: tuple[str, ...] = ("model", "tasks", "out")
+) -> MeasureConfig:
     """The MeasureConfig a command runs: ``base`` (or the dataclass defaults), then ``--config``,
     then the typed flags; ``required`` fields must end up set."""
     layers = measure_file(args.config) if getattr(args, "config", None) else {"config": {}, "load": {}, "settings": {}}
@@ -86,8 +101,10 @@ def run(args: argparse.Namespace) -> int:
             record = run_measure(cfg, log=console.line)
         write_config(cfg.out, cfg, "measure")
     tp = record["throughput"]
-    console.line(f"measured {tp['prompts']} prompt(s) of {record['checkpoint']} in {tp['seconds']:.1f} s "
-                 f"({tp['prompts_per_s']:.2f} prompts/s, {tp['options_per_s']:.1f} options/s, "
-                 f"{tp['tokens_per_s']:.0f} tokens/s); {tp['skipped_prompts']} already done")
+    console.line(
+        f"measured {tp['prompts']} prompt(s) of {record['checkpoint']} in {tp['seconds']:.1f} s "
+        f"({tp['prompts_per_s']:.2f} prompts/s, {tp['options_per_s']:.1f} options/s, "
+        f"{tp['tokens_per_s']:.0f} tokens/s); {tp['skipped_prompts']} already done"
+    )
     print(f"{cfg.out}/distributions.parquet")
     return 1 if record.get("failed") else 0

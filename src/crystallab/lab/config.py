@@ -44,17 +44,25 @@ class LabConfig:
 
     out: str = _f("", "run folder (created; holds config.yaml, train.log, checkpoints/, results/)")
     seed: int = _f(0, "seed of the run: the drawn family, the SFT data, training")
-    sft_data: str = _f("planted", "SFT answers: a planted family's (toy), one base prompt's distribution "
-                       "(base-prompt), mass on the two options the base likes least (outside), each instruction "
-                       "its own base prompt's (diverse, keeps the diversity), or no random task (format)",
-                       choices=SFT_DATA)
+    sft_data: str = _f(
+        "planted",
+        "SFT answers: a planted family's (toy), one base prompt's distribution "
+        "(base-prompt), mass on the two options the base likes least (outside), each instruction "
+        "its own base prompt's (diverse, keeps the diversity), or no random task (format)",
+        choices=SFT_DATA,
+    )
     seed_family: str | None = _f(None, "which family's distribution SFT is shown (default: drawn with the seed)")
     rl: bool = _f(True, "run GRPO after SFT")
-    rl_target: str = _f("seed-top", "what GRPO rewards: the SFT aggregate's top 2 options (seed-top), or the "
-                        "options outside its 90 % support (outside-support)", choices=RL_TARGETS)
+    rl_target: str = _f(
+        "seed-top",
+        "what GRPO rewards: the SFT aggregate's top 2 options (seed-top), or the "
+        "options outside its 90 % support (outside-support)",
+        choices=RL_TARGETS,
+    )
     rl_rewards: tuple[str, ...] = _f(("validity", "target"), f"GRPO reward functions ({', '.join(REWARDS)})")
-    base_model: str | None = _f(None, "start from this checkpoint instead of the toy universe "
-                                "(e.g. builtin:gemma-3-270m)")
+    base_model: str | None = _f(
+        None, "start from this checkpoint instead of the toy universe (e.g. builtin:gemma-3-270m)"
+    )
     task: str = _f(TASK_ID, "task to measure and train on (the toy universe's by default)")
     pretrain_steps: int = _f(400, "pretraining steps of the toy universe")
     sft_steps: int = _f(150, "SFT steps")
@@ -65,8 +73,11 @@ class LabConfig:
     limit: int | None = _f(None, "track only N prompts of each kind (default: all)")
     report: bool = _f(True, "write report.html")
     n_boot: int = _f(1000, "bootstrap draws of the analysis")
-    base_dir: str | None = _f(None, "the toy universe's folder: reused when it holds a model, else pretrained "
-                              "there (default: RUN/checkpoints/base)")
+    base_dir: str | None = _f(
+        None,
+        "the toy universe's folder: reused when it holds a model, else pretrained "
+        "there (default: RUN/checkpoints/base)",
+    )
     universe_seed: int | None = _f(None, "seed of the toy universe's pretraining (default: --seed)")
 
     @classmethod
@@ -100,8 +111,10 @@ class LabConfig:
         if bad or not self.rl_rewards:
             raise UserError(f"unknown reward '{bad[0] if bad else ''}'; use {', '.join(REWARDS)}")
         if self.sft_data == "planted" and not self.toy:
-            raise UserError("--sft-data planted needs the toy universe (no base model, task toy_number); "
-                            "on a real model use base-prompt")
+            raise UserError(
+                "--sft-data planted needs the toy universe (no base model, task toy_number); "
+                "on a real model use base-prompt"
+            )
         names = [f.name for f in FAMILIES]
         if self.seed_family and self.toy and self.seed_family not in names:
             raise UserError(f"unknown family '{self.seed_family}'; use one of {', '.join(names)}")
@@ -136,25 +149,43 @@ class Experiment:
 
 
 _TOY_DATA = ("planted", "diverse", "format")
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    Experiment("demo", "demo", "pretrain → SFT → RL a toy model with phase tracking, then analyze and report",
-               {"out": "runs/demo"}, {"sft_data": _TOY_DATA}),
-    Experiment("planted-seed", "lab planted-seed",
-               "SFT onto one planted family's distribution; the analysis must name it",
-               {"out": "runs/planted-seed"}, {"sft_data": _TOY_DATA}),
-    Experiment("forced-seed", "lab forced-seed",
-               "SFT onto a chosen distribution, then RL rewarded outside its support: can RL escape?",
-               {"out": "runs/forced-seed", "sft_data": "base-prompt", "rl_target": "outside-support"},
-               {"sft_data": ("base-prompt", "outside"), "rl_target": ("outside-support",)},
-               {"sft_data": "seed-from"},
-               {"sft_data": "the forced distribution: one base prompt's measured distribution (base-prompt), or mass "
-                            "on the two options the base likes least (outside)",
-                "seed_family": "with --seed-from base-prompt: which family's prompt (default: drawn with the seed)"}),
-)}
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in (
+        Experiment(
+            "demo",
+            "demo",
+            "pretrain → SFT → RL a toy model with phase tracking, then analyze and report",
+            {"out": "runs/demo"},
+            {"sft_data": _TOY_DATA},
+        ),
+        Experiment(
+            "planted-seed",
+            "lab planted-seed",
+            "SFT onto one planted family's distribution; the analysis must name it",
+            {"out": "runs/planted-seed"},
+            {"sft_data": _TOY_DATA},
+        ),
+        Experiment(
+            "forced-seed",
+            "lab forced-seed",
+            "SFT onto a chosen distribution, then RL rewarded outside its support: can RL escape?",
+            {"out": "runs/forced-seed", "sft_data": "base-prompt", "rl_target": "outside-support"},
+            {"sft_data": ("base-prompt", "outside"), "rl_target": ("outside-support",)},
+            {"sft_data": "seed-from"},
+            {
+                "sft_data": "the forced distribution: one base prompt's measured distribution (base-prompt), or mass "
+                "on the two options the base likes least (outside)",
+                "seed_family": "with --seed-from base-prompt: which family's prompt (default: drawn with the seed)",
+            },
+        ),
+    )
+}
 
 
-def resolve_lab_config(experiment: str, config: str | Path | None = None, typed: Mapping[str, Any] | None = None,
-                       quick: bool = False) -> LabConfig:
+def resolve_lab_config(
+    experiment: str, config: str | Path | None = None, typed: Mapping[str, Any] | None = None, quick: bool = False
+) -> LabConfig:
     """The LabConfig an experiment runs (the precedence in the module docstring), validated."""
     exp = EXPERIMENTS[experiment]
     cfg = dataclasses.replace(LabConfig.quick() if quick else LabConfig(), **exp.defaults)
@@ -164,8 +195,9 @@ def resolve_lab_config(experiment: str, config: str | Path | None = None, typed:
             allowed = exp.allowed.get(key)
             if allowed is not None and value not in allowed:
                 where = f"{exp.flag(key)} {value}" if source == "flags" else f"{source}: '{key}: {value}'"
-                raise UserError(f"{where} contradicts `crystallab {exp.command}`, which takes "
-                                f"{' or '.join(map(str, allowed))}")
+                raise UserError(
+                    f"{where} contradicts `crystallab {exp.command}`, which takes {' or '.join(map(str, allowed))}"
+                )
         cfg = dataclasses.replace(cfg, **values)
     cfg.validate()
     return cfg

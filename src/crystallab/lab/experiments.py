@@ -42,7 +42,11 @@ Log = Callable[[str], None]
 
 def _chat_aggregate(results: Path, label: str, task: str) -> np.ndarray:
     """The measured chat aggregate (renormalised) of a checkpoint's last tracked step."""
-    rows = [r for r in read_table(results).to_pylist() if r["checkpoint"] == label and r["task"] == task and r["prompt_kind"] == "chat"]
+    rows = [
+        r
+        for r in read_table(results).to_pylist()
+        if r["checkpoint"] == label and r["task"] == task and r["prompt_kind"] == "chat"
+    ]
     last = max(r["step"] or 0 for r in rows)
     by: dict[str, dict[str, float]] = {}
     for r in rows:
@@ -54,8 +58,9 @@ def _chat_aggregate(results: Path, label: str, task: str) -> np.ndarray:
     return (P / P.sum(1, keepdims=True)).mean(0)
 
 
-def run_lab(cfg: LabConfig, log: Log | None = None, console: Console | None = None,
-            experiment: str = "demo") -> dict[str, Any]:
+def run_lab(
+    cfg: LabConfig, log: Log | None = None, console: Console | None = None, experiment: str = "demo"
+) -> dict[str, Any]:
     """Run one experiment into ``cfg.out``; returns its summary (also in summary.json).
 
     The folder records the resolved settings (``config.yaml``, a valid ``--config`` to rerun it)
@@ -112,11 +117,21 @@ def _run_lab(cfg: LabConfig, log: Log, console: Console) -> dict[str, Any]:
         else:
             with stage("pretrain", "pretrain", total=cfg.pretrain_steps) as st:
                 seed = cfg.universe_seed if cfg.universe_seed is not None else cfg.seed
-                base = str(U.pretrain(base_dir, seed=seed, steps=cfg.pretrain_steps, log=log,
-                                      callbacks=[StepProgress(st.advance)]))
+                base = str(
+                    U.pretrain(
+                        base_dir, seed=seed, steps=cfg.pretrain_steps, log=log, callbacks=[StepProgress(st.advance)]
+                    )
+                )
     task = load_task(cfg.task, tasks_dir if tasks_dir.exists() else None)
-    mcfg = MeasureConfig(model=base, tasks=[cfg.task], out=str(results),
-                         tasks_dir=str(tasks_dir) if tasks_dir.exists() else None, progress=False, load=LoadSettings(device="auto"), settings=MeasureSettings(limit=cfg.limit))
+    mcfg = MeasureConfig(
+        model=base,
+        tasks=[cfg.task],
+        out=str(results),
+        tasks_dir=str(tasks_dir) if tasks_dir.exists() else None,
+        progress=False,
+        load=LoadSettings(device="auto"),
+        settings=MeasureSettings(limit=cfg.limit),
+    )
     with stage("measure base", "measure_base"):
         run_measure(replace(mcfg, label="base", stage="base"), log=log)
 
@@ -124,9 +139,19 @@ def _run_lab(cfg: LabConfig, log: Log, console: Console) -> dict[str, Any]:
     family, answers, per_instruction, forced = _sft_answers(cfg, results, task, rng)
     with stage("sft", "sft", total=cfg.sft_steps) as st:
         tracker = PhaseTracker(replace(mcfg, model="sft-run", label="sft", stage="sft"), every=cfg.track_every, log=log)
-        recipe = SFTRecipe(model=base, out=str(ck / "sft"), instructions=task.instruction_texts, options=task.labels,
-                           answers=answers, per_instruction=per_instruction, n_examples=cfg.sft_examples,
-                           steps=cfg.sft_steps, lora=cfg.lora, seed=cfg.seed, callbacks=[tracker, StepProgress(st.advance)])
+        recipe = SFTRecipe(
+            model=base,
+            out=str(ck / "sft"),
+            instructions=task.instruction_texts,
+            options=task.labels,
+            answers=answers,
+            per_instruction=per_instruction,
+            n_examples=cfg.sft_examples,
+            steps=cfg.sft_steps,
+            lora=cfg.lora,
+            seed=cfg.seed,
+            callbacks=[tracker, StepProgress(st.advance)],
+        )
         sft_ckpt = run_sft(recipe, log=log)
 
     # 3. RL, tracked
@@ -138,14 +163,26 @@ def _run_lab(cfg: LabConfig, log: Log, console: Console) -> dict[str, Any]:
             target = {task.labels[i] for i in np.argsort(q_sft)[::-1][:2]}
         else:
             target = {task.labels[i] for i in range(len(task.labels)) if i not in S}
-        rl_info = {"target": sorted(target, key=task.labels.index), "sft_support": [task.labels[i] for i in sorted(S)],
-                   "rewards": list(cfg.rl_rewards)}
+        rl_info = {
+            "target": sorted(target, key=task.labels.index),
+            "sft_support": [task.labels[i] for i in sorted(S)],
+            "rewards": list(cfg.rl_rewards),
+        }
         with stage("rl", "rl", total=cfg.rl_steps) as st:
-            tracker = PhaseTracker(replace(mcfg, model="rl-run", label="rl", stage="rl"), every=cfg.track_every,
-                                   log=log)
-            grpo = GRPORecipe(model=str(sft_ckpt), out=str(ck / "rl"), task=task, rewards=cfg.rl_rewards, target=target,
-                              steps=cfg.rl_steps, lora=cfg.lora, seed=cfg.seed,
-                              callbacks=[tracker, StepProgress(st.advance)])
+            tracker = PhaseTracker(
+                replace(mcfg, model="rl-run", label="rl", stage="rl"), every=cfg.track_every, log=log
+            )
+            grpo = GRPORecipe(
+                model=str(sft_ckpt),
+                out=str(ck / "rl"),
+                task=task,
+                rewards=cfg.rl_rewards,
+                target=target,
+                steps=cfg.rl_steps,
+                lora=cfg.lora,
+                seed=cfg.seed,
+                callbacks=[tracker, StepProgress(st.advance)],
+            )
             run_grpo(grpo, log=log)
 
     # 4. analysis and report
@@ -169,8 +206,9 @@ def _run_lab(cfg: LabConfig, log: Log, console: Console) -> dict[str, Any]:
     return summary
 
 
-def run_seeds(cfg: LabConfig, seeds: int, console: Console | None = None, experiment: str = "planted-seed",
-              log: Log | None = None) -> dict[str, Any]:
+def run_seeds(
+    cfg: LabConfig, seeds: int, console: Console | None = None, experiment: str = "planted-seed", log: Log | None = None
+) -> dict[str, Any]:
     """``cfg`` with ``seeds`` seeds (cfg.seed, cfg.seed + 1, ...): one run folder each under
     ``cfg.out``, sharing one pretrained toy universe; with planted SFT data, the tally of how
     often the analysis named the planted family (written to ``cfg.out/tally.json``).
@@ -184,8 +222,13 @@ def run_seeds(cfg: LabConfig, seeds: int, console: Console | None = None, experi
     runs = []
     for k in range(seeds):
         seed = cfg.seed + k
-        run = replace(cfg, out=str(out / f"seed-{seed}"), seed=seed, base_dir=cfg.base_dir or str(out / "universe"),
-                      universe_seed=cfg.universe_seed if cfg.universe_seed is not None else cfg.seed)
+        run = replace(
+            cfg,
+            out=str(out / f"seed-{seed}"),
+            seed=seed,
+            base_dir=cfg.base_dir or str(out / "universe"),
+            universe_seed=cfg.universe_seed if cfg.universe_seed is not None else cfg.seed,
+        )
         console.line(f"--- seed {seed} ---")
         runs.append(run_lab(run, log, console, experiment))
     tally = None
@@ -199,19 +242,35 @@ def run_seeds(cfg: LabConfig, seeds: int, console: Console | None = None, experi
 
 def planted_tally(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """How often the analysis named the planted family, and how often nucleation held."""
-    rows = [{"seed": s["config"]["seed"], "planted": s["planted_family"], "named": s["named_family"],
-             "z_k_star": (s["nucleation"] or {}).get("z_k_star"), "seed_p": (s["nucleation"] or {}).get("seed_p"),
-             "nucleation": s["verdicts"].get("nucleation")} for s in runs]
-    return {"named_correctly": sum(bool(s["seed_named_correctly"]) for s in runs),
-            "confirmed": sum(s["verdicts"].get("nucleation") == "holds" for s in runs), "seeds": len(runs),
-            "runs": rows}
+    rows = [
+        {
+            "seed": s["config"]["seed"],
+            "planted": s["planted_family"],
+            "named": s["named_family"],
+            "z_k_star": (s["nucleation"] or {}).get("z_k_star"),
+            "seed_p": (s["nucleation"] or {}).get("seed_p"),
+            "nucleation": s["verdicts"].get("nucleation"),
+        }
+        for s in runs
+    ]
+    return {
+        "named_correctly": sum(bool(s["seed_named_correctly"]) for s in runs),
+        "confirmed": sum(s["verdicts"].get("nucleation") == "holds" for s in runs),
+        "seeds": len(runs),
+        "runs": rows,
+    }
 
 
 def tally_text(t: dict[str, Any]) -> str:
-    lines = [f"seed {r['seed']}: planted {r['planted']:<10} k* {str(r['named']):<10} z {_iv(r['z_k_star'])}  "
-             f"seed_p {_iv(r['seed_p'])}  nucleation {r['nucleation']}" for r in t["runs"]]
-    lines.append(f"tally (a positive control): k* was the planted family in {t['named_correctly']} of "
-                 f"{t['seeds']} seeds (nucleation holds in {t['confirmed']}); {t.get('path', 'tally.json')}")
+    lines = [
+        f"seed {r['seed']}: planted {r['planted']:<10} k* {str(r['named']):<10} z {_iv(r['z_k_star'])}  "
+        f"seed_p {_iv(r['seed_p'])}  nucleation {r['nucleation']}"
+        for r in t["runs"]
+    ]
+    lines.append(
+        f"tally (a positive control): k* was the planted family in {t['named_correctly']} of "
+        f"{t['seeds']} seeds (nucleation holds in {t['confirmed']}); {t.get('path', 'tally.json')}"
+    )
     return "\n".join(lines)
 
 
@@ -222,9 +281,11 @@ def escape_text(s: dict[str, Any]) -> str | None:
         return None
     verdict = s["verdicts"].get("settling")
     answer = {"fails": "yes", "holds": "no"}.get(verdict or "", "inconclusive")
-    return (f"can RL escape the forced seed's support? {answer} (settling {verdict}): rewarded only for "
-            f"{s['rl']['target']}, RL kept excess retention ρ {_iv(st['rho'])} (retention {_iv(st['retention'])}) on the SFT support "
-            f"{s['rl']['sft_support']}")
+    return (
+        f"can RL escape the forced seed's support? {answer} (settling {verdict}): rewarded only for "
+        f"{s['rl']['target']}, RL kept excess retention ρ {_iv(st['rho'])} (retention {_iv(st['retention'])}) on the SFT support "
+        f"{s['rl']['sft_support']}"
+    )
 
 
 def _base_prompts(results: Path, task: str) -> list[tuple[str, str, np.ndarray, float]]:
@@ -241,12 +302,19 @@ def _base_prompts(results: Path, task: str) -> list[tuple[str, str, np.ndarray, 
     return out
 
 
-def _sft_answers(cfg: LabConfig, results: Path, task, rng: random.Random) -> tuple[str | None, list | None, list | None, dict]:
+def _sft_answers(
+    cfg: LabConfig, results: Path, task, rng: random.Random
+) -> tuple[str | None, list | None, list | None, dict]:
     """(seed family, answer distribution, per-instruction distributions, what was forced)."""
     base = _base_prompts(results, cfg.task)
     if cfg.sft_data == "planted":  # validate() checked it is the toy universe
         family = cfg.seed_family or rng.choice([f.name for f in U.FAMILIES])
-        return family, next(f.planted for f in U.FAMILIES if f.name == family).tolist(), None, {"kind": "planted", "family": family}
+        return (
+            family,
+            next(f.planted for f in U.FAMILIES if f.name == family).tolist(),
+            None,
+            {"kind": "planted", "family": family},
+        )
     if cfg.sft_data == "base-prompt":  # a distribution the base model already has on one of its prompts
         pool = [b for b in base if b[3] >= 0.3 and (cfg.seed_family is None or b[1] == cfg.seed_family)] or base
         if not pool:
@@ -258,7 +326,16 @@ def _sft_answers(cfg: LabConfig, results: Path, task, rng: random.Random) -> tup
         q = np.full(len(agg), 0.1 / max(1, len(agg) - 2))
         q[np.argsort(agg)[:2]] = 0.45
         nearest = min((float(js_distance(q, b[2])) for b in base), default=float("nan"))
-        return None, (q / q.sum()).tolist(), None, {"kind": "outside", "options": [task.labels[i] for i in np.argsort(agg)[:2]], "nearest_base_js_distance": nearest}
+        return (
+            None,
+            (q / q.sum()).tolist(),
+            None,
+            {
+                "kind": "outside",
+                "options": [task.labels[i] for i in np.argsort(agg)[:2]],
+                "nearest_base_js_distance": nearest,
+            },
+        )
     if cfg.sft_data == "diverse":  # every instruction its own base prompt's distribution: keeps the diversity
         picks = rng.sample(base, k=min(len(base), len(task.instructions)))
         return None, None, [b[2].tolist() for b in picks], {"kind": "diverse", "prompt_ids": [b[0] for b in picks]}
@@ -273,7 +350,9 @@ def _record_train_answers(results: Path, label: str, task: str, answers: dict[st
     store.save_manifest()
 
 
-def _summarise(cfg: LabConfig, analysis: Any, family: str | None, rl_info: dict, results: Path, report: str | None) -> dict[str, Any]:
+def _summarise(
+    cfg: LabConfig, analysis: Any, family: str | None, rl_info: dict, results: Path, report: str | None
+) -> dict[str, Any]:
     task = cfg.task
     v = analysis.verdicts.get(task, {})
     nuc = v.get("nucleation")
@@ -285,14 +364,33 @@ def _summarise(cfg: LabConfig, analysis: Any, family: str | None, rl_info: dict,
     chat = [s for s in analysis.states if s.task == task and s.ensemble == "chat" and s.split is None]
     settle = v.get("settling")
     return {
-        "config": asdict(cfg), "results": str(results), "report": report, "verdicts": {k: x.value for k, x in v.items()},
-        "why": {k: x.why for k, x in v.items()}, "states": [f"{s.checkpoint}:{s.state}" for s in chat],
-        "planted_family": family, "named_family": named_family, "seed_named_correctly": family is not None and family == named_family,
+        "config": asdict(cfg),
+        "results": str(results),
+        "report": report,
+        "verdicts": {k: x.value for k, x in v.items()},
+        "why": {k: x.why for k, x in v.items()},
+        "states": [f"{s.checkpoint}:{s.state}" for s in chat],
+        "planted_family": family,
+        "named_family": named_family,
+        "seed_named_correctly": family is not None and family == named_family,
         "nucleation": nuc.numbers if nuc else None,
-        "base_state": (analysis.state(analysis.root, task, "raw").state if analysis.root and analysis.state(analysis.root, task, "raw") else None),
-        "planted_js_distance": planted, "rl": rl_info, "settling": settle.numbers if settle and settle.numbers else None,
-        "dynamics": [{"checkpoint": d.checkpoint, "coordinate": d.coordinate, **{k: d.test.get(k) for k in ("verdict", "t0", "w", "share_logistic")}}
-                     for d in analysis.dynamics if d.task == task],
+        "base_state": (
+            analysis.state(analysis.root, task, "raw").state
+            if analysis.root and analysis.state(analysis.root, task, "raw")
+            else None
+        ),
+        "planted_js_distance": planted,
+        "rl": rl_info,
+        "settling": settle.numbers if settle and settle.numbers else None,
+        "dynamics": [
+            {
+                "checkpoint": d.checkpoint,
+                "coordinate": d.coordinate,
+                **{k: d.test.get(k) for k in ("verdict", "t0", "w", "share_logistic")},
+            }
+            for d in analysis.dynamics
+            if d.task == task
+        ],
     }
 
 
@@ -316,17 +414,31 @@ def summary_text(s: dict[str, Any]) -> str:
         if claim in s["verdicts"]:
             lines.append(f"  {claim:<10} {s['verdicts'][claim]:<12} {s['why'][claim]}")
     if s.get("planted_js_distance"):
-        lines.append("base vs planted (JS distance per family): " + ", ".join(f"{k} {v:.3f}" for k, v in s["planted_js_distance"].items()))
+        lines.append(
+            "base vs planted (JS distance per family): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in s["planted_js_distance"].items())
+        )
     if s.get("planted_family"):
         ok = "k* is the planted family" if s["seed_named_correctly"] else f"the analysis found k* = {s['named_family']}"
         n = s.get("nucleation") or {}
-        lines.append(f"planted seed family: {s['planted_family']} ({ok}; z_k* {_iv(n.get('z_k_star'))}, "
-                     f"seed_p {_iv(n.get('seed_p'))}) [a positive control: SFT was shown this family's answers]")
+        lines.append(
+            f"planted seed family: {s['planted_family']} ({ok}; z_k* {_iv(n.get('z_k_star'))}, "
+            f"seed_p {_iv(n.get('seed_p'))}) [a positive control: SFT was shown this family's answers]"
+        )
     if s.get("rl"):
         st = s.get("settling") or {}
-        lines.append(f"RL target {s['rl']['target']} vs SFT support {s['rl']['sft_support']}: retention {_iv(st.get('retention'))}, "
-                     f"excess retention ρ {_iv(st.get('rho'))}" if st else "RL: no settling figures")
+        lines.append(
+            f"RL target {s['rl']['target']} vs SFT support {s['rl']['sft_support']}: retention {_iv(st.get('retention'))}, "
+            f"excess retention ρ {_iv(st.get('rho'))}"
+            if st
+            else "RL: no settling figures"
+        )
     for d in s.get("dynamics", []):
-        lines.append(f"{d['checkpoint']}: {d['coordinate']}: transition test {d['verdict']} (t0 {_iv(d['t0'])}, w {_iv(d['w'])})")
-    lines.append(f"took {s['timings']['total']:.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in s["timings"].items() if k != "total"))
+        lines.append(
+            f"{d['checkpoint']}: {d['coordinate']}: transition test {d['verdict']} (t0 {_iv(d['t0'])}, w {_iv(d['w'])})"
+        )
+    lines.append(
+        f"took {s['timings']['total']:.0f} s: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in s["timings"].items() if k != "total")
+    )
     return "\n".join(lines)

@@ -47,7 +47,10 @@ def make_rewards(task: Task, names: Sequence[str], target: set[str] | None = Non
         groups: dict = {}
         for k, lab in zip(keys, labels):
             groups.setdefault(str(k), Counter())[lab] += 1
-        return [0.0 if lab is None else 1.0 - groups[str(k)][lab] / sum(groups[str(k)].values()) for k, lab in zip(keys, labels)]
+        return [
+            0.0 if lab is None else 1.0 - groups[str(k)][lab] / sum(groups[str(k)].values())
+            for k, lab in zip(keys, labels)
+        ]
 
     table = {"validity": validity, "target": target_set, "diversity": diversity}
     for n in names:
@@ -89,16 +92,33 @@ def run_grpo(r: GRPORecipe, log=print) -> Path:
     set_seed(r.seed)
     backend, model, tok = load_for_training(r.model)
     instructions = list(r.instructions or r.task.instruction_texts)
-    data = Dataset.from_list([{"prompt": backend.render_chat(ins)[0]} for ins in instructions] * max(1, r.steps * r.prompts_per_step // len(instructions) + 1))
-    args = GRPOConfig(
-        **trainer_settings(r.out, r.steps, r.seed), per_device_train_batch_size=r.num_generations * r.prompts_per_step,
-        num_generations=r.num_generations, max_completion_length=r.max_completion_length, temperature=1.0, learning_rate=r.learning_rate,
-        beta=r.beta, lr_scheduler_type="constant",
+    data = Dataset.from_list(
+        [{"prompt": backend.render_chat(ins)[0]} for ins in instructions]
+        * max(1, r.steps * r.prompts_per_step // len(instructions) + 1)
     )
-    trainer = GRPOTrainer(model=model, reward_funcs=make_rewards(r.task, r.rewards, r.target), args=args, train_dataset=data,
-                          processing_class=tok, peft_config=lora_config() if r.lora else None, callbacks=list(r.callbacks))
+    args = GRPOConfig(
+        **trainer_settings(r.out, r.steps, r.seed),
+        per_device_train_batch_size=r.num_generations * r.prompts_per_step,
+        num_generations=r.num_generations,
+        max_completion_length=r.max_completion_length,
+        temperature=1.0,
+        learning_rate=r.learning_rate,
+        beta=r.beta,
+        lr_scheduler_type="constant",
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=make_rewards(r.task, r.rewards, r.target),
+        args=args,
+        train_dataset=data,
+        processing_class=tok,
+        peft_config=lora_config() if r.lora else None,
+        callbacks=list(r.callbacks),
+    )
     result = quiet_trainer(trainer, "rl").train()
-    log(f"GRPO {r.steps} steps, rewards {'+'.join(r.rewards)}{' (LoRA)' if r.lora else ''}: loss {result.training_loss:.4f}")
+    log(
+        f"GRPO {r.steps} steps, rewards {'+'.join(r.rewards)}{' (LoRA)' if r.lora else ''}: loss {result.training_loss:.4f}"
+    )
     return save_checkpoint(trainer.model, tok, r.out)
 
 
@@ -133,12 +153,29 @@ def run_dpo(r: DPORecipe, log=print) -> Path:
     bad = [o for o in r.task.labels if o not in r.chosen]
     if not good or not bad:
         raise UserError("DPO needs both chosen and rejected options")
-    rows = [{"prompt": backend.render_chat(rng.choice(r.task.instruction_texts))[0], "chosen": " " + rng.choice(good), "rejected": " " + rng.choice(bad)} for _ in range(r.n_pairs)]
+    rows = [
+        {
+            "prompt": backend.render_chat(rng.choice(r.task.instruction_texts))[0],
+            "chosen": " " + rng.choice(good),
+            "rejected": " " + rng.choice(bad),
+        }
+        for _ in range(r.n_pairs)
+    ]
     args = DPOConfig(
-        **trainer_settings(r.out, r.steps, r.seed), per_device_train_batch_size=r.batch_size, learning_rate=r.learning_rate, beta=r.beta, max_length=128,
+        **trainer_settings(r.out, r.steps, r.seed),
+        per_device_train_batch_size=r.batch_size,
+        learning_rate=r.learning_rate,
+        beta=r.beta,
+        max_length=128,
     )
-    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
-                         peft_config=lora_config() if r.lora else None, callbacks=list(r.callbacks))
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        peft_config=lora_config() if r.lora else None,
+        callbacks=list(r.callbacks),
+    )
     result = quiet_trainer(trainer, "dpo").train()
     log(f"DPO {r.steps} steps on {len(rows)} pairs{' (LoRA)' if r.lora else ''}: loss {result.training_loss:.4f}")
     return save_checkpoint(trainer.model, tok, r.out)

@@ -56,7 +56,9 @@ def sft_examples(r: SFTRecipe, render) -> list[dict[str, str]]:
             continue
         j = rng.randrange(len(r.instructions))
         dist = r.per_instruction[j % len(r.per_instruction)] if r.per_instruction is not None else r.answers
-        out.append({"prompt": render(r.instructions[j]), "completion": " " + rng.choices(list(r.options), weights=dist)[0]})
+        out.append(
+            {"prompt": render(r.instructions[j]), "completion": " " + rng.choices(list(r.options), weights=dist)[0]}
+        )
     return out
 
 
@@ -86,9 +88,19 @@ def trainer_settings(out: str | Path, steps: int, seed: int) -> dict[str, Any]:
     route_library_logs()  # before the trainer prepares its data (datasets' map bars)
     cuda = torch.cuda.is_available()
     return dict(
-        output_dir=str(Path(out) / "trainer"), max_steps=steps, logging_steps=max(1, steps // 5), save_strategy="no",
-        report_to=[], seed=seed, bf16=False, fp16=False, use_cpu=not cuda, disable_tqdm=True, dataloader_num_workers=0,
-        activation_checkpointing=cuda, log_level="warning",
+        output_dir=str(Path(out) / "trainer"),
+        max_steps=steps,
+        logging_steps=max(1, steps // 5),
+        save_strategy="no",
+        report_to=[],
+        seed=seed,
+        bf16=False,
+        fp16=False,
+        use_cpu=not cuda,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        activation_checkpointing=cuda,
+        log_level="warning",
     )
 
 
@@ -114,11 +126,23 @@ def run_sft(r: SFTRecipe, log=print) -> Path:
     backend, model, tok = load_for_training(r.model)
     data = Dataset.from_list(sft_examples(r, lambda ins: backend.render_chat(ins)[0]))
     args = SFTConfig(
-        **trainer_settings(r.out, r.steps, r.seed), per_device_train_batch_size=r.batch_size, learning_rate=r.learning_rate,
-        lr_scheduler_type="constant_with_warmup", warmup_steps=min(5, r.steps // 5), max_length=128, packing=False, completion_only_loss=True,
+        **trainer_settings(r.out, r.steps, r.seed),
+        per_device_train_batch_size=r.batch_size,
+        learning_rate=r.learning_rate,
+        lr_scheduler_type="constant_with_warmup",
+        warmup_steps=min(5, r.steps // 5),
+        max_length=128,
+        packing=False,
+        completion_only_loss=True,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
-                         peft_config=lora_config(r.lora_r) if r.lora else None, callbacks=list(r.callbacks))
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        processing_class=tok,
+        peft_config=lora_config(r.lora_r) if r.lora else None,
+        callbacks=list(r.callbacks),
+    )
     result = quiet_trainer(trainer, "sft").train()
     log(f"SFT {r.steps} steps on {len(data)} examples{' (LoRA)' if r.lora else ''}: loss {result.training_loss:.3f}")
     return save_checkpoint(trainer.model, tok, r.out)

@@ -31,7 +31,12 @@ class PhaseTracker(TrainerCallback):
         self.tokenizer = self.tokenizer or processing_class  # the trainer's own tokenizer by default
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: LoRA layers stay active
         was_training = inner.training
-        backend = HFBackend(inner, self.tokenizer, {"model": self.cfg.model, "kind": "training", "label": self.cfg.label, "step": step}, LoadSettings())
+        backend = HFBackend(
+            inner,
+            self.tokenizer,
+            {"model": self.cfg.model, "kind": "training", "label": self.cfg.label, "step": step},
+            LoadSettings(),
+        )
         try:
             run_measure(replace(self.cfg, step=step), backend=backend, log=self.log)
         finally:

@@ -54,7 +54,14 @@ def sampling_fields(server: str, temperature: float, max_tokens: int) -> dict[st
     elif server == "llama.cpp":
         body.update(top_k=0, min_p=0.0, typical_p=1.0, repeat_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0)
     elif server == "transformers":
-        gen = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0, "max_new_tokens": max_tokens, "repetition_penalty": 1.0}
+        gen = {
+            "do_sample": True,
+            "temperature": temperature,
+            "top_k": 0,
+            "top_p": 1.0,
+            "max_new_tokens": max_tokens,
+            "repetition_penalty": 1.0,
+        }
         body["generation_config"] = json.dumps(gen)
     return body
 
@@ -86,17 +93,34 @@ class ApiBackend:
             self.max_tokens = int(o.get("max_tokens", 16))
         except ValueError as exc:
             raise UserError(f"model spec {ms.raw}: option values must be numbers ({exc})") from exc
-        if self.concurrency < 1 or self.timeout <= 0 or self.retries < 0 or self.top_logprobs_k < 1 or self.max_tokens < 1:
-            raise UserError(f"model spec {ms.raw}: concurrency, timeout, top_logprobs and max_tokens must be positive, retries not negative")
+        if (
+            self.concurrency < 1
+            or self.timeout <= 0
+            or self.retries < 0
+            or self.top_logprobs_k < 1
+            or self.max_tokens < 1
+        ):
+            raise UserError(
+                f"model spec {ms.raw}: concurrency, timeout, top_logprobs and max_tokens must be positive, retries not negative"
+            )
         self.backoff = 0.5  # seconds before the first retry; doubles, capped at 30 s
         self._sem = threading.Semaphore(self.concurrency)
         self._client = httpx.Client(timeout=self.timeout, limits=httpx.Limits(max_connections=self.concurrency))
         self._auth = {"Authorization": f"Bearer {key}"} if key else {}
         self.device = "api"
         self.info: dict[str, Any] = {
-            "model": ms.raw, "kind": "api", "base_url": self.base_url, "served_model": self.model, "server": self.server,
-            "key_env": self.key_env, "key_sent": bool(key), "concurrency": self.concurrency, "timeout": self.timeout, "retries": self.retries,
-            "top_logprobs": self.top_logprobs_k, "max_tokens": self.max_tokens,
+            "model": ms.raw,
+            "kind": "api",
+            "base_url": self.base_url,
+            "served_model": self.model,
+            "server": self.server,
+            "key_env": self.key_env,
+            "key_sent": bool(key),
+            "concurrency": self.concurrency,
+            "timeout": self.timeout,
+            "retries": self.retries,
+            "top_logprobs": self.top_logprobs_k,
+            "max_tokens": self.max_tokens,
         }
 
     @property
@@ -134,7 +158,9 @@ class ApiBackend:
                         raise ApiError(f"POST {path}: the server's answer is not JSON") from None
                 detail = _detail(r)
                 if r.status_code in (401, 403):
-                    raise UserError(f"{url}: HTTP {r.status_code}: the server refused the request ({detail}); check the key in ${self.key_env}")
+                    raise UserError(
+                        f"{url}: HTTP {r.status_code}: the server refused the request ({detail}); check the key in ${self.key_env}"
+                    )
                 if r.status_code == 404:
                     raise UserError(f"{url}: HTTP 404 ({detail}); check the base URL and the model name '{self.model}'")
                 if r.status_code != 429 and r.status_code < 500:
@@ -147,7 +173,9 @@ class ApiBackend:
         raise AssertionError("unreachable")
 
     # ---- the two capabilities: TextSampler and TopLogprobs ---------------------------------
-    def complete(self, text: str, chat: bool, n: int, seed: int, max_tokens: int | None = None) -> tuple[list[str], int]:
+    def complete(
+        self, text: str, chat: bool, n: int, seed: int, max_tokens: int | None = None
+    ) -> tuple[list[str], int]:
         """Up to ``n`` sampled completions of ``text`` (pure ancestral sampling at temperature 1;
         a server may return fewer), and the tokens the server reported. ``chat`` sends the text
         as one user message to /v1/chat/completions; otherwise it is a raw /v1/completions prompt."""
@@ -177,7 +205,9 @@ class ApiBackend:
         lp = (data.get("choices") or [{}])[0].get("logprobs")
         top = (lp or {}).get("top_logprobs") or []
         if not top or not top[0]:
-            raise UserError(f"{self.base_url} returned no logprobs for the model '{self.model}': this server does not support --method logprobs-topk (use --method sample)")
+            raise UserError(
+                f"{self.base_url} returned no logprobs for the model '{self.model}': this server does not support --method logprobs-topk (use --method sample)"
+            )
         return {str(t): float(v) for t, v in top[0].items() if v is not None and math.isfinite(float(v))}
 
 

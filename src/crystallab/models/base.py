@@ -43,18 +43,25 @@ METHODS = ("exact", "sample", "logprobs-topk")  # the one list of measurement me
 class LoadSettings:
     """How a model is loaded: fixed for its lifetime (per-call settings travel with a request)."""
 
-    dtype: str = field(default="auto", metadata={"help": "auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16, float16"})
+    dtype: str = field(
+        default="auto", metadata={"help": "auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16, float16"}
+    )
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or auto"})
     device_map: str | None = field(
-        default=None, metadata={"help": "auto: spread a model larger than one GPU over every visible GPU (accelerate)",
-                                "choices": ("auto",)})
+        default=None,
+        metadata={
+            "help": "auto: spread a model larger than one GPU over every visible GPU (accelerate)",
+            "choices": ("auto",),
+        },
+    )
     revision: str | None = field(default=None, metadata={"help": "model revision (branch, tag or commit) for HF ids"})
     trust_remote_code: bool = field(
-        default=False, metadata={"help": "run the model repository's own code (off by default)"})
-    allow_pickle: bool = field(
-        default=False, metadata={"help": "load pickle (.bin) weights when no safetensors exist"})
+        default=False, metadata={"help": "run the model repository's own code (off by default)"}
+    )
+    allow_pickle: bool = field(default=False, metadata={"help": "load pickle (.bin) weights when no safetensors exist"})
     allow_plain_chat: bool = field(
-        default=True, metadata={"help": "give models without a chat template the plain User:/Assistant: template"})
+        default=True, metadata={"help": "give models without a chat template the plain User:/Assistant: template"}
+    )
 
     @classmethod
     def of(cls, source: Any) -> LoadSettings:
@@ -133,7 +140,10 @@ class TrieScorer(Tokenized, Protocol):
     """Scores a batch of (context, option trie) requests exactly (``scoring.exact``)."""
 
     def score_tries(
-        self, items: Sequence[TrieItem], padding_side: str = "right", rows: Sequence[Sequence[int]] | None = None,
+        self,
+        items: Sequence[TrieItem],
+        padding_side: str = "right",
+        rows: Sequence[Sequence[int]] | None = None,
     ) -> list[TrieScores]: ...
 
 
@@ -142,8 +152,14 @@ class TokenSampler(Tokenized, Protocol):
     """Draws completions of a context, as token ids (EOS kept when generated)."""
 
     def sample(
-        self, context: list[int], n: int, seed: int, max_new_tokens: int,
-        temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+        self,
+        context: list[int],
+        n: int,
+        seed: int,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
     ) -> list[list[int]]: ...
 
 
@@ -156,7 +172,12 @@ class TextSampler(Protocol):
     concurrency: int  # requests a scorer may keep in flight
 
     def complete(
-        self, text: str, chat: bool, n: int, seed: int, max_tokens: int | None = None,
+        self,
+        text: str,
+        chat: bool,
+        n: int,
+        seed: int,
+        max_tokens: int | None = None,
     ) -> tuple[list[str], int]: ...
 
 
@@ -188,7 +209,10 @@ def is_remote(backend: object) -> bool:
 
 
 def compute_boundary_mask(
-    tokenizer: Any, vocab_size: int, eos_ids: set[int] = frozenset(), texts: Sequence[str] | None = None,
+    tokenizer: Any,
+    vocab_size: int,
+    eos_ids: set[int] = frozenset(),
+    texts: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Which token ids start a new word (or end the answer): special tokens, and tokens whose
     decoded text begins with a non-alphanumeric character, or is empty.

@@ -60,7 +60,14 @@ def cache_root() -> Path:
 def _torch_dtype(name: str, device: str) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if name not in table:
         raise UserError(f"unknown --dtype '{name}'; use auto, float32, bfloat16 or float16")
     return table[name]
@@ -117,7 +124,9 @@ def _dequantize_gguf(gguf_path: Path, out_dir: Path) -> None:
     require("gguf", "hf")  # transformers reads GGUF files through it
     try:
         tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-        gmodel = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+        gmodel = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        )
     except Exception as exc:  # transformers raises many kinds here
         raise UserError(f"cannot load GGUF file {gguf_path}: {exc}") from exc
     cfg = gmodel.config
@@ -127,7 +136,9 @@ def _dequantize_gguf(gguf_path: Path, out_dir: Path) -> None:
     missing, unexpected = plain.load_state_dict(gmodel.state_dict(), strict=False)
     missing = [k for k in missing if k not in getattr(plain, "_tied_weights_keys", {}) and "lm_head" not in k]
     if missing or unexpected:
-        raise UserError(f"GGUF {gguf_path}: state dict does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise UserError(
+            f"GGUF {gguf_path}: state dict does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     plain.save_pretrained(tmp, safe_serialization=True)
@@ -203,7 +214,10 @@ class HFBackend(TokenizerText):
     # ---- scoring -----------------------------------------------------------------------------
     @torch.inference_mode()
     def score_tries(
-        self, items: Sequence[TrieItem], padding_side: str = "right", rows: Sequence[Sequence[int]] | None = None,
+        self,
+        items: Sequence[TrieItem],
+        padding_side: str = "right",
+        rows: Sequence[Sequence[int]] | None = None,
     ) -> list[TrieScores]:
         """Score a batch of prompts with their option tries in ONE forward pass.
 
@@ -258,7 +272,9 @@ class HFBackend(TokenizerText):
         window = getattr(self.model.config, "sliding_window", None)
         mask = self._attention_mask(torch.from_numpy(allowed), pos_t, window)
         del allowed
-        out = self.model.base_model(input_ids=ids_t.to(dev), attention_mask=mask, position_ids=pos_t.to(dev), use_cache=False)
+        out = self.model.base_model(
+            input_ids=ids_t.to(dev), attention_mask=mask, position_ids=pos_t.to(dev), use_cache=False
+        )
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         del out, mask
 
@@ -295,7 +311,11 @@ class HFBackend(TokenizerText):
         return results
 
     def _head_reductions(
-        self, h: torch.Tensor, child_tok: np.ndarray, child_row: np.ndarray, chunk: int | None,
+        self,
+        h: torch.Tensor,
+        child_tok: np.ndarray,
+        child_row: np.ndarray,
+        chunk: int | None,
         lead_keys: Sequence[LeadKey] = (),
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per gathered row: log Z, log Σ_boundary exp(logit) and, per lead mask, log Σ_mask
@@ -376,7 +396,13 @@ class HFBackend(TokenizerText):
         caller can reuse one buffer for every chunk; the transforms are applied in place."""
         head = self.model.get_output_embeddings()
         w = getattr(head, "weight", None)
-        if out is not None and isinstance(head, torch.nn.Linear) and w.dtype == torch.float32 and h.dtype == torch.float32 and out.shape == (h.shape[0], w.shape[0]):
+        if (
+            out is not None
+            and isinstance(head, torch.nn.Linear)
+            and w.dtype == torch.float32
+            and h.dtype == torch.float32
+            and out.shape == (h.shape[0], w.shape[0])
+        ):
             if head.bias is None:
                 lg = torch.mm(h, w.t(), out=out)
             else:
@@ -421,7 +447,17 @@ class HFBackend(TokenizerText):
 
     # ---- sampling ----------------------------------------------------------------------------
     @torch.inference_mode()
-    def sample(self, context: list[int], n: int, seed: int, max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, chunk: int = 512) -> list[list[int]]:
+    def sample(
+        self,
+        context: list[int],
+        n: int,
+        seed: int,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        chunk: int = 512,
+    ) -> list[list[int]]:
         """N completions of one context (token ids, EOS included when generated). Pure ancestral
         sampling at the given temperature: no top-k/top-p unless asked, whatever the model's own
         generation_config says."""
@@ -430,9 +466,15 @@ class HFBackend(TokenizerText):
         # top_k must be 0, not None: generate() fills None from its global default (top_k=50),
         # which would silently truncate the distribution being estimated
         cfg = GenerationConfig(
-            do_sample=True, temperature=temperature, top_p=top_p, top_k=int(top_k), max_new_tokens=max_new_tokens,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(self.eos_ids()),
-            repetition_penalty=None, num_beams=1,
+            do_sample=True,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=int(top_k),
+            max_new_tokens=max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=sorted(self.eos_ids()),
+            repetition_penalty=None,
+            num_beams=1,
         )
         torch.manual_seed(seed)
         x = torch.tensor([context], device=self.device)
@@ -441,12 +483,20 @@ class HFBackend(TokenizerText):
         while len(out) < n:
             k = min(chunk, n - len(out))
             try:
-                gen = self.model.generate(x, attention_mask=torch.ones_like(x), generation_config=cfg, num_return_sequences=k)
+                gen = self.model.generate(
+                    x, attention_mask=torch.ones_like(x), generation_config=cfg, num_return_sequences=k
+                )
             except RuntimeError as exc:  # torch.multinomial refuses NaN/inf probabilities
                 if "inf" in str(exc) or "nan" in str(exc):
                     dtype = self.info.get("dtype")
-                    hint = "the weights themselves hold NaN/inf?" if dtype == "float32" else "overflow? try --dtype float32"
-                    raise NumericalError(f"NaN or inf logits while sampling (model dtype {dtype}: {hint}): {str(exc).splitlines()[0]}") from exc
+                    hint = (
+                        "the weights themselves hold NaN/inf?"
+                        if dtype == "float32"
+                        else "overflow? try --dtype float32"
+                    )
+                    raise NumericalError(
+                        f"NaN or inf logits while sampling (model dtype {dtype}: {hint}): {str(exc).splitlines()[0]}"
+                    ) from exc
                 raise
             for row in gen[:, x.shape[1] :].tolist():
                 seq: list[int] = []
@@ -479,13 +529,19 @@ def check_hub_id(repo_id: str, revision: str | None = None) -> None:
     try:
         hub.HfApi().model_info(repo_id, revision=revision, timeout=15)
     except GatedRepoError as exc:
-        raise UserError(f"model '{repo_id}' is gated: accept its licence on huggingface.co and log in (hf auth login)") from exc
+        raise UserError(
+            f"model '{repo_id}' is gated: accept its licence on huggingface.co and log in (hf auth login)"
+        ) from exc
     except RevisionNotFoundError as exc:
         raise UserError(f"model '{repo_id}' has no revision '{revision}'") from exc
     except RepositoryNotFoundError as exc:
-        raise UserError(f"unknown model id '{repo_id}': no such model on the Hugging Face Hub (private? log in with hf auth login), and no such local directory") from exc
+        raise UserError(
+            f"unknown model id '{repo_id}': no such model on the Hugging Face Hub (private? log in with hf auth login), and no such local directory"
+        ) from exc
     except Exception as exc:  # network errors: the Hub's client raises several kinds
-        raise UserError(f"model '{repo_id}' is not in {where} and the Hugging Face Hub cannot be reached ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from exc
+        raise UserError(
+            f"model '{repo_id}' is not in {where} and the Hugging Face Hub cannot be reached ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})"
+        ) from exc
 
 
 def load_backend(spec: str | ModelSpec, settings: LoadSettings | None = None) -> HFBackend:
@@ -534,5 +590,11 @@ def load_backend(spec: str | ModelSpec, settings: LoadSettings | None = None) ->
         info["fingerprint"] = _dir_fingerprint(Path(target))
     else:
         info["commit"] = getattr(model.config, "_commit_hash", None)
-    info.update(dtype=str(dtype).replace("torch.", ""), device=device, load_seconds=round(time.perf_counter() - t0, 2), settings=asdict(settings), architecture=type(model).__name__)
+    info.update(
+        dtype=str(dtype).replace("torch.", ""),
+        device=device,
+        load_seconds=round(time.perf_counter() - t0, 2),
+        settings=asdict(settings),
+        architecture=type(model).__name__,
+    )
     return HFBackend(model, tok, info, settings)

@@ -37,4 +37,3 @@ def load_model(spec: str | ModelSpec, settings: LoadSettings | None = None, **ov
     from crystallab.models.hf import load_backend
 
     return load_backend(ms, settings)
-

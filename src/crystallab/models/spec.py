@@ -55,7 +55,9 @@ def parse_spec(spec: str) -> ModelSpec:
     if spec.startswith("builtin:"):
         name = spec.split(":", 1)[1]
         if name not in BUILTIN_MODELS:
-            raise UserError(f"unknown builtin model '{name}'; available: {', '.join('builtin:' + k for k in BUILTIN_MODELS)}")
+            raise UserError(
+                f"unknown builtin model '{name}'; available: {', '.join('builtin:' + k for k in BUILTIN_MODELS)}"
+            )
         return ModelSpec("builtin", name, spec)
     if spec.startswith("gguf:"):
         path = Path(spec.split(":", 1)[1]).expanduser()
@@ -108,12 +110,17 @@ def _split_options(text: str, spec: str, allowed: dict[str, str]) -> tuple[str, 
     for part in filter(None, query.split("&")):
         key, eq, value = part.partition("=")
         if key in ("key", "api_key", "token"):
-            raise UserError(f"model spec '{spec.split('?', 1)[0]}': never put the key in the spec (it would be stored with the results); put it in an environment variable and name that with key_env=NAME")
+            raise UserError(
+                f"model spec '{spec.split('?', 1)[0]}': never put the key in the spec (it would be stored with the results); put it in an environment variable and name that with key_env=NAME"
+            )
         if key not in allowed:
             import difflib
 
             close = difflib.get_close_matches(key, list(allowed), n=1)
-            raise UserError(f"model spec option '{key}' is unknown" + (f" (did you mean '{close[0]}'?)" if close else f"; options: {', '.join(allowed)}"))
+            raise UserError(
+                f"model spec option '{key}' is unknown"
+                + (f" (did you mean '{close[0]}'?)" if close else f"; options: {', '.join(allowed)}")
+            )
         if not eq or not value:
             raise UserError(f"model spec option '{key}' needs a value ({key}=...)")
         options.append((key, value))
@@ -131,13 +138,17 @@ def _parse_api(spec: str) -> ModelSpec:
 
     url, sep, rest = spec[len("api:") :].partition("#")
     if not sep:
-        raise UserError(f"model spec '{spec}': expected api:BASE_URL#MODEL (e.g. api:http://127.0.0.1:8000/v1#my-model)")
+        raise UserError(
+            f"model spec '{spec}': expected api:BASE_URL#MODEL (e.g. api:http://127.0.0.1:8000/v1#my-model)"
+        )
     model, options = _split_options(rest, spec, API_OPTIONS)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise UserError(f"model spec '{spec}': the base URL must start with http:// or https://")
     if parts.username or parts.password:
-        raise UserError("model spec: the base URL carries credentials, which would be stored with the results; put the key in an environment variable and name it with key_env=NAME")
+        raise UserError(
+            "model spec: the base URL carries credentials, which would be stored with the results; put the key in an environment variable and name it with key_env=NAME"
+        )
     if not model:
         raise UserError(f"model spec '{spec}': no model name after '#'")
     return ModelSpec("api", url.rstrip("/"), spec, model=model, options=options)

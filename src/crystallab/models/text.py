@@ -194,14 +194,22 @@ class TokenizerText:
             import jinja2
 
             try:
-                text = self.tokenizer.apply_chat_template([{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True)
+                text = self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
+                )
             except jinja2.exceptions.SecurityError as exc:
-                raise UserError(f"the chat template of {self.name} tried an unsafe operation, refused by the jinja2 sandbox ({exc})") from exc
+                raise UserError(
+                    f"the chat template of {self.name} tried an unsafe operation, refused by the jinja2 sandbox ({exc})"
+                ) from exc
             except jinja2.exceptions.TemplateError as exc:
-                raise UserError(f"the chat template of {self.name} does not render: {type(exc).__name__}: {exc}") from exc
+                raise UserError(
+                    f"the chat template of {self.name} does not render: {type(exc).__name__}: {exc}"
+                ) from exc
             return text, "tokenizer"
         if not self.allow_plain_chat:
-            raise UserError(f"model {self.name} has no chat template and --no-plain-chat was given; drop that flag to use the plain 'User:/Assistant:' template, or measure --prompts raw")
+            raise UserError(
+                f"model {self.name} has no chat template and --no-plain-chat was given; drop that flag to use the plain 'User:/Assistant:' template, or measure --prompts raw"
+            )
         return PLAIN_CHAT_TEMPLATE.format(instruction=instruction), "plain"
 
     def wants_special_tokens(self, text: str) -> bool:

@@ -45,8 +45,12 @@ def load_vllm(spec: str | ModelSpec, settings: LoadSettings | None = None) -> VL
     o = ms.opts
     try:
         kwargs: dict[str, Any] = dict(
-            model=ms.target, revision=revision, trust_remote_code=settings.trust_remote_code, dtype=o.get("dtype", dtype),
-            tensor_parallel_size=int(o.get("tensor_parallel_size", 1)), gpu_memory_utilization=float(o.get("gpu_memory_utilization", 0.9)),
+            model=ms.target,
+            revision=revision,
+            trust_remote_code=settings.trust_remote_code,
+            dtype=o.get("dtype", dtype),
+            tensor_parallel_size=int(o.get("tensor_parallel_size", 1)),
+            gpu_memory_utilization=float(o.get("gpu_memory_utilization", 0.9)),
             enable_prefix_caching=o.get("enable_prefix_caching", "0").lower() in ("1", "true", "yes"),
             max_logprobs=-1,  # full next-token distributions (logprobs=-1) for exact scoring
             seed=0,
@@ -58,8 +62,16 @@ def load_vllm(spec: str | ModelSpec, settings: LoadSettings | None = None) -> VL
     try:
         llm = vllm.LLM(**kwargs)
     except Exception as exc:  # vLLM raises many kinds here
-        raise UserError(f"vLLM cannot load '{ms.target}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
-    info = {"model": ms.raw, "kind": "vllm", "revision": revision, "vllm_version": getattr(vllm, "__version__", None), "load": {k: v for k, v in kwargs.items() if k != "model"}}
+        raise UserError(
+            f"vLLM cannot load '{ms.target}': {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
+    info = {
+        "model": ms.raw,
+        "kind": "vllm",
+        "revision": revision,
+        "vllm_version": getattr(vllm, "__version__", None),
+        "load": {k: v for k, v in kwargs.items() if k != "model"},
+    }
     return VLLMBackend(llm, llm.get_tokenizer(), info, vllm.SamplingParams, allow_plain_chat=settings.allow_plain_chat)
 
 
@@ -78,7 +90,15 @@ def _as_array(logprobs: Any, V: int) -> np.ndarray:
 
 
 class VLLMBackend(TokenizerText):
-    def __init__(self, llm: Any, tokenizer: Any, info: dict[str, Any], sampling_params: Any, allow_plain_chat: bool = True, vocab_size: int | None = None):
+    def __init__(
+        self,
+        llm: Any,
+        tokenizer: Any,
+        info: dict[str, Any],
+        sampling_params: Any,
+        allow_plain_chat: bool = True,
+        vocab_size: int | None = None,
+    ):
         self.llm = llm
         self.tokenizer = tokenizer
         self.info = info
@@ -115,7 +135,9 @@ class VLLMBackend(TokenizerText):
         V = self.vocab_size
         return [_as_array(o.outputs[0].logprobs[0], V) for o in outs]
 
-    def score_tries(self, items: Sequence, padding_side: str = "right", rows: Sequence[Sequence[int]] | None = None) -> list:
+    def score_tries(
+        self, items: Sequence, padding_side: str = "right", rows: Sequence[Sequence[int]] | None = None
+    ) -> list:
         """Per item, per trie node: log P(node | context, ancestors) and log B(node), and per lead
         request the log-mass of its mask, from the next-token distributions after the context and
         after every node (``padding_side`` and ``rows`` are for the transformers backend's
@@ -134,18 +156,37 @@ class VLLMBackend(TokenizerText):
         out = []
         for it, s in zip(items, starts):
             N = len(it.tokens)
-            logp = np.array([dists[s + 1 + it.parent[n]][it.tokens[n]] for n in range(N)], dtype=np.float64)  # parent -1 is the root (s)
+            logp = np.array(
+                [dists[s + 1 + it.parent[n]][it.tokens[n]] for n in range(N)], dtype=np.float64
+            )  # parent -1 is the root (s)
             logb = np.array([_logsumexp(dists[s + 1 + n][boundary]) for n in range(N)], dtype=np.float64)
             logl = np.array([_logsumexp(dists[s + 1 + n][masks.starts_with(*k)]) for n, k in it.lead], dtype=np.float64)
             out.append(TrieScores(logp=logp, log_boundary=logb, log_lead=logl))
         return out
 
     # ---- sampling ----------------------------------------------------------------------------
-    def sample(self, context: list[int], n: int, seed: int, max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0) -> list[list[int]]:
+    def sample(
+        self,
+        context: list[int],
+        n: int,
+        seed: int,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+    ) -> list[list[int]]:
         eos = sorted(self.eos_ids())
         params = self.SamplingParams(
-            n=n, temperature=temperature, top_p=top_p, top_k=top_k if top_k > 0 else -1, min_p=0.0, repetition_penalty=1.0,
-            seed=int(seed), max_tokens=max_new_tokens, stop_token_ids=eos, detokenize=False,
+            n=n,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k if top_k > 0 else -1,
+            min_p=0.0,
+            repetition_penalty=1.0,
+            seed=int(seed),
+            max_tokens=max_new_tokens,
+            stop_token_ids=eos,
+            detokenize=False,
         )
         (res,) = self.llm.generate([{"prompt_token_ids": list(context)}], params, use_tqdm=False)
         seqs = []

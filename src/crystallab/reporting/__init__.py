@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from crystallab.analysis.types import Analysis
-
     from crystallab.results import Results
 
     Source = str | Path | Analysis | Results | tuple[Analysis, str | Path | Results]
@@ -40,7 +39,6 @@ def _resolve(source: Source, out: str | Path | None) -> tuple[Analysis, Path | N
     from crystallab.analysis import load_analysis
     from crystallab.analysis.types import Analysis
     from crystallab.errors import UserError
-
     from crystallab.results import Results
 
     if isinstance(source, Results):
@@ -58,8 +56,10 @@ def _resolve(source: Source, out: str | Path | None) -> tuple[Analysis, Path | N
     else:
         results = Path(source)
         if not results.is_dir():
-            raise UserError(f"no results folder at {results}; run `crystallab measure --out {results}` and "
-                            f"`crystallab analyze {results}` first")
+            raise UserError(
+                f"no results folder at {results}; run `crystallab measure --out {results}` and "
+                f"`crystallab analyze {results}` first"
+            )
         an = load_analysis(results)
     target = Path(out) if out is not None else results
     assert target is not None

@@ -102,10 +102,15 @@ def phase_points(an: Analysis, task: str) -> tuple[list[PhasePoint], list[tuple[
         if s.state == "undefined" or h is None or phi is None or h.value is None or phi.value is None:
             left_out.append(f"{s.checkpoint}/{s.ensemble}")
             continue
-        points[(s.checkpoint, s.ensemble)] = PhasePoint(s.checkpoint, s.ensemble, s.state, h, phi,
-                                                        s.params.get("spread", Estimate(None)))
-    edges = [(points[(c.parent, e)], points[(c.label, e)]) for c in an.checkpoints for e in ("raw", "chat")
-             if c.parent is not None and (c.parent, e) in points and (c.label, e) in points]
+        points[(s.checkpoint, s.ensemble)] = PhasePoint(
+            s.checkpoint, s.ensemble, s.state, h, phi, s.params.get("spread", Estimate(None))
+        )
+    edges = [
+        (points[(c.parent, e)], points[(c.label, e)])
+        for c in an.checkpoints
+        for e in ("raw", "chat")
+        if c.parent is not None and (c.parent, e) in points and (c.label, e) in points
+    ]
     return list(points.values()), edges, left_out
 
 
@@ -197,11 +202,26 @@ def _panel(s: EnsembleState, ens: Any, marks: dict[str, list[str]]) -> Panel:
             v = float(np.clip(1.0 - probs[-1], 0.0, 1.0))
             opts = probs[:-1]
             ok = pid not in invalid and opts.sum() > 0
-            rows.append(Row(pid, fam, ens.splits[idx[0]], v, [float(x) for x in opts / opts.sum()] if ok else None,
-                            prompt_basin.get(pid) if s.read_by == "prompts" else basin_of.get(fam)))
+            rows.append(
+                Row(
+                    pid,
+                    fam,
+                    ens.splits[idx[0]],
+                    v,
+                    [float(x) for x in opts / opts.sum()] if ok else None,
+                    prompt_basin.get(pid) if s.read_by == "prompts" else basin_of.get(fam),
+                )
+            )
         if len(rows) > start:
-            groups.append(Group(fam, start, len(rows), basin_of.get(fam) if s.read_by == "families" else None,
-                                marks.get(fam, []) if s.read_by == "families" else []))
+            groups.append(
+                Group(
+                    fam,
+                    start,
+                    len(rows),
+                    basin_of.get(fam) if s.read_by == "families" else None,
+                    marks.get(fam, []) if s.read_by == "families" else [],
+                )
+            )
     read_by = s.read_by if s.state != "undefined" else "families"  # nothing was read: box the table's families
     k_rows = {pid: kids for pid, kids in marks.items() if read_by == "prompts"}
     return Panel(s.checkpoint, s.ensemble, s.state, read_by, rows, groups, sorted(invalid), k_rows, s.replicas)

@@ -58,8 +58,9 @@ def make(an: Analysis, table: Any, fig_dir: Path, v_min: float, svg: bool = True
                 fig = plots.heatmaps(task, ens, an.options[task], panels, v_min)
                 tf.heatmaps.append((ens, plots.save(fig, fig_dir / f"heatmap_{safe(task)}_{ens}", svg=False), panels))
             elif any(s.ensemble == ens for s in D.final_states(an, task)):
-                notes.append(f"{task}/{ens}: the distribution table has no rows for the analysed states; "
-                             "heatmap left out")
+                notes.append(
+                    f"{task}/{ens}: the distribution table has no rows for the analysed states; heatmap left out"
+                )
     for i, d in enumerate(an.dynamics):
         if d.task not in out or not d.steps:
             continue
@@ -68,6 +69,7 @@ def make(an: Analysis, table: Any, fig_dir: Path, v_min: float, svg: bool = True
         stem = fig_dir / f"dynamics_{i:02d}_{safe(d.checkpoint)}_{safe(d.task)}"
         png = plots.save(plots.dynamics(d, k, fams), stem, svg)
         out[d.task].dynamics.append(DynFigure(d, k, png))
-    sweeps = [(s, plots.save(plots.sweep(s), fig_dir / f"sweep_{i:02d}_{safe(s.name)}", svg))
-              for i, s in enumerate(an.sweeps)]
+    sweeps = [
+        (s, plots.save(plots.sweep(s), fig_dir / f"sweep_{i:02d}_{safe(s.name)}", svg)) for i, s in enumerate(an.sweeps)
+    ]
     return Figures(out, sweeps, notes)

@@ -52,8 +52,10 @@ code{font:11.5px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background
 border-radius:3px}
 ul.warnings li{margin:2px 0} footer{margin-top:40px;color:var(--muted);font-size:12px}
 """
-JS = ("document.querySelectorAll('figure img').forEach(function(i){"
-      "i.addEventListener('click',function(){i.parentNode.classList.toggle('zoom')})});")
+JS = (
+    "document.querySelectorAll('figure img').forEach(function(i){"
+    "i.addEventListener('click',function(){i.parentNode.classList.toggle('zoom')})});"
+)
 
 
 def e(x: Any) -> str:
@@ -83,8 +85,10 @@ def _figure(png: Path | None, alt: str, caption: str) -> str:
         return ""
     data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
     also = ", also SVG" if Path(png).with_suffix(".svg").is_file() else ""
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{e(alt)}"><figcaption>{caption} '
-            f'<span class="small">(<code>figures/{e(Path(png).name)}</code>{also})</span></figcaption></figure>')
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{e(alt)}"><figcaption>{caption} '
+        f'<span class="small">(<code>figures/{e(Path(png).name)}</code>{also})</span></figcaption></figure>'
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,11 +99,17 @@ def _verdict_row(task: str, claim: str, v: Verdict | None) -> str:
     if v is None:
         return f'<tr><th>{e(claim)}</th><td colspan="5" class="muted">no verdict in the analysis</td></tr>'
     key = f"v/{task}/{claim}"
-    nums = "".join(f'<li data-key="{e(key)}/{e(k)}"><code>{e(k)}</code> {e(D.fmt_any(x))}</li>'
-                   for k, x in v.numbers.items()) or '<li class="muted">none</li>'
-    return (f'<tr data-claim="{e(claim)}"><th>{e(claim)}</th><td><span class="v {e(v.value)}">{e(v.value)}</span></td>'
-            f'<td class="why">{e(v.why)}</td><td><ul class="nums">{nums}</ul></td>'
-            f"{num_td(key + '/p_value', v.p_value)}{num_td(key + '/p_holm', v.p_holm)}</tr>")
+    nums = (
+        "".join(
+            f'<li data-key="{e(key)}/{e(k)}"><code>{e(k)}</code> {e(D.fmt_any(x))}</li>' for k, x in v.numbers.items()
+        )
+        or '<li class="muted">none</li>'
+    )
+    return (
+        f'<tr data-claim="{e(claim)}"><th>{e(claim)}</th><td><span class="v {e(v.value)}">{e(v.value)}</span></td>'
+        f'<td class="why">{e(v.why)}</td><td><ul class="nums">{nums}</ul></td>'
+        f"{num_td(key + '/p_value', v.p_value)}{num_td(key + '/p_holm', v.p_holm)}</tr>"
+    )
 
 
 def verdicts(an: Analysis) -> str:
@@ -107,13 +117,17 @@ def verdicts(an: Analysis) -> str:
     for task in an.tasks:
         per = an.verdicts.get(task, {})
         rows = "".join(_verdict_row(task, c, per.get(c)) for c in (*CLAIMS, *[c for c in per if c not in CLAIMS]))
-        out.append(f'<h3><a href="#{anchor("task", task)}">{e(task)}</a></h3><div class="wrap">'
-                   f'<table class="verdicts" data-task="{e(task)}"><thead><tr><th>claim</th><th>verdict</th>'
-                   "<th>why</th><th>numbers behind it (value [interval])</th><th>p</th><th>p (Holm)</th></tr></thead>"
-                   f"<tbody>{rows}</tbody></table></div>")
-    return "".join(out) + ('<p class="small muted">p: the raw seed_p of nucleation; p (Holm): corrected across '
-                           'the tasks of this analysis. What each verdict needs: <a href="#how-to-read">how to read'
-                           "</a>.</p>")
+        out.append(
+            f'<h3><a href="#{anchor("task", task)}">{e(task)}</a></h3><div class="wrap">'
+            f'<table class="verdicts" data-task="{e(task)}"><thead><tr><th>claim</th><th>verdict</th>'
+            "<th>why</th><th>numbers behind it (value [interval])</th><th>p</th><th>p (Holm)</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table></div>"
+        )
+    return "".join(out) + (
+        '<p class="small muted">p: the raw seed_p of nucleation; p (Holm): corrected across '
+        'the tasks of this analysis. What each verdict needs: <a href="#how-to-read">how to read'
+        "</a>.</p>"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,39 +142,70 @@ def states_table(an: Analysis, task: str) -> str:
         cells += num_td(f"{key}/phi_p", s.phi_p)
         cells += "".join(num_td(f"{key}/{p}", s.params.get(p)) for p in STATE_PARAMS[2:])
         step = "" if s.step is None else f' <span class="muted">step {e(s.step)}</span>'
-        rows.append(f"<tr><td><b>{e(s.checkpoint)}</b>{step}</td><td>{e(s.ensemble)}</td><td>{e(s.split or 'all')}</td>"
-                    f'<td class="reason">{_state(s.state)}<br>{e(s.reason)}</td>{cells}'
-                    f'<td class="num" data-key="{e(key)}/n_valid">{s.n_valid} / {s.n_prompts}</td>'
-                    f'<td>{e(s.read_by)}</td><td class="num">{s.replicas}</td></tr>')
-    head = "".join(f"<th>{h}</th>" for h in ("checkpoint", "ensemble", "split", "state and reason", "n_basins", "phi",
-                                             "phi_p", "spread", "h", "entropy_norm", "valid mass", "valid / prompts",
-                                             "read by", "replicas"))
-    return (f'<div class="wrap"><table class="states"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table></div>')
+        rows.append(
+            f"<tr><td><b>{e(s.checkpoint)}</b>{step}</td><td>{e(s.ensemble)}</td><td>{e(s.split or 'all')}</td>"
+            f'<td class="reason">{_state(s.state)}<br>{e(s.reason)}</td>{cells}'
+            f'<td class="num" data-key="{e(key)}/n_valid">{s.n_valid} / {s.n_prompts}</td>'
+            f'<td>{e(s.read_by)}</td><td class="num">{s.replicas}</td></tr>'
+        )
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "checkpoint",
+            "ensemble",
+            "split",
+            "state and reason",
+            "n_basins",
+            "phi",
+            "phi_p",
+            "spread",
+            "h",
+            "entropy_norm",
+            "valid mass",
+            "valid / prompts",
+            "read by",
+            "replicas",
+        )
+    )
+    return (
+        f'<div class="wrap"><table class="states"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 def _edge_rows(task: str, t: Transition) -> list[tuple[str, str]]:
     """(figure, cell) rows of one edge, in reading order."""
     key = f"t/{task}/{t.parent}/{t.child}"
     k = t.k_star
-    seed = ("n/a" if t.seed_p is None else D.fmt_num(t.seed_p.p) if t.seed_p.testable
-            else f"not testable ({t.seed_p.n_relabellings} relabellings)")
+    seed = (
+        "n/a"
+        if t.seed_p is None
+        else D.fmt_num(t.seed_p.p)
+        if t.seed_p.testable
+        else f"not testable ({t.seed_p.n_relabellings} relabellings)"
+    )
     counts = f' <span class="muted">(replicas: {e(D.fmt_any(t.k_star_counts))})</span>' if t.replicas > 1 else ""
-    rows = [("k*", f"<td><b>{e(k)}</b>{counts}</td>"),
-            ("d_k*", num_td(f"{key}/d_k_star", t.d.get(k) if k else None)),
-            ("z_k*", num_td(f"{key}/z_k_star", t.z.get(k) if k else None)),
-            ("margin δ", num_td(f"{key}/margin", t.margin)), ("inside basin k*", f"<td>{e(D.fmt_num(t.inside))}</td>"),
-            ("d_chat0", num_td(f"{key}/d_chat0", t.d_chat0)),
-            ("seed_p", f'<td class="num" data-key="{e(key)}/seed_p">{e(seed)}</td>'),
-            ("A (attraction)", num_td(f"{key}/attraction", t.attraction)),
-            ("d_data", num_td(f"{key}/d_data", t.d_data)),
-            ("S (parent's support)", f"<td>{e('{' + ', '.join(t.support) + '}')}</td>"),
-            ("retention q(S)", num_td(f"{key}/retention", t.retention)), ("ρ", num_td(f"{key}/rho", t.rho)),
-            ("redistribution", num_td(f"{key}/redistribution", t.redistribution)),
-            ("replicas", f'<td class="num">{t.replicas}</td>')]
+    rows = [
+        ("k*", f"<td><b>{e(k)}</b>{counts}</td>"),
+        ("d_k*", num_td(f"{key}/d_k_star", t.d.get(k) if k else None)),
+        ("z_k*", num_td(f"{key}/z_k_star", t.z.get(k) if k else None)),
+        ("margin δ", num_td(f"{key}/margin", t.margin)),
+        ("inside basin k*", f"<td>{e(D.fmt_num(t.inside))}</td>"),
+        ("d_chat0", num_td(f"{key}/d_chat0", t.d_chat0)),
+        ("seed_p", f'<td class="num" data-key="{e(key)}/seed_p">{e(seed)}</td>'),
+        ("A (attraction)", num_td(f"{key}/attraction", t.attraction)),
+        ("d_data", num_td(f"{key}/d_data", t.d_data)),
+        ("S (parent's support)", f"<td>{e('{' + ', '.join(t.support) + '}')}</td>"),
+        ("retention q(S)", num_td(f"{key}/retention", t.retention)),
+        ("ρ", num_td(f"{key}/rho", t.rho)),
+        ("redistribution", num_td(f"{key}/redistribution", t.redistribution)),
+        ("replicas", f'<td class="num">{t.replicas}</td>'),
+    ]
     for f in t.d:
-        cell = (f'<td class="num" data-key="{e(key)}/d/{e(f)}">{e(D.fmt_est(t.d[f]))}'
-                f'<span class="ci">z {e(D.fmt_est(t.z.get(f)))}</span></td>')
+        cell = (
+            f'<td class="num" data-key="{e(key)}/d/{e(f)}">{e(D.fmt_est(t.d[f]))}'
+            f'<span class="ci">z {e(D.fmt_est(t.z.get(f)))}</span></td>'
+        )
         rows.append((f"d_k, z_k [{f}]", cell))
     return rows
 
@@ -173,34 +218,47 @@ def edges_table(an: Analysis, task: str) -> str:
     cols = [_edge_rows(task, t) for t in ts]
     head = "".join(f"<th>{e(t.parent)} → {e(t.child)}</th>" for t in ts)
     names = list(dict.fromkeys(name for c in cols for name, _ in c))
-    body = "".join(f"<tr><th>{e(n)}</th>" + "".join(dict(c).get(n, "<td>n/a</td>") for c in cols) + "</tr>"
-                   for n in names)
-    return (f'<div class="wrap"><table class="edges"><thead><tr><th>figure</th>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table></div>")
+    body = "".join(
+        f"<tr><th>{e(n)}</th>" + "".join(dict(c).get(n, "<td>n/a</td>") for c in cols) + "</tr>" for n in names
+    )
+    return (
+        f'<div class="wrap"><table class="edges"><thead><tr><th>figure</th>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
 
 
 def _phase_caption(tf: TaskFigures) -> str:
-    out = ("<b>Phase diagram.</b> h on x; phi (left) and spread (right) on y, for every checkpoint: raw hollow, chat "
-           "filled, coloured by state; bars are intervals, arrows run parent → child (raw dashed).")
+    out = (
+        "<b>Phase diagram.</b> h on x; phi (left) and spread (right) on y, for every checkpoint: raw hollow, chat "
+        "filled, coloured by state; bars are intervals, arrows run parent → child (raw dashed)."
+    )
     if tf.left_out:
         out += f" Not placed (undefined): {e(', '.join(tf.left_out))}."
     return out
 
 
 def _heatmap_caption(an: Analysis, task: str, ens: str, panels: list[D.Panel], v_min: float) -> str:
-    out = [(f"<b>Basins, {e(ens)} prompts.</b> One panel per checkpoint; rows grouped and boxed by family, each box "
-            "in its basin's colour and labelled with it (B<i>n</i>); column v is the valid mass.")]
+    out = [
+        (
+            f"<b>Basins, {e(ens)} prompts.</b> One panel per checkpoint; rows grouped and boxed by family, each box "
+            "in its basin's colour and labelled with it (B<i>n</i>); column v is the valid mass."
+        )
+    ]
     if ens == "raw":
         for t in D.transitions_of(an, task):
             if t.root == an.root and t.k_star:
                 z = t.z.get(t.k_star)
-                out.append(f"k* of <b>{e(t.child)}</b>: <b>{e(t.k_star)}</b> (z = {e(D.fmt_est(z))}), marked red on "
-                           f"<b>{e(an.root)}</b>.")
+                out.append(
+                    f"k* of <b>{e(t.child)}</b>: <b>{e(t.k_star)}</b> (z = {e(D.fmt_est(z))}), marked red on "
+                    f"<b>{e(an.root)}</b>."
+                )
     for p in panels:
         if p.invalid:
-            out.append(f"Invalid in {e(p.checkpoint)} (v &lt; {e(D.fmt_num(v_min))}, greyed, left out): "
-                       f'<span data-key="invalid/{e(task)}/{e(p.checkpoint)}/{e(ens)}">'
-                       f'{e(", ".join(p.invalid))}</span>.')
+            out.append(
+                f"Invalid in {e(p.checkpoint)} (v &lt; {e(D.fmt_num(v_min))}, greyed, left out): "
+                f'<span data-key="invalid/{e(task)}/{e(p.checkpoint)}/{e(ens)}">'
+                f"{e(', '.join(p.invalid))}</span>."
+            )
         if p.read_by == "prompts":
             out.append(f"{e(p.checkpoint)} is read prompt by prompt (one family): each row its own basin.")
     return " ".join(out)
@@ -215,12 +273,14 @@ def _dyn_caption(i: int, f: Any) -> str:
         return D.fmt_est(Estimate(t.get(name), *lo_hi[:2]))
 
     share = t.get("share_logistic")
-    out = (f"<b>{e(d.checkpoint)}, coordinate {e(d.coordinate)}</b> (k* {e(f.k_star or 'n/a')}): transition test "
-           f'<b data-key="{key}/verdict">{e(t.get("verdict"))}</b>, t0 <span data-key="{key}/t0">{e(iv("t0"))}</span>, '
-           f'width <span data-key="{key}/w">{e(iv("w"))}</span>; logistic beats exponential by ΔBIC &gt; '
-           f"{e(D.fmt_num(t.get('dbic')))} in {e(D.fmt_num(None if share is None else 100 * share))} % of "
-           f"{e(t.get('n_replicas'))} replica(s); total change {e(D.fmt_num(t.get('total_change')))} against "
-           f"{e(D.fmt_num(t.get('n_sd')))} × replica sd {e(D.fmt_num(t.get('replica_sd')))}.")
+    out = (
+        f"<b>{e(d.checkpoint)}, coordinate {e(d.coordinate)}</b> (k* {e(f.k_star or 'n/a')}): transition test "
+        f'<b data-key="{key}/verdict">{e(t.get("verdict"))}</b>, t0 <span data-key="{key}/t0">{e(iv("t0"))}</span>, '
+        f'width <span data-key="{key}/w">{e(iv("w"))}</span>; logistic beats exponential by ΔBIC &gt; '
+        f"{e(D.fmt_num(t.get('dbic')))} in {e(D.fmt_num(None if share is None else 100 * share))} % of "
+        f"{e(t.get('n_replicas'))} replica(s); total change {e(D.fmt_num(t.get('total_change')))} against "
+        f"{e(D.fmt_num(t.get('n_sd')))} × replica sd {e(D.fmt_num(t.get('replica_sd')))}."
+    )
     if not any(v is not None for v in d.chi):
         out += " χ(t) undefined (needs ≥ 3 replicas)."
     if t.get("note"):
@@ -230,20 +290,28 @@ def _dyn_caption(i: int, f: Any) -> str:
 
 def task_section(an: Analysis, task: str, tf: TaskFigures, th: Thresholds) -> str:
     opts = an.options.get(task, [])
-    parts = [f'<h2 id="{anchor("task", task)}">{e(task)}</h2>',
-             f'<p class="small muted">{len(opts)} options: {e(", ".join(opts))}</p>',
-             f'<h3 id="{anchor("phase", task)}">Phase diagram</h3>',
-             _figure(tf.phase, f"{task} phase diagram", _phase_caption(tf)) or
-             '<p class="muted small">No defined ensemble to place.</p>',
-             f'<h3 id="{anchor("states", task)}">States</h3>', states_table(an, task),
-             f'<h3 id="{anchor("edges", task)}">Relations along the edges</h3>', edges_table(an, task),
-             f'<h3 id="{anchor("basins", task)}">Basins on the prompt × option heatmaps</h3>']
-    parts += [_figure(png, f"{task} {ens} heatmaps", _heatmap_caption(an, task, ens, panels, th.v_min))
-              for ens, png, panels in tf.heatmaps] or ['<p class="muted small">No rows to draw.</p>']
+    parts = [
+        f'<h2 id="{anchor("task", task)}">{e(task)}</h2>',
+        f'<p class="small muted">{len(opts)} options: {e(", ".join(opts))}</p>',
+        f'<h3 id="{anchor("phase", task)}">Phase diagram</h3>',
+        _figure(tf.phase, f"{task} phase diagram", _phase_caption(tf))
+        or '<p class="muted small">No defined ensemble to place.</p>',
+        f'<h3 id="{anchor("states", task)}">States</h3>',
+        states_table(an, task),
+        f'<h3 id="{anchor("edges", task)}">Relations along the edges</h3>',
+        edges_table(an, task),
+        f'<h3 id="{anchor("basins", task)}">Basins on the prompt × option heatmaps</h3>',
+    ]
+    parts += [
+        _figure(png, f"{task} {ens} heatmaps", _heatmap_caption(an, task, ens, panels, th.v_min))
+        for ens, png, panels in tf.heatmaps
+    ] or ['<p class="muted small">No rows to draw.</p>']
     parts.append(f'<h3 id="{anchor("dynamics", task)}">Nucleation coordinate along training</h3>')
     none = '<p class="muted small">No tracked training run (4 or more measured steps) for this task.</p>'
-    parts += [_figure(f.png, f"dynamics of {f.dyn.checkpoint}", _dyn_caption(an.dynamics.index(f.dyn), f))
-              for f in tf.dynamics] or [none]
+    parts += [
+        _figure(f.png, f"dynamics of {f.dyn.checkpoint}", _dyn_caption(an.dynamics.index(f.dyn), f))
+        for f in tf.dynamics
+    ] or [none]
     return "\n".join(parts)
 
 
@@ -265,39 +333,48 @@ def warnings_list(an: Analysis, figs: Figures) -> list[str]:
 def _sweeps(figs: Figures) -> str:
     parts = ['<h2 id="sweeps">Sweeps</h2>']
     for s, png in figs.sweeps:
-        cap = (f"<b>{e(s.name)}</b> ({e(s.verdict)}): sharpness Σ = {e(D.fmt_est(s.sharpness))}, λ_c = "
-               f"{e(D.fmt_est(s.lambda_c))}, dip {e(D.fmt_num(s.dip))} (p {e(D.fmt_num(s.dip_p))}), hysteresis p "
-               f"{e(D.fmt_num(s.hysteresis_p))}.")
+        cap = (
+            f"<b>{e(s.name)}</b> ({e(s.verdict)}): sharpness Σ = {e(D.fmt_est(s.sharpness))}, λ_c = "
+            f"{e(D.fmt_est(s.lambda_c))}, dip {e(D.fmt_num(s.dip))} (p {e(D.fmt_num(s.dip_p))}), hysteresis p "
+            f"{e(D.fmt_num(s.hysteresis_p))}."
+        )
         parts.append(_figure(png, f"sweep {s.name}", cap))
     return "\n".join(parts)
 
 
 def _header(an: Analysis, title: str) -> str:
-    cks = " · ".join(f"<b>{e(c.label)}</b>" + (f" ← {e(c.parent)}" if c.parent else " (root)")
-                     for c in an.checkpoints)
+    cks = " · ".join(f"<b>{e(c.label)}</b>" + (f" ← {e(c.parent)}" if c.parent else " (root)") for c in an.checkpoints)
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     toc = "".join(f'<a href="#{anchor("task", t)}">{e(t)}</a>' for t in an.tasks)
-    return (f"<h1>crystallab report{': ' + e(title) if title else ''}</h1>"
-            f'<p class="small muted">Checkpoints (parent links): {cks or "none"}. Root: <b>{e(an.root)}</b>; method '
-            f"{e(an.method)}; crystallab {e(an.crystallab_version)}; analysis v{an.version}; generated {e(now)}.</p>"
-            f'<nav><a href="#verdicts">verdicts</a><a href="#warnings">warnings</a>{toc}'
-            f'{"<a href=#sweeps>sweeps</a>" if an.sweeps else ""}<a href="#how-to-read">how to read</a></nav>')
+    return (
+        f"<h1>crystallab report{': ' + e(title) if title else ''}</h1>"
+        f'<p class="small muted">Checkpoints (parent links): {cks or "none"}. Root: <b>{e(an.root)}</b>; method '
+        f"{e(an.method)}; crystallab {e(an.crystallab_version)}; analysis v{an.version}; generated {e(now)}.</p>"
+        f'<nav><a href="#verdicts">verdicts</a><a href="#warnings">warnings</a>{toc}'
+        f'{"<a href=#sweeps>sweeps</a>" if an.sweeps else ""}<a href="#how-to-read">how to read</a></nav>'
+    )
 
 
 def render(an: Analysis, figs: Figures, th: Thresholds, title: str = "") -> str:
     warns = warnings_list(an, figs)
     items = "".join(f"<li>{e(w)}</li>" for w in warns) or '<li class="muted">none</li>'
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>crystallab report · {e(title)}</title><style>{CSS}</style></head><body><main>",
-             _header(an, title),
-             '<h2 id="verdicts">Verdicts</h2>', verdicts(an),
-             f'<h2 id="warnings">Warnings ({len(warns)})</h2><ul class="warnings">{items}</ul>']
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>crystallab report · {e(title)}</title><style>{CSS}</style></head><body><main>",
+        _header(an, title),
+        '<h2 id="verdicts">Verdicts</h2>',
+        verdicts(an),
+        f'<h2 id="warnings">Warnings ({len(warns)})</h2><ul class="warnings">{items}</ul>',
+    ]
     parts += [task_section(an, t, figs.tasks[t], th) for t in an.tasks if t in figs.tasks]
     if figs.sweeps:
         parts.append(_sweeps(figs))
-    parts += ['<h2 id="how-to-read">How to read</h2>', how_to_read(th),
-              "<footer>Definitions: SCIENCE.md version 2 (docs/science.md); this page: docs/report.md.</footer>",
-              f"</main><script>{JS}</script></body></html>"]
+    parts += [
+        '<h2 id="how-to-read">How to read</h2>',
+        how_to_read(th),
+        "<footer>Definitions: SCIENCE.md version 2 (docs/science.md); this page: docs/report.md.</footer>",
+        f"</main><script>{JS}</script></body></html>",
+    ]
     return "\n".join(p for p in parts if p)
-

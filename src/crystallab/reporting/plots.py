@@ -27,8 +27,16 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 8.5, "axes.titlesize": 9.5, "axes.spines.top": False,
-                         "axes.spines.right": False, "legend.frameon": False, "svg.fonttype": "none"})
+    plt.rcParams.update(
+        {
+            "font.size": 8.5,
+            "axes.titlesize": 9.5,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "legend.frameon": False,
+            "svg.fonttype": "none",
+        }
+    )
     return plt
 
 
@@ -70,28 +78,61 @@ def phase_diagram(task: str, points: Sequence[PhasePoint], edges: Sequence[tuple
             ya, yb = getattr(a, y).value, getattr(b, y).value
             if None in (ya, yb, a.h.value, b.h.value):
                 continue
-            ax.annotate("", xy=(b.h.value, yb), xytext=(a.h.value, ya), zorder=2,
-                        arrowprops={"arrowstyle": "-|>", "color": "0.35", "lw": 1.0, "shrinkA": 5, "shrinkB": 5,
-                                    "ls": "--" if a.ensemble == "raw" else "-", "mutation_scale": 10})
+            ax.annotate(
+                "",
+                xy=(b.h.value, yb),
+                xytext=(a.h.value, ya),
+                zorder=2,
+                arrowprops={
+                    "arrowstyle": "-|>",
+                    "color": "0.35",
+                    "lw": 1.0,
+                    "shrinkA": 5,
+                    "shrinkB": 5,
+                    "ls": "--" if a.ensemble == "raw" else "-",
+                    "mutation_scale": 10,
+                },
+            )
         placed = [p for p in points if getattr(p, y).value is not None]
         for p in placed:
             e = getattr(p, y)
             c = STATE_COLORS.get(p.state, "0.5")
-            ax.errorbar(p.h.value, e.value, xerr=_bar(p.h), yerr=_bar(e), fmt="o", ms=7, mec=c, mew=1.5,
-                        mfc=c if p.ensemble == "chat" else "white", ecolor=c, elinewidth=0.9, capsize=2, zorder=3)
+            ax.errorbar(
+                p.h.value,
+                e.value,
+                xerr=_bar(p.h),
+                yerr=_bar(e),
+                fmt="o",
+                ms=7,
+                mec=c,
+                mew=1.5,
+                mfc=c if p.ensemble == "chat" else "white",
+                ecolor=c,
+                elinewidth=0.9,
+                capsize=2,
+                zorder=3,
+            )
         top = max([abs(getattr(p, y).value) for p in placed] + [1e-9])
         for ens, group in _label_groups(placed, y, top):
             p0 = group[0]
-            ax.annotate(", ".join(p.checkpoint for p in group) + f" ({ens})", (p0.h.value, getattr(p0, y).value),
-                        textcoords="offset points", zorder=4, fontsize=7, color="0.2",
-                        xytext=(7, 5) if ens == "chat" else (7, -11))
+            ax.annotate(
+                ", ".join(p.checkpoint for p in group) + f" ({ens})",
+                (p0.h.value, getattr(p0, y).value),
+                textcoords="offset points",
+                zorder=4,
+                fontsize=7,
+                color="0.2",
+                xytext=(7, 5) if ens == "chat" else (7, -11),
+            )
         ax.axhline(0, color="0.8", lw=0.8, zorder=1)
         ax.set_xlim(-0.03, 1.03)
         ax.set_xlabel("h (mean normalised entropy per prompt)")
         ax.set_ylabel({"phi": "phi (between − within family JSD)", "spread": "spread (mean pairwise JSD)"}[y])
         ax.set_title(f"{task}: {y} against h")
-    handles = [Line2D([], [], ls="", marker="o", mfc="white", mec="0.3", label="raw"),
-               Line2D([], [], ls="", marker="o", color="0.3", label="chat")]
+    handles = [
+        Line2D([], [], ls="", marker="o", mfc="white", mec="0.3", label="raw"),
+        Line2D([], [], ls="", marker="o", color="0.3", label="chat"),
+    ]
     handles += [Line2D([], [], ls="", marker="s", color=c, label=s) for s, c in STATE_COLORS.items()]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), bbox_to_anchor=(0.5, -0.04))
     fig.tight_layout(rect=(0, 0.06, 1, 1))
@@ -101,6 +142,7 @@ def phase_diagram(task: str, points: Sequence[PhasePoint], edges: Sequence[tuple
 def _label_groups(points: Sequence[PhasePoint], y: str, top: float) -> list[tuple[str, list[PhasePoint]]]:
     """Points of one ensemble that sit on (nearly) one spot share one label."""
     groups: list[tuple[str, list[PhasePoint]]] = []
+
     def xy(p: PhasePoint) -> tuple[float, float]:
         return float(p.h.value or 0.0), float(getattr(p, y).value or 0.0)
 
@@ -152,8 +194,11 @@ def heatmaps(task: str, ensemble: str, options: Sequence[str], panels: Sequence[
         axv.set_xticks([0], ["v"])
         axv.set_yticks([])
         if j == 0 or not same_rows:
-            ax.set_yticks(range(len(p.rows)), [r.prompt + ("*" if r.split == "heldout" else "") for r in p.rows],
-                          fontsize=6 if len(p.rows) > 30 else 7)
+            ax.set_yticks(
+                range(len(p.rows)),
+                [r.prompt + ("*" if r.split == "heldout" else "") for r in p.rows],
+                fontsize=6 if len(p.rows) > 30 else 7,
+            )
         else:
             ax.set_yticks([])
         for sp in (*ax.spines.values(), *axv.spines.values()):
@@ -168,8 +213,13 @@ def heatmaps(task: str, ensemble: str, options: Sequence[str], panels: Sequence[
         axv.set_ylim(n_rows - 0.5, -0.5)
     cax = fig.add_axes((0.92, 0.25, 0.008, 0.5))
     fig.colorbar(im, cax=cax, label="p̃(option | prompt)")
-    fig.suptitle(f"{task}: {ensemble} prompts × options (grey hatched: valid mass < {v_min}, left out)",
-                 x=0.01, ha="left", fontsize=9.5, fontweight="bold")
+    fig.suptitle(
+        f"{task}: {ensemble} prompts × options (grey hatched: valid mass < {v_min}, left out)",
+        x=0.01,
+        ha="left",
+        fontsize=9.5,
+        fontweight="bold",
+    )
     fig.subplots_adjust(left=0.07, right=0.9, top=1 - 0.55 / (n_rows * 0.17 + 1.5), bottom=0.9 / (n_rows * 0.17 + 1.5))
     return fig
 
@@ -182,15 +232,34 @@ def _boxes(ax: Any, axv: Any, p: Panel, K: int) -> None:
     by_prompt = p.read_by == "prompts"
     for g in p.groups:
         col = KSTAR if g.k_star_of else "0.4" if by_prompt else basin_color(g.basin)
-        ax.add_patch(Rectangle((-0.5, g.start - 0.5), K, g.stop - g.start, fill=False, ec=col,
-                               lw=2.4 if g.k_star_of else 1.3, ls="--" if g.k_star_of else "-", clip_on=False))
+        ax.add_patch(
+            Rectangle(
+                (-0.5, g.start - 0.5),
+                K,
+                g.stop - g.start,
+                fill=False,
+                ec=col,
+                lw=2.4 if g.k_star_of else 1.3,
+                ls="--" if g.k_star_of else "-",
+                clip_on=False,
+            )
+        )
         if by_prompt:
             continue
         label = g.family + (f" · B{g.basin + 1}" if g.basin is not None else "")
         if g.k_star_of:
             label += f"\n★ k* of {', '.join(g.k_star_of)}"
-        axv.text(0.75, (g.start + g.stop - 1) / 2, label, ha="left", va="center", fontsize=7, color=col,
-                 fontweight="bold" if g.k_star_of else "normal", clip_on=False)
+        axv.text(
+            0.75,
+            (g.start + g.stop - 1) / 2,
+            label,
+            ha="left",
+            va="center",
+            fontsize=7,
+            color=col,
+            fontweight="bold" if g.k_star_of else "normal",
+            clip_on=False,
+        )
     if not by_prompt:
         return
     firsts = {g.start: g.family for g in p.groups} if len(p.groups) > 1 else {}
@@ -200,8 +269,16 @@ def _boxes(ax: Any, axv: Any, p: Panel, K: int) -> None:
             ax.add_patch(Rectangle((-0.5, i - 0.5), K, 1, fill=False, ec=KSTAR, lw=2.2, ls="--"))
         text = (f"{firsts[i]}: " if i in firsts else "") + (f"B{r.basin + 1}" if r.basin is not None else "")
         text += f" ★ k* of {', '.join(kids)}" if kids else ""
-        axv.text(0.75, i, text, ha="left", va="center", fontsize=6, clip_on=False,
-                 color=KSTAR if kids else basin_color(r.basin))
+        axv.text(
+            0.75,
+            i,
+            text,
+            ha="left",
+            va="center",
+            fontsize=6,
+            clip_on=False,
+            color=KSTAR if kids else basin_color(r.basin),
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,17 +312,29 @@ def dynamics(d: Dynamics, k_star: str | None, families: Sequence[str]):
             continue
         star = fam == k_star
         col = KSTAR if star else BASIN_COLORS[families.index(fam) % len(BASIN_COLORS)]
-        ax_d.plot(*_xs(d.steps, ys), marker="o" if star else None, ms=3, lw=2.2 if star else 0.9,
-                  alpha=1 if star else 0.55, color=col, label=f"d[{fam}]" + (" (k*)" if star else ""),
-                  zorder=3 if star else 2)
+        ax_d.plot(
+            *_xs(d.steps, ys),
+            marker="o" if star else None,
+            ms=3,
+            lw=2.2 if star else 0.9,
+            alpha=1 if star else 0.55,
+            color=col,
+            label=f"d[{fam}]" + (" (k*)" if star else ""),
+            zorder=3 if star else 2,
+        )
     if _finite(d.series.get("d_data", [])):
         ax_d.plot(*_xs(d.steps, d.series["d_data"]), ls="--", color="k", lw=1.3, label="d_data")
     ax_d.set_ylabel("JS distance of the chat aggregate")
     ax_d.set_title("nucleation coordinate d_k(t)")
     coord_ax = ax_q if ax_q is not None else ax_d
     for i, rep in enumerate(d.replica_series if len(d.replica_series) > 1 else []):
-        coord_ax.plot(*_xs(d.steps, rep), color=KSTAR if not use_q else "#0072B2", lw=0.6, alpha=0.45,
-                      label="replicas" if i == 0 else None)
+        coord_ax.plot(
+            *_xs(d.steps, rep),
+            color=KSTAR if not use_q else "#0072B2",
+            lw=0.6,
+            alpha=0.45,
+            label="replicas" if i == 0 else None,
+        )
     if ax_q is not None:
         ax_q.plot(*_xs(d.steps, d.series["q(S)"]), marker="o", ms=3, lw=2.0, color="#0072B2", label="q(S) (median)")
         ax_q.set_ylabel("mass on the parent's support S")

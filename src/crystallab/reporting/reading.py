@@ -31,11 +31,15 @@ MEANING = {
 
 
 def thresholds_table(th: Thresholds) -> str:
-    rows = "".join(f'<tr><th><code>{escape(k)}</code></th><td class="num" data-key="th/{escape(k)}">'
-                   f"{escape(fmt_num(getattr(th, k)))}</td><td>{escape(MEANING.get(k, ''))}</td></tr>"
-                   for k in Thresholds.names())
-    return f'<table class="thresholds"><thead><tr><th>name</th><th>value</th><th>meaning</th></tr></thead>' \
-           f"<tbody>{rows}</tbody></table>"
+    rows = "".join(
+        f'<tr><th><code>{escape(k)}</code></th><td class="num" data-key="th/{escape(k)}">'
+        f"{escape(fmt_num(getattr(th, k)))}</td><td>{escape(MEANING.get(k, ''))}</td></tr>"
+        for k in Thresholds.names()
+    )
+    return (
+        f'<table class="thresholds"><thead><tr><th>name</th><th>value</th><th>meaning</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table>"
+    )
 
 
 def conditions(th: Thresholds) -> dict[str, dict[str, list[str]]]:
@@ -43,29 +47,43 @@ def conditions(th: Thresholds) -> dict[str, dict[str, list[str]]]:
     a, eps, rho, share = fmt_num(th.alpha), fmt_num(th.eps), fmt_num(th.rho_min), fmt_num(th.replica_share)
     return {
         "liquid": {
-            "holds": [("the root's raw ensemble is liquid: n_basins ≥ 2, at least two kinds of context give "
-                       "distributions that stay apart beyond each family's own radius")],
+            "holds": [
+                (
+                    "the root's raw ensemble is liquid: n_basins ≥ 2, at least two kinds of context give "
+                    "distributions that stay apart beyond each family's own radius"
+                )
+            ],
             "fails": ["every family of the root's raw ensemble sits in one basin (n_basins = 1)"],
-            "inconclusive": [("the root's raw ensemble is undefined (fewer than 3 prompts with valid mass ≥ "
-                              f"{fmt_num(th.v_min)}), or the root has no raw prompts for the task")],
+            "inconclusive": [
+                (
+                    "the root's raw ensemble is undefined (fewer than 3 prompts with valid mass ≥ "
+                    f"{fmt_num(th.v_min)}), or the root has no raw prompts for the task"
+                )
+            ],
         },
         "nucleation": {
             "holds": ["all the failure conditions below are avoided, on the root's first child"],
-            "fails": ["the child's chat ensemble (held-out prompts where marked) is liquid (n_basins ≥ 2)",
-                      "q lies outside every root basin (z_k* > 1)",
-                      f"seed_p (Holm) ≥ α = {a}, where it is testable (at least 20 distinct relabellings)",
-                      "A ≤ 0 or its interval reaches 0, where the training answers are known",
-                      (f"with replicas, the same k* in fewer than {share} of them "
-                       "(\"nucleation without a common seed\")")],
-            "inconclusive": [("the child's chat ensemble or the root's raw ensemble is undefined, "
-                              "or the ladder has no child of the root")],
+            "fails": [
+                "the child's chat ensemble (held-out prompts where marked) is liquid (n_basins ≥ 2)",
+                "q lies outside every root basin (z_k* > 1)",
+                f"seed_p (Holm) ≥ α = {a}, where it is testable (at least 20 distinct relabellings)",
+                "A ≤ 0 or its interval reaches 0, where the training answers are known",
+                (f'with replicas, the same k* in fewer than {share} of them ("nucleation without a common seed")'),
+            ],
+            "inconclusive": [
+                (
+                    "the child's chat ensemble or the root's raw ensemble is undefined, "
+                    "or the ladder has no child of the root"
+                )
+            ],
         },
         "settling": {
             "holds": [f"redistribution > ε = {eps} (RL moved the distribution) and ρ ≥ {rho}"],
             "fails": [f"ρ < {rho}: the last descendant's chat aggregate left the first child's support S"],
-            "inconclusive": [f"redistribution ≤ ε = {eps} (\"RL did not move the distribution\")",
-                             ("S is every option (ρ undefined), a chat ensemble is undefined, "
-                              "or the first child has no descendant")],
+            "inconclusive": [
+                f'redistribution ≤ ε = {eps} ("RL did not move the distribution")',
+                ("S is every option (ρ undefined), a chat ensemble is undefined, or the first child has no descendant"),
+            ],
         },
     }
 
@@ -88,7 +106,7 @@ where there are any). Nothing reads a stage name: the root is the checkpoint wit
 the answers; they sit beside the state, not in it. An ensemble with one family is read prompt by prompt
 (each prompt its own family with radius ε).</li></ul>
 <h3>What each verdict needs</h3>
-{''.join(claims)}
+{"".join(claims)}
 <h3>Transition test (dynamics)</h3>
 <p><b>sharp</b> if the logistic beats the exponential by ΔBIC &gt; {dbic} in at least {sshare} of the replicas, its
 midpoint t0 lies inside the observed window and the total change exceeds {n_sd} replica standard deviations;

@@ -87,7 +87,9 @@ class PromptTrie:
 
 
 def split_answers(
-    backend: TrieScorer, prompt_text: str, task: Task,
+    backend: TrieScorer,
+    prompt_text: str,
+    task: Task,
 ) -> tuple[list[int], list[tuple[int, str]], list[list[int]], str, str]:
     """(context tokens, the task's (option, answer string) pairs, each answer's token path, the
     split used: ``moved``, ``kept-whitespace`` or lm-eval's fallback, and the lead ``w`` the
@@ -166,7 +168,9 @@ def lead_log_mass(trie: PromptTrie, logp: np.ndarray, log_lead: np.ndarray) -> f
 
 def _split(backend: TrieScorer, ctx_text: str, conts: list[str]) -> tuple[list[int], list[list[int]], str]:
     ctx = backend.encode(ctx_text)
-    wholes = backend.encode_many([ctx_text + c for c in conts], add_special_tokens=backend.wants_special_tokens(ctx_text))
+    wholes = backend.encode_many(
+        [ctx_text + c for c in conts], add_special_tokens=backend.wants_special_tokens(ctx_text)
+    )
     ok = [w[: len(ctx)] == ctx and len(w) > len(ctx) for w in wholes]
     if all(ok):
         return ctx, [w[len(ctx) :] for w in wholes], "moved"
@@ -180,7 +184,11 @@ def lead_requests(trie: PromptTrie) -> list[tuple[int, tuple[str, bool]]]:
 
 
 def trie_probabilities(
-    trie: PromptTrie, logp: np.ndarray, log_boundary: np.ndarray, boundary: np.ndarray, n_options: int,
+    trie: PromptTrie,
+    logp: np.ndarray,
+    log_boundary: np.ndarray,
+    boundary: np.ndarray,
+    n_options: int,
     log_w: float = 0.0,
 ) -> np.ndarray:
     """Option probabilities from per-node scores, divided by W = exp(log_w); the last entry is
@@ -318,7 +326,9 @@ def score_exact(
             if not (np.all(np.isfinite(sc.logp)) and masses_ok):
                 dtype = getattr(backend, "info", {}).get("dtype", "?")
                 hint = "the weights themselves hold NaN/inf?" if dtype == "float32" else "overflow? try --dtype float32"
-                raise NumericalError(f"NaN or inf logits for prompt {prompts[b][:60]!r} (model dtype {dtype}: {hint}); nothing was written for it")
+                raise NumericalError(
+                    f"NaN or inf logits for prompt {prompts[b][:60]!r} (model dtype {dtype}: {hint}); nothing was written for it"
+                )
             log_w = lead_log_mass(tries[b], sc.logp, sc.log_lead)
             lead_w[b] = math.exp(log_w)
             out[b] = trie_probabilities(tries[b], sc.logp, sc.log_boundary, boundary, len(task.options), log_w)

@@ -104,8 +104,14 @@ class SampleResult:
 
 
 def sample_prompt(
-    backend: TokenSampler, prompt_text: str, task: Task, n: int, seed: int, parser: str = "text",
-    temperature: float = 1.0, max_new_tokens: int | None = None,
+    backend: TokenSampler,
+    prompt_text: str,
+    task: Task,
+    n: int,
+    seed: int,
+    parser: str = "text",
+    temperature: float = 1.0,
+    max_new_tokens: int | None = None,
 ) -> SampleResult:
     """Draw ``n`` completions of one prompt and count the options they name."""
     from crystallab.scoring.exact import build_trie
@@ -132,7 +138,13 @@ def sample_prompt(
 
 
 def draw_kept(
-    backend: TokenSampler, context: list[int], lead: str, n: int, seed: int, max_new_tokens: int, temperature: float,
+    backend: TokenSampler,
+    context: list[int],
+    lead: str,
+    n: int,
+    seed: int,
+    max_new_tokens: int,
+    temperature: float,
 ) -> tuple[list[list[int]], int]:
     """Up to ``n`` completions of ``context`` that write ``lead`` first (all of them when there
     is no lead), and how many were drawn. The first round uses ``seed`` itself, so a prompt
@@ -186,7 +198,9 @@ def sample_text_prompt(backend: TextSampler, text: str, chat: bool, task: Task, 
     with ThreadPoolExecutor(max_workers=max(1, backend.concurrency)) as pool:
         while len(texts) < n and (want := next_draws(n - len(texts), len(texts), drawn, MAX_DRAWS * n - drawn)):
             asks = [min(per, want - i * per) for i in range(min(-(-want // per), 4 * backend.concurrency))]
-            futs = [pool.submit(backend.complete, ctx, chat, k, sample_seed(seed, str(j + i))) for i, k in enumerate(asks)]
+            futs = [
+                pool.submit(backend.complete, ctx, chat, k, sample_seed(seed, str(j + i))) for i, k in enumerate(asks)
+            ]
             j += len(asks)
             for f, k in zip(futs, asks):
                 got, tk = f.result()
@@ -195,4 +209,3 @@ def sample_text_prompt(backend: TextSampler, text: str, chat: bool, task: Task, 
     parsed = [parse_answer(t, task) for t in texts]
     counts = np.bincount([K if k is None else k for k in parsed], minlength=K + 1).astype(np.int64)
     return SampleResult(counts=counts, completions=texts, parsed=parsed, drawn=drawn, tokens=tokens)
-

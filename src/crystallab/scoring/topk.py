@@ -50,7 +50,9 @@ def score_topk(backend: TopLogprobs, text: str, task: Task) -> TopkResult:
 
 
 def topk_walk(
-    prompt: str, answers: Sequence[tuple[int, str]], n_options: int,
+    prompt: str,
+    answers: Sequence[tuple[int, str]],
+    n_options: int,
     top_logprobs: Callable[[list[str]], list[dict[str, float]]],
 ) -> tuple[np.ndarray, float, int]:
     """Option probabilities (K, then ⊥), the uncovered-mass bound and the number of distinct
@@ -114,7 +116,17 @@ def topk_walk(
                     nxt.append((s2, lp + lt))
                     continue
                 # the longest answer that s2 completes and that a boundary character then closes
-                best = max((a for a in texts if len(a) >= len(s) and s2.startswith(a) and (len(s2) == len(a) and not t or len(s2) > len(a) and is_boundary_text(s2[len(a) :]))), key=len, default=None)
+                best = max(
+                    (
+                        a
+                        for a in texts
+                        if len(a) >= len(s)
+                        and s2.startswith(a)
+                        and (len(s2) == len(a) and not t or len(s2) > len(a) and is_boundary_text(s2[len(a) :]))
+                    ),
+                    key=len,
+                    default=None,
+                )
                 if best is not None and best:
                     probs[texts[best]] += p
         frontier = nxt

@@ -38,14 +38,56 @@ BUILTIN_DIR = Path(str(resources.files("crystallab.suite").joinpath("builtin")))
 LEADING_SPACE = ("both", "never", "always")
 # Preambles chat models put before an answer; the parser strips them (case-insensitively).
 DEFAULT_PREAMBLES = (
-    "sure!", "sure,", "sure.", "sure", "okay,", "okay.", "ok,", "alright,",
-    "here is a random pick:", "here's a random pick:", "here is my pick:", "here's my pick:",
-    "my answer is", "my answer:", "answer:", "the answer is", "i pick", "i'll pick", "i will pick",
-    "i choose", "i'll choose", "i will choose", "i'll go with", "i will go with", "let's go with",
-    "i get", "i got", "it's", "it is", "my pick is", "my pick:", "i say", "i'd say", "i would say",
-    "how about", "random pick:", "result:", "**",
+    "sure!",
+    "sure,",
+    "sure.",
+    "sure",
+    "okay,",
+    "okay.",
+    "ok,",
+    "alright,",
+    "here is a random pick:",
+    "here's a random pick:",
+    "here is my pick:",
+    "here's my pick:",
+    "my answer is",
+    "my answer:",
+    "answer:",
+    "the answer is",
+    "i pick",
+    "i'll pick",
+    "i will pick",
+    "i choose",
+    "i'll choose",
+    "i will choose",
+    "i'll go with",
+    "i will go with",
+    "let's go with",
+    "i get",
+    "i got",
+    "it's",
+    "it is",
+    "my pick is",
+    "my pick:",
+    "i say",
+    "i'd say",
+    "i would say",
+    "how about",
+    "random pick:",
+    "result:",
+    "**",
 )
-_TOP_KEYS = ("id", "version", "description", "leading_space", "options", "parser", "instructions", "contexts", "metadata")
+_TOP_KEYS = (
+    "id",
+    "version",
+    "description",
+    "leading_space",
+    "options",
+    "parser",
+    "instructions",
+    "contexts",
+    "metadata",
+)
 _OPTION_KEYS = ("label", "forms")
 _PARSER_KEYS = ("case_sensitive", "preambles")
 _CONTEXT_KEYS = ("family", "text")
@@ -127,7 +169,10 @@ class Task:
         """``(field, problem)`` for each family size below the rules (empty when the task meets them)."""
         sizes = self.family_sizes()
         out = [
-            ("contexts", f"raw family '{f}' has {n} context{'s' * (n != 1)}; a family needs at least {MIN_CONTEXTS_PER_FAMILY}")
+            (
+                "contexts",
+                f"raw family '{f}' has {n} context{'s' * (n != 1)}; a family needs at least {MIN_CONTEXTS_PER_FAMILY}",
+            )
             for f, n in sizes["raw"].items()
             if n < MIN_CONTEXTS_PER_FAMILY
         ]
@@ -136,7 +181,10 @@ class Task:
             named = f"{len(chat)} chat famil{'y' if len(chat) == 1 else 'ies'} ({', '.join(chat)})"
             out.append(("instructions", f"{named}; a task needs at least {MIN_CHAT_FAMILIES}"))
         out += [
-            ("instructions", f"chat family '{f}' has {n} paraphrase{'s' * (n != 1)}; a family needs at least {MIN_PARAPHRASES_PER_FAMILY}")
+            (
+                "instructions",
+                f"chat family '{f}' has {n} paraphrase{'s' * (n != 1)}; a family needs at least {MIN_PARAPHRASES_PER_FAMILY}",
+            )
             for f, n in chat.items()
             if n < MIN_PARAPHRASES_PER_FAMILY
         ]
@@ -215,7 +263,10 @@ def task_from_dict(data: Any, src: str = "<task>") -> Task:
         raise _fail(src, "parser.case_sensitive", f"expected true or false, got {case_sensitive!r}")
     preambles = DEFAULT_PREAMBLES
     if "preambles" in parser:
-        extra = [_str(src, f"parser.preambles[{i}]", p) for i, p in enumerate(_list(src, "parser.preambles", parser["preambles"]))]
+        extra = [
+            _str(src, f"parser.preambles[{i}]", p)
+            for i, p in enumerate(_list(src, "parser.preambles", parser["preambles"]))
+        ]
         preambles = tuple(dict.fromkeys([*extra, *DEFAULT_PREAMBLES]))
 
     options: list[Option] = []
@@ -226,21 +277,36 @@ def task_from_dict(data: Any, src: str = "<task>") -> Task:
             _check_keys(src, f"{where}.", raw, _OPTION_KEYS, ("label",))
             label = _str(src, f"{where}.label", raw["label"])
             extra = raw.get("forms", [])
-            forms = [label] + [_str(src, f"{where}.forms[{j}]", f) for j, f in enumerate(_list(src, f"{where}.forms", extra) if "forms" in raw else [])]
+            forms = [label] + [
+                _str(src, f"{where}.forms[{j}]", f)
+                for j, f in enumerate(_list(src, f"{where}.forms", extra) if "forms" in raw else [])
+            ]
         else:
             label = _str(src, where, raw)
             forms = [label]
         if label in (o.label for o in options):
             raise _fail(src, f"{where}.label", f"duplicate option '{label}'")
         if label != label.strip():
-            raise _fail(src, f"{where}.label" if isinstance(raw, dict) else where, f"label {label!r} has leading or trailing whitespace")
+            raise _fail(
+                src,
+                f"{where}.label" if isinstance(raw, dict) else where,
+                f"label {label!r} has leading or trailing whitespace",
+            )
         forms = list(dict.fromkeys(forms))
         for f in forms:
             if f != f.strip():
-                raise _fail(src, f"{where}.forms", f"surface form {f!r} has leading or trailing whitespace; use leading_space instead")
+                raise _fail(
+                    src,
+                    f"{where}.forms",
+                    f"surface form {f!r} has leading or trailing whitespace; use leading_space instead",
+                )
             key = f if case_sensitive else f.casefold()
             if key in owner and owner[key] != label:
-                raise _fail(src, f"{where}.forms", f"surface form {f!r} of option '{label}' is also a form of option '{owner[key]}'")
+                raise _fail(
+                    src,
+                    f"{where}.forms",
+                    f"surface form {f!r} of option '{label}' is also a form of option '{owner[key]}'",
+                )
             owner[key] = label
         options.append(Option(label=label, forms=tuple(forms)))
     if len(options) < 2:
@@ -263,7 +329,9 @@ def task_from_dict(data: Any, src: str = "<task>") -> Task:
         if not isinstance(raw, dict):
             raise _fail(src, where, f"expected a mapping with 'family' and 'text', got {kind_of(raw)}")
         _check_keys(src, f"{where}.", raw, _CONTEXT_KEYS, _CONTEXT_KEYS)
-        contexts.append(Context(family=_str(src, f"{where}.family", raw["family"]), text=_str(src, f"{where}.text", raw["text"])))
+        contexts.append(
+            Context(family=_str(src, f"{where}.family", raw["family"]), text=_str(src, f"{where}.text", raw["text"]))
+        )
     if len({c.text for c in contexts}) != len(contexts):
         raise _fail(src, "contexts", "duplicate context text")
     metadata = data.get("metadata", {})
@@ -333,7 +401,9 @@ def _task_files(tasks_dir: str | Path | None) -> dict[str, Path]:
             raise UserError(f"--tasks-dir {d}: cannot list the folder ({exc.strerror or exc})") from None
         for p in found:
             if p.stem in user:
-                raise TaskError(f"{p}: field 'id': task '{p.stem}' is defined twice in {d} ({user[p.stem].name} and {p.name})")
+                raise TaskError(
+                    f"{p}: field 'id': task '{p.stem}' is defined twice in {d} ({user[p.stem].name} and {p.name})"
+                )
             user[p.stem] = p
         files.update(user)
     return files
@@ -384,6 +454,17 @@ def load_tasks(spec: str | list[str], tasks_dir: str | Path | None = None) -> li
 
 
 __all__ = [
-    "Task", "Option", "Context", "Instruction", "TaskWarning", "check_family_sizes",
-    "load_task", "load_tasks", "tasks", "load_task_file", "task_from_dict", "task_ids", "DEFAULT_PREAMBLES",
+    "Task",
+    "Option",
+    "Context",
+    "Instruction",
+    "TaskWarning",
+    "check_family_sizes",
+    "load_task",
+    "load_tasks",
+    "tasks",
+    "load_task_file",
+    "task_from_dict",
+    "task_ids",
+    "DEFAULT_PREAMBLES",
 ]
