@@ -11,7 +11,7 @@ PY=${PYTHON:-python3}
 python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==${CRYSTALLAB_TORCH:-2.13.0}"
 python -m pip install -q -e ".[all,dev]"
-# The api tests' top-logprobs server (tests/test_api_backend.py): llama-cpp-python, compiled from
+# The api tests' top-logprobs server (tests/models/test_api.py): llama-cpp-python, compiled from
 # source (PyPI has no Linux wheel). GGML_NATIVE=OFF because a -march=native build crashed with a
 # general protection fault in libggml-cpu at the first completion on these machines; the
 # multimodal library and llama.cpp's tools are not needed. Always in CI (a few minutes, once per
@@ -22,7 +22,7 @@ if [ -n "${CI:-}" ] || [ "${CRYSTALLAB_LLAMA_CPP:-0}" = 1 ]; then
         CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" python -m pip install -q "llama-cpp-python[server]==0.3.36" || \
         echo "crystallab: llama-cpp-python did not build; the llama.cpp api test will skip" >&2
 fi
-# The report's browser test (tests/test_report.py) needs headless Chromium and its driver; in CI
+# The report's browser test (tests/reporting/test_report.py) needs headless Chromium and its driver; in CI
 # (as root) install them from Debian when missing. Elsewhere that test skips without them.
 if [ "$(id -u)" = 0 ] && [ -n "${CI:-}" ] && ! command -v chromium >/dev/null 2>&1; then
     apt-get -qq update && apt-get -qq install -y --no-install-recommends chromium chromium-driver >/dev/null

@@ -1,4 +1,4 @@
-"""A Ray worker setup hook for tests/test_ray_sweep.py: the first job, on any worker, that writes
+"""A Ray worker setup hook for tests/test_sweep.py: the first job, on any worker, that writes
 a results shard then kills its own worker process (exit 137, as an OOM kill would), so the test
 can check that Ray retries the job and the table still comes out whole. crystallab itself has no
 test hook; this patches the store from outside, in the worker only."""

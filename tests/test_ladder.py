@@ -81,7 +81,8 @@ def test_ladder_command_on_tiny_checkpoints(tiny_ckpt, tmp_path, capsys):
     sft = tiny_ckpt("llama", "digits", chat_template=True, seed=1)
     f = tmp_path / "ladder.yaml"
     f.write_text(
-        f"name: tiny\ncheckpoints:\n  - {{label: base, stage: base, model: '{base}'}}\n  - {{label: sft, stage: sft, model: '{sft}'}}\n"
+        f"name: tiny\ncheckpoints:\n  - {{label: base, stage: base, model: '{base}'}}\n"
+        f"  - {{label: sft, stage: sft, model: '{sft}'}}\n"
     )
     out = tmp_path / "run"
     th = tmp_path / "th.yaml"

@@ -20,10 +20,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from crystallab.store import ResultStore
-from crystallab.suite import load_task
+from crystallab.store import ResultStore  # noqa: E402  (after the sys.path line above)
+from crystallab.suite import load_task  # noqa: E402
 
-from synthetic import CHAT_FAMILIES, FAMILIES, SEED, family_prompts, rows_for, write
+from synthetic import CHAT_FAMILIES, FAMILIES, SEED, family_prompts, rows_for, write  # noqa: E402
 
 DIE = {  # die_d6: one planted distribution per raw family, as FAMILIES is for number_1_10
     "qa": np.array([0.05, 0.1, 0.6, 0.1, 0.1, 0.05]),

@@ -142,7 +142,10 @@ def test_second_writer_is_refused_and_a_killed_holder_frees_the_lock(tiny_ckpt, 
         with writer_lock(out):  # re-entrant in the holding process (a ladder's rungs)
             pass
     # a holder killed by SIGKILL leaves no stale lock
-    code = f"from crystallab.store import writer_lock; import time\nwith writer_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"
+    code = (
+        f"from crystallab.store import writer_lock; import time\nwith writer_lock({str(out)!r}):\n"
+        "    print('held', flush=True); time.sleep(60)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=ENV)
     assert holder.stdout.readline().strip() == "held"
     one_line_exit_2(
@@ -159,7 +162,8 @@ def test_second_writer_is_refused_and_a_killed_holder_frees_the_lock(tiny_ckpt, 
 
 BAD_TASKS = {
     "unknown_field.yaml": (
-        "id: unknown_field\nversion: 1\noptions: [a, b]\ncontexts: [{family: x, text: 'pick:'}]\ninstructions: [pick]\ncolour: red\n",
+        "id: unknown_field\nversion: 1\noptions: [a, b]\ncontexts: [{family: x, text: 'pick:'}]\n"
+        "instructions: [pick]\ncolour: red\n",
         "field 'colour': unknown key",
     ),
     "dup.yaml": (
@@ -167,7 +171,8 @@ BAD_TASKS = {
         "duplicate option 'a'",
     ),
     "collide.yaml": (
-        "id: collide\nversion: 1\noptions: [{label: a, forms: [A]}, {label: b, forms: [A]}]\ncontexts: [{family: x, text: 'pick:'}]\ninstructions: [pick]\n",
+        "id: collide\nversion: 1\noptions: [{label: a, forms: [A]}, {label: b, forms: [A]}]\n"
+        "contexts: [{family: x, text: 'pick:'}]\ninstructions: [pick]\n",
         "is also a form of option 'a'",
     ),
     "empty.yaml": (
@@ -182,7 +187,8 @@ BAD_TASKS = {
 }
 BAD_LADDERS = {
     "cycle.yaml": (
-        "checkpoints:\n  - {label: a, stage: sft, model: x/y, parent: b}\n  - {label: b, stage: rl, model: x/z, parent: a}\n",
+        "checkpoints:\n  - {label: a, stage: sft, model: x/y, parent: b}\n"
+        "  - {label: b, stage: rl, model: x/z, parent: a}\n",
         "parents form a cycle: a → b → a",
     ),
     "dupl.yaml": (
@@ -352,7 +358,8 @@ def bad_world(tiny_ckpt, tmp_path_factory):
 
     def remote_code(d):  # an architecture transformers does not know, whose code would run on load
         (d / "evil_model.py").write_text(
-            f"open({str(root / 'REMOTE_CODE_RAN')!r}, 'w').close()\nfrom transformers import LlamaConfig as EvilConfig, LlamaForCausalLM as EvilForCausalLM\n"
+            f"open({str(root / 'REMOTE_CODE_RAN')!r}, 'w').close()\n"
+            "from transformers import LlamaConfig as EvilConfig, LlamaForCausalLM as EvilForCausalLM\n"
         )
         cfg = json.loads((d / "config.json").read_text())
         cfg.update(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import stats
+from goodness import chi_square_p
 
 from crystallab.models.text import MAX_DRAWS
 from crystallab.scoring.exact import ScoreStats, score_exact
@@ -14,16 +14,6 @@ from crystallab.suite import load_task
 from tiny import train_briefly
 
 N = 2000
-
-
-def chi_square_p(counts: np.ndarray, probs: np.ndarray, min_expected: float = 5.0) -> float:
-    """Pearson goodness of fit, pooling the cells with expected count < 5 into one."""
-    exp = probs * counts.sum()
-    small = exp < min_expected
-    obs_c = np.append(counts[~small], counts[small].sum())
-    exp_c = np.append(exp[~small], exp[small].sum())
-    keep = exp_c > 0
-    return float(stats.chisquare(obs_c[keep], exp_c[keep] * obs_c[keep].sum() / exp_c[keep].sum()).pvalue)
 
 
 @pytest.fixture(scope="module")

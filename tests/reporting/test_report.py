@@ -525,6 +525,6 @@ def test_report_in_headless_chromium(tracked):
         driver.quit()
     data = shot.read_bytes()
     assert data.startswith(PNG_MAGIC) and _decode_png(data).shape[0] >= 1000
-    repo_runs = Path(__file__).resolve().parents[1] / "runs"
+    repo_runs = Path(__file__).resolve().parents[2] / "runs"
     repo_runs.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shot, repo_runs / "report-screenshot.png")

@@ -395,7 +395,7 @@ def test_verbose_before_or_after_the_command():
 
 
 def test_shipped_lab_configs_resolve_for_forced_seed():
-    for c in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
+    for c in sorted((Path(__file__).parents[2] / "configs").glob("*.yaml")):
         cfg = lab_config(parse("lab", "forced-seed", "--config", c))
         assert cfg.base_model and cfg.sft_data == "base-prompt" and cfg.out == yaml.safe_load(c.read_text())["out"]
 

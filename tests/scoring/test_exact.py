@@ -255,7 +255,7 @@ def test_vllm_backend_scores_the_lead_like_transformers(tiny_ckpt, backend_of, t
     transformers backend's tree-masked pass on every ending."""
     from types import SimpleNamespace
 
-    from test_api_vllm import FakeLLM
+    from fakes import FakeLLM
 
     from crystallab.models.vllm import VLLMBackend
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from goodness import chi_square_p
 
 from crystallab.errors import UserError
 from crystallab.models.spec import parse_spec
@@ -20,7 +21,6 @@ from crystallab.prompts import Prompt
 from crystallab.suite import load_task
 
 from servers import FaultProxy, llama_cpp_serve, transformers_serve
-from test_sample import chi_square_p
 from tiny import train_briefly
 
 RAW = "Random numbers between 1 and 10: 3, 8, 1,"
@@ -123,7 +123,8 @@ def test_api_transformers_serve_sampling_agrees_with_exact(served_dir, hf_server
         assert counts.sum() == N and len(res.completions) == N
         p = chi_square_p(counts, exact)
         print(
-            f"{prompt.kind}: chi-square p = {p:.3f}; counts {counts.tolist()}, expected {np.round(exact * N, 1).tolist()}"
+            f"{prompt.kind}: chi-square p = {p:.3f}; counts {counts.tolist()}, "
+            f"expected {np.round(exact * N, 1).tolist()}"
         )
         assert p > 1e-3, (prompt.kind, p, counts, exact * N)
 
@@ -147,7 +148,10 @@ def test_api_measure_keeps_the_key_private_and_resumes_failed_prompts(
     out = tmp_path / "runs"
 
     def cfg(url):
-        spec = f"api:{url}#{served_dir}?server=transformers&key_env=CRYSTALLAB_TEST_KEY&max_tokens=6&retries=6&concurrency=2"
+        spec = (
+            f"api:{url}#{served_dir}?server=transformers&key_env=CRYSTALLAB_TEST_KEY&max_tokens=6&retries=6"
+            "&concurrency=2"
+        )
         how = MeasureSettings(method="sample", samples=8, limit=3)
         return MeasureConfig(
             model=spec, tasks=["number_1_10"], out=str(out), label="served", progress=False, settings=how
@@ -247,7 +251,8 @@ def test_api_llama_cpp_topk_logprobs_bound_the_exact_distribution(tmp_path):
             ex = score_exact(hf, [text], task)[0]
             res = score_topk(api, text, task)
             print(
-                f"{tid} raw-{i:02d}: top-k options {res.probs[:-1].sum():.4f}, exact {ex[:-1].sum():.4f}, uncovered {res.uncovered:.4f}, max |diff| {np.abs(res.probs - ex).max():.4f}, {res.queried} queries"
+                f"{tid} raw-{i:02d}: top-k options {res.probs[:-1].sum():.4f}, exact {ex[:-1].sum():.4f}, "
+                f"uncovered {res.uncovered:.4f}, max |diff| {np.abs(res.probs - ex).max():.4f}, {res.queried} queries"
             )
             assert 0.0 <= res.uncovered < 0.5 and math.isclose(res.probs.sum(), 1.0)
             assert np.all(res.probs[:-1] <= ex[:-1] + tol), (res.probs, ex)

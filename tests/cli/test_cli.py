@@ -178,7 +178,7 @@ def test_measure_sample_keeps_completions(tiny_ckpt, tmp_path):
     assert len(samples) == 2 * 25 and {"completion", "option", "prompt_id"} <= set(samples[0])
 
 
-# every bad input (one line, exit 2) is covered in tests/test_reliability.py
+# every bad input (one line, exit 2) is covered in tests/test_measure.py
 
 
 def test_measure_config_file_and_a_typed_flag(tiny_ckpt, tmp_path):
@@ -198,6 +198,9 @@ def test_measure_config_file_and_a_typed_flag(tiny_ckpt, tmp_path):
 
 
 def test_help_is_fast_and_light():
-    code = "import sys, crystallab, crystallab.cli.main as m; m.build_parser(); print('torch' in sys.modules, 'transformers' in sys.modules)"
+    code = (
+        "import sys, crystallab, crystallab.cli.main as m; m.build_parser(); "
+        "print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.split() == ["False", "False"]

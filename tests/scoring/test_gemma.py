@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from goodness import chi_square_p
 
 from crystallab.cli.main import main
 from crystallab.scoring.exact import build_trie, score_exact
@@ -15,7 +16,6 @@ from crystallab.scoring.sample import sample_prompt
 from crystallab.suite import load_task
 
 from test_exact import brute_force
-from test_sample import chi_square_p
 
 pytestmark = pytest.mark.slow
 

@@ -221,7 +221,8 @@ def test_lab_config_file(tmp_path, capsys):
 
     f = tmp_path / "c.yaml"
     f.write_text(
-        "base_model: builtin:gemma-3-270m\ntask: number_1_10\nsft_data: base-prompt\nlora: true\nrl_rewards: [validity, target]\n"
+        "base_model: builtin:gemma-3-270m\ntask: number_1_10\nsft_data: base-prompt\nlora: true\n"
+        "rl_rewards: [validity, target]\n"
     )
     cfg = LabConfig.from_yaml(str(f), out="x")
     assert cfg.lora and cfg.rl_rewards == ("validity", "target") and cfg.out == "x"
@@ -233,7 +234,7 @@ def test_lab_config_file(tmp_path, capsys):
 def test_shipped_lab_configs_parse():
     from crystallab.lab.experiments import LabConfig
 
-    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    configs = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
     assert {c.name for c in configs} >= {"gemma-270m-cpu.yaml", "olmo2-1b-gpu.yaml"}
     for c in configs:
         cfg = LabConfig.from_yaml(str(c))

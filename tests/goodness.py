@@ -1,0 +1,16 @@
+"""Goodness of fit for tests that compare sampled counts with exact probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+
+def chi_square_p(counts: np.ndarray, probs: np.ndarray, min_expected: float = 5.0) -> float:
+    """Pearson goodness of fit, pooling the cells with expected count < 5 into one."""
+    exp = probs * counts.sum()
+    small = exp < min_expected
+    obs_c = np.append(counts[~small], counts[small].sum())
+    exp_c = np.append(exp[~small], exp[small].sum())
+    keep = exp_c > 0
+    return float(stats.chisquare(obs_c[keep], exp_c[keep] * obs_c[keep].sum() / exp_c[keep].sum()).pvalue)
