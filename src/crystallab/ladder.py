@@ -50,7 +50,9 @@ class Ladder:
     def parents(self) -> dict[str, str | None]:
         """Each checkpoint's parent: its own ``parent``, else the one listed before it.
 
-        >>> Ladder("x", (Checkpoint("a", "base", "m"), Checkpoint("b", "sft", "m"), Checkpoint("c", "rl", "m", parent="a"))).parents()
+        >>> Ladder(
+        ...     "x", (Checkpoint("a", "base", "m"), Checkpoint("b", "sft", "m"), Checkpoint("c", "rl", "m", parent="a"))
+        ... ).parents()
         {'a': None, 'b': 'a', 'c': 'a'}
         """
         out: dict[str, str | None] = {}
@@ -118,7 +120,8 @@ def _training_order(cks: list[Checkpoint], src: str) -> tuple[Checkpoint, ...]:
     """The checkpoints with explicit ``parent`` links put parents first (listed order otherwise);
     a parent that names no checkpoint, or a chain of parents that loops, is refused.
 
-    >>> cs = [Checkpoint("rl", "rl", "m3", parent="sft"), Checkpoint("base", "base", "m1"), Checkpoint("sft", "sft", "m2", parent="base")]
+    >>> cs = [Checkpoint("rl", "rl", "m3", parent="sft"), Checkpoint("base", "base", "m1"),
+    ...       Checkpoint("sft", "sft", "m2", parent="base")]
     >>> [c.label for c in _training_order(cs, "x")]
     ['base', 'sft', 'rl']
     >>> _training_order([Checkpoint("a", "sft", "m", parent="b"), Checkpoint("b", "rl", "m", parent="a")], "x.yaml")

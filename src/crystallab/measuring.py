@@ -138,6 +138,11 @@ class Sink(Protocol):
     """Where measured rows go: a results folder (ResultStore) or a Results in memory."""
 
     manifest: dict[str, Any]
+
+    @property
+    def root(self) -> Path | None:  # a folder's path; None in memory
+        ...
+
     quarantined: list[Path]  # unreadable shards the last done_groups() moved aside
 
     def checkpoint(
@@ -340,7 +345,7 @@ def measure_into(
     done = sink.done_groups()
     if sink.quarantined:
         log(
-            f"crystallab: moved {len(sink.quarantined)} unreadable shard file(s) to {Path(sink.root) / 'quarantine'}; "
+            f"crystallab: moved {len(sink.quarantined)} unreadable shard file(s) to {sink.root or '.'}/quarantine; "
             "their prompts are measured again"
         )
 
@@ -377,7 +382,7 @@ def measure_into(
             tp.per_task[t.id] = round(time.perf_counter() - t0, 3)
             tp.seconds += tp.per_task[t.id]
     if failed:
-        where = f"listed in {Path(sink.root) / 'failures'}" if getattr(sink, "root", None) else "in Results.failures"
+        where = f"listed in {sink.root / 'failures'}" if sink.root is not None else "in Results.failures"
         log(
             f"crystallab: {len(failed)} prompt(s) failed ({failed[0]['error']}); they are {where} and are measured "
             "again when you rerun the same command"

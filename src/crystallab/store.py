@@ -150,11 +150,13 @@ class ResultStore:
         if m.get("format") == 1:
             what = "written before the split and replica columns and the chat instruction families"
             raise UserError(
-                f"{self.root} holds results format 1 ({what}); this crystallab reads format {FORMAT_VERSION}: measure again into a new --out folder"
+                f"{self.root} holds results format 1 ({what}); this crystallab reads format {FORMAT_VERSION}: "
+                f"measure again into a new --out folder"
             )
         if m.get("format") != FORMAT_VERSION:
             raise UserError(
-                f"{self.root} was written by an incompatible crystallab (results format {m.get('format')!r}, this version reads {FORMAT_VERSION})"
+                f"{self.root} was written by an incompatible crystallab "
+                f"(results format {m.get('format')!r}, this version reads {FORMAT_VERSION})"
             )
         check_manifest(m, str(self.manifest_path))
         return m
@@ -429,10 +431,13 @@ def merge_manifests(disk: dict[str, Any], mine: dict[str, Any]) -> dict[str, Any
     wins), tasks by id (prompt texts united), runs by ``run_id`` (or by content); other keys from
     ``mine``.
 
-    >>> d = {"format": 2, "checkpoints": [{"index": 0, "label": "a", "model": "m", "stage": "base", "info": {}}], "tasks": {"t": {"version": 1, "prompts": {"raw-00": "x"}}}, "runs": [{"run_id": "1"}]}
-    >>> m = {"format": 2, "checkpoints": [{"index": 0, "label": "b", "model": "n", "stage": "sft", "info": {}}], "tasks": {"t": {"version": 1, "prompts": {"raw-01": "y"}}}, "runs": [{"run_id": "2"}]}
+    >>> d = {"format": 2, "checkpoints": [{"index": 0, "label": "a", "model": "m", "stage": "base", "info": {}}],
+    ...      "tasks": {"t": {"version": 1, "prompts": {"raw-00": "x"}}}, "runs": [{"run_id": "1"}]}
+    >>> m = {"format": 2, "checkpoints": [{"index": 0, "label": "b", "model": "n", "stage": "sft", "info": {}}],
+    ...      "tasks": {"t": {"version": 1, "prompts": {"raw-01": "y"}}}, "runs": [{"run_id": "2"}]}
     >>> out = merge_manifests(d, m)
-    >>> [(c["index"], c["label"]) for c in out["checkpoints"]], sorted(out["tasks"]["t"]["prompts"]), [r["run_id"] for r in out["runs"]]
+    >>> ([(c["index"], c["label"]) for c in out["checkpoints"]], sorted(out["tasks"]["t"]["prompts"]),
+    ...  [r["run_id"] for r in out["runs"]])
     ([(0, 'a'), (1, 'b')], ['raw-00', 'raw-01'], ['1', '2'])
     """
     out = {**disk, **{k: v for k, v in mine.items() if k not in ("checkpoints", "tasks", "runs")}}

@@ -98,9 +98,10 @@ def _sweep(
     if not ray.is_initialized():
         ray.init(address=address or None, log_to_driver=True, include_dashboard=False)
     remote = ray.remote(max_retries=max_retries, num_gpus=num_gpus, num_cpus=num_cpus)(run_job)
-    pending = {remote.remote(cfg, index[cfg.label]): cfg for cfg in jobs}
+    pending = {remote.remote(cfg, index[cfg.label or cfg.model]): cfg for cfg in jobs}
     log(
-        f"crystallab: {len(pending)} Ray job(s) ({len(lad.checkpoints)} checkpoint(s) × {len(tasks)} task(s)), {num_gpus:g} GPU(s) each, up to {max_retries} retries"
+        f"crystallab: {len(pending)} Ray job(s) ({len(lad.checkpoints)} checkpoint(s) × {len(tasks)} task(s)), "
+        f"{num_gpus:g} GPU(s) each, up to {max_retries} retries"
     )
     results: list[dict[str, Any]] = []
     errors: list[str] = []
@@ -118,7 +119,8 @@ def _sweep(
         store.manifest["runs"].append(res["run"])
         store.save_manifest()
         log(
-            f"crystallab: done {cfg.label}/{cfg.tasks[0]}: {res['run']['throughput']['prompts']} prompt(s) measured, {res['run']['throughput']['skipped_prompts']} already done"
+            f"crystallab: done {cfg.label}/{cfg.tasks[0]}: {res['run']['throughput']['prompts']} prompt(s) measured, "
+            f"{res['run']['throughput']['skipped_prompts']} already done"
         )
     store.consolidate()
     store.save_manifest()
@@ -137,9 +139,10 @@ def run_job(cfg: MeasureConfig, index: int) -> dict[str, Any]:
     tasks = load_tasks(cfg.tasks, cfg.tasks_dir)
     backend = load_model(cfg.model, cfg.load)
     prompt_sets = {t.id: render_prompts(t, cfg.settings.prompts, backend, cfg.settings.limit) for t in tasks}
-    run = run_record(cfg, tasks, prompt_sets, cfg.label, index)
+    label = cfg.label or cfg.model
+    run = run_record(cfg, tasks, prompt_sets, label, index)
     run["ray"] = {"node_id": _node_id(), "pid": os.getpid()}
-    run.update(measure_into(store, cfg, backend, tasks, prompt_sets, cfg.label, index, log))
+    run.update(measure_into(store, cfg, backend, tasks, prompt_sets, label, index, log))
     return {"label": cfg.label, "model": cfg.model, "stage": cfg.stage, "info": backend.info, "run": run}
 
 

@@ -658,10 +658,10 @@ def sweep_sharpness(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN medians
         med = np.nanmedian(A, axis=0)
-        slope, i = _steepest(lam, med[None, :])
+        slopes, idx = _steepest(lam, med[None, :])
         rng = np.random.default_rng(seed)
         boot = np.nanmedian(A[rng.integers(0, R, size=(n_boot, R))], axis=1)
-    slope, i = float(slope[0]), int(i[0])
+    slope, i = float(slopes[0]), int(idx[0])
     b_slope, b_i = _steepest(lam, boot)
 
     def ratio(s: np.ndarray | float) -> np.ndarray | float:

@@ -208,9 +208,9 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise UserError(f"{where}: expected a list, got {_shown(value)}")
-        args = [a for a in typing.get_args(hint) if a is not Ellipsis] or [Any]
-        items = [_check_value(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
+        item = next((a for a in typing.get_args(hint) if a is not Ellipsis), Any)
+        checked = [_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(checked) if origin is tuple else checked
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise UserError(f"{where}: expected a mapping, got {_shown(value)}")

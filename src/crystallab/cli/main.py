@@ -18,7 +18,7 @@ class Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line (no usage block) with exit status 2, like every
     other bad input."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):  # noqa: ANN201  (argparse types it NoReturn)
         self.exit(2, f"crystallab: error: {message} (see: {self.prog} --help)\n")
 
 

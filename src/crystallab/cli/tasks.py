@@ -10,7 +10,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tasks",
         help="list the tasks, or print one as JSON",
-        description="List the built-in (and --tasks-dir) tasks with option, prompt and family counts, or print one task.",
+        description=(
+            "List the built-in (and --tasks-dir) tasks with option, prompt and family counts, or print one task."
+        ),
     )
     p.add_argument("id", nargs="?", help="a task id: print this task")
     p.add_argument("--json", action="store_true", help="print JSON (the task, or the list)")
@@ -38,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  options ({len(task.options)}): {', '.join(task.labels)}")
             print(f"  contexts: {len(task.contexts)} in {len(sizes['raw'])} raw families: {_families(sizes['raw'])}")
             print(
-                f"  instructions: {len(task.instructions)} in {len(sizes['chat'])} chat families: {_families(sizes['chat'])}"
+                f"  instructions: {len(task.instructions)} in {len(sizes['chat'])} chat families: "
+                f"{_families(sizes['chat'])}"
             )
         return 0
     tasks = [load_task(i, args.tasks_dir) for i in task_ids(args.tasks_dir)]
@@ -61,12 +64,14 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     print(
-        f"{'task':<22}{'ver':>4}{'options':>9}{'instr.':>8}{'chat fam.':>11}{'contexts':>10}{'raw fam.':>10}  description"
+        f"{'task':<22}{'ver':>4}{'options':>9}{'instr.':>8}{'chat fam.':>11}"
+        f"{'contexts':>10}{'raw fam.':>10}  description"
     )
     for t in tasks:
         sizes = t.family_sizes()
         print(
-            f"{t.id:<22}{t.version:>4}{len(t.options):>9}{len(t.instructions):>8}{len(sizes['chat']):>11}{len(t.contexts):>10}{len(sizes['raw']):>10}  {t.description}"
+            f"{t.id:<22}{t.version:>4}{len(t.options):>9}{len(t.instructions):>8}{len(sizes['chat']):>11}"
+            f"{len(t.contexts):>10}{len(sizes['raw']):>10}  {t.description}"
         )
         print(f"{'':<4}raw:  {_families(sizes['raw'])}")
         print(f"{'':<4}chat: {_families(sizes['chat'])}")

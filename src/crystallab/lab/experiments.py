@@ -190,7 +190,8 @@ def _run_lab(cfg: LabConfig, log: Log, console: Console) -> dict[str, Any]:
         th_file = out / "thresholds.yaml"
         th_file.write_text(f"n_boot: {cfg.n_boot}\nseed: {cfg.seed}\n")
         if answers is not None or per_instruction is not None:  # the attraction index needs what SFT was shown
-            shown = np.asarray(answers if answers is not None else np.mean(per_instruction, axis=0), dtype=float)
+            rows = answers if answers is not None else np.mean(np.asarray(per_instruction), axis=0)
+            shown = np.asarray(rows, dtype=float)
             _record_train_answers(results, "sft", cfg.task, dict(zip(task.labels, (shown / shown.sum()).tolist())))
         analysis = analyze_dir(str(results), Thresholds.from_file(str(th_file)))
     report = None
@@ -283,7 +284,8 @@ def escape_text(s: dict[str, Any]) -> str | None:
     answer = {"fails": "yes", "holds": "no"}.get(verdict or "", "inconclusive")
     return (
         f"can RL escape the forced seed's support? {answer} (settling {verdict}): rewarded only for "
-        f"{s['rl']['target']}, RL kept excess retention ρ {_iv(st['rho'])} (retention {_iv(st['retention'])}) on the SFT support "
+        f"{s['rl']['target']}, RL kept excess retention ρ {_iv(st['rho'])} (retention {_iv(st['retention'])}) "
+        f"on the SFT support "
         f"{s['rl']['sft_support']}"
     )
 
@@ -428,7 +430,8 @@ def summary_text(s: dict[str, Any]) -> str:
     if s.get("rl"):
         st = s.get("settling") or {}
         lines.append(
-            f"RL target {s['rl']['target']} vs SFT support {s['rl']['sft_support']}: retention {_iv(st.get('retention'))}, "
+            f"RL target {s['rl']['target']} vs SFT support {s['rl']['sft_support']}: "
+            f"retention {_iv(st.get('retention'))}, "
             f"excess retention ρ {_iv(st.get('rho'))}"
             if st
             else "RL: no settling figures"

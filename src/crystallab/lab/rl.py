@@ -108,7 +108,7 @@ def run_grpo(r: GRPORecipe, log=print) -> Path:
     )
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=make_rewards(r.task, r.rewards, r.target),
+        reward_funcs=list(make_rewards(r.task, r.rewards, r.target)),
         args=args,
         train_dataset=data,
         processing_class=tok,
@@ -117,7 +117,8 @@ def run_grpo(r: GRPORecipe, log=print) -> Path:
     )
     result = quiet_trainer(trainer, "rl").train()
     log(
-        f"GRPO {r.steps} steps, rewards {'+'.join(r.rewards)}{' (LoRA)' if r.lora else ''}: loss {result.training_loss:.4f}"
+        f"GRPO {r.steps} steps, rewards {'+'.join(r.rewards)}{' (LoRA)' if r.lora else ''}: "
+        f"loss {result.training_loss:.4f}"
     )
     return save_checkpoint(trainer.model, tok, r.out)
 

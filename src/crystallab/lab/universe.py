@@ -146,7 +146,7 @@ def corpus(n_docs: int, seed: int) -> list[str]:
                 parts.append(" ".join(rng.choice(FILLER_WORDS) for _ in range(rng.randint(4, 10))).capitalize() + ".")
             else:
                 f = rng.choice(FAMILIES)
-                ans = rng.choices(OPTIONS, weights=f.planted)[0]
+                ans = rng.choices(OPTIONS, weights=f.planted.tolist())[0]
                 parts.append(f"{rng.choice(f.templates)} {ans}.")
         docs.append(" ".join(parts))
     return docs
@@ -276,7 +276,8 @@ def pretrain(
     )
     result = quiet_trainer(trainer, "pretrain").train()
     log(
-        f"pretrained toy ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {steps} steps): loss {result.training_loss:.3f}"
+        f"pretrained toy ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {steps} steps): "
+        f"loss {result.training_loss:.3f}"
     )
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)

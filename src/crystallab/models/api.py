@@ -101,7 +101,8 @@ class ApiBackend:
             or self.max_tokens < 1
         ):
             raise UserError(
-                f"model spec {ms.raw}: concurrency, timeout, top_logprobs and max_tokens must be positive, retries not negative"
+                f"model spec {ms.raw}: concurrency, timeout, top_logprobs and max_tokens must be positive, "
+                f"retries not negative"
             )
         self.backoff = 0.5  # seconds before the first retry; doubles, capped at 30 s
         self._sem = threading.Semaphore(self.concurrency)
@@ -159,7 +160,8 @@ class ApiBackend:
                 detail = _detail(r)
                 if r.status_code in (401, 403):
                     raise UserError(
-                        f"{url}: HTTP {r.status_code}: the server refused the request ({detail}); check the key in ${self.key_env}"
+                        f"{url}: HTTP {r.status_code}: the server refused the request ({detail}); "
+                        f"check the key in ${self.key_env}"
                     )
                 if r.status_code == 404:
                     raise UserError(f"{url}: HTTP 404 ({detail}); check the base URL and the model name '{self.model}'")
@@ -206,7 +208,8 @@ class ApiBackend:
         top = (lp or {}).get("top_logprobs") or []
         if not top or not top[0]:
             raise UserError(
-                f"{self.base_url} returned no logprobs for the model '{self.model}': this server does not support --method logprobs-topk (use --method sample)"
+                f"{self.base_url} returned no logprobs for the model '{self.model}': "
+                f"this server does not support --method logprobs-topk (use --method sample)"
             )
         return {str(t): float(v) for t, v in top[0].items() if v is not None and math.isfinite(float(v))}
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field, fields
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import AbstractSet, Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -211,7 +211,7 @@ def is_remote(backend: object) -> bool:
 def compute_boundary_mask(
     tokenizer: Any,
     vocab_size: int,
-    eos_ids: set[int] = frozenset(),
+    eos_ids: AbstractSet[int] = frozenset(),
     texts: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Which token ids start a new word (or end the answer): special tokens, and tokens whose

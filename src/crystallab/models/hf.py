@@ -137,7 +137,8 @@ def _dequantize_gguf(gguf_path: Path, out_dir: Path) -> None:
     missing = [k for k in missing if k not in getattr(plain, "_tied_weights_keys", {}) and "lm_head" not in k]
     if missing or unexpected:
         raise UserError(
-            f"GGUF {gguf_path}: state dict does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            f"GGUF {gguf_path}: state dict does not match its config "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -180,16 +181,13 @@ class HFBackend(TokenizerText):
         self.tokenizer = tokenizer
         self.info = info
         self.settings = settings
+        self.allow_plain_chat = settings.allow_plain_chat
         self.device = next(model.parameters()).device
         self._boundary: np.ndarray | None = None
         self._sums: dict[str, torch.Tensor] = {}  # per device: [V, 2] ones and boundary indicator
         self._lead_cols: dict[tuple[str, LeadKey], torch.Tensor] = {}  # per device and lead mask: [V] indicator
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.convert_ids_to_tokens(0)
-
-    @property
-    def allow_plain_chat(self) -> bool:
-        return self.settings.allow_plain_chat
 
     # ---- boundary tokens ---------------------------------------------------------------------
     @property
@@ -398,6 +396,7 @@ class HFBackend(TokenizerText):
         w = getattr(head, "weight", None)
         if (
             out is not None
+            and w is not None
             and isinstance(head, torch.nn.Linear)
             and w.dtype == torch.float32
             and h.dtype == torch.float32
@@ -536,11 +535,13 @@ def check_hub_id(repo_id: str, revision: str | None = None) -> None:
         raise UserError(f"model '{repo_id}' has no revision '{revision}'") from exc
     except RepositoryNotFoundError as exc:
         raise UserError(
-            f"unknown model id '{repo_id}': no such model on the Hugging Face Hub (private? log in with hf auth login), and no such local directory"
+            f"unknown model id '{repo_id}': no such model on the Hugging Face Hub "
+            f"(private? log in with hf auth login), and no such local directory"
         ) from exc
     except Exception as exc:  # network errors: the Hub's client raises several kinds
         raise UserError(
-            f"model '{repo_id}' is not in {where} and the Hugging Face Hub cannot be reached ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})"
+            f"model '{repo_id}' is not in {where} and the Hugging Face Hub cannot be reached "
+            f"({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})"
         ) from exc
 
 
@@ -585,7 +586,7 @@ def load_backend(spec: str | ModelSpec, settings: LoadSettings | None = None) ->
             msg += " (only pickle weights? pass --allow-pickle if you trust them)"
         raise UserError(f"cannot load model '{ms.raw}': {msg}") from exc
     if "device_map" not in mkw:
-        model.to(device)
+        model.to(device)  # type: ignore[arg-type]  # transformers' stubs type .to as the model's own
     if ms.kind == "hf" and Path(target).is_dir():
         info["fingerprint"] = _dir_fingerprint(Path(target))
     else:

@@ -88,7 +88,9 @@ def parse_spec(spec: str) -> ModelSpec:
 
 API_OPTIONS = {
     "key_env": "environment variable holding the API key (default OPENAI_API_KEY; none sent when unset)",
-    "server": "openai | vllm | llama.cpp | transformers: which extra sampling fields turn off the server's own truncation",
+    "server": (
+        "openai | vllm | llama.cpp | transformers: which extra sampling fields turn off the server's own truncation"
+    ),
     "concurrency": "requests in flight at once (default 8)",
     "timeout": "seconds per request (default 120)",
     "retries": "retries on 429, 5xx, timeouts and dropped connections, with exponential backoff (default 6)",
@@ -111,7 +113,9 @@ def _split_options(text: str, spec: str, allowed: dict[str, str]) -> tuple[str, 
         key, eq, value = part.partition("=")
         if key in ("key", "api_key", "token"):
             raise UserError(
-                f"model spec '{spec.split('?', 1)[0]}': never put the key in the spec (it would be stored with the results); put it in an environment variable and name that with key_env=NAME"
+                f"model spec '{spec.split('?', 1)[0]}': never put the key in the spec "
+                f"(it would be stored with the results); "
+                f"put it in an environment variable and name that with key_env=NAME"
             )
         if key not in allowed:
             import difflib
@@ -133,7 +137,7 @@ def _parse_api(spec: str) -> ModelSpec:
     >>> _parse_api("api:https://user:pw@host/v1#m")
     Traceback (most recent call last):
     crystallab.errors.UserError: model spec: the base URL carries credentials, which would be stored with the results; put the key in an environment variable and name it with key_env=NAME
-    """
+    """  # noqa: E501
     from urllib.parse import urlsplit
 
     url, sep, rest = spec[len("api:") :].partition("#")
@@ -147,7 +151,8 @@ def _parse_api(spec: str) -> ModelSpec:
         raise UserError(f"model spec '{spec}': the base URL must start with http:// or https://")
     if parts.username or parts.password:
         raise UserError(
-            "model spec: the base URL carries credentials, which would be stored with the results; put the key in an environment variable and name it with key_env=NAME"
+            "model spec: the base URL carries credentials, which would be stored with the results; "
+            "put the key in an environment variable and name it with key_env=NAME"
         )
     if not model:
         raise UserError(f"model spec '{spec}': no model name after '#'")

@@ -5,6 +5,7 @@ into a context and the trailing blanks the answer is conditioned on. No torch he
 from __future__ import annotations
 
 import math
+from typing import AbstractSet as Set
 from typing import Any, Sequence
 
 import numpy as np
@@ -136,7 +137,7 @@ def decode_continuations(tokenizer: Any, seqs: Sequence[Sequence[int]], skip_spe
     return [j[len(head) :] if j.startswith(head) else p for j, p in zip(joined, plain)]
 
 
-def special_ids(tokenizer: Any, eos_ids: set[int] = frozenset()) -> set[int]:
+def special_ids(tokenizer: Any, eos_ids: Set[int] = frozenset()) -> set[int]:
     """Ids of the special tokens (and the model's EOS ids): they end an answer and write no text."""
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items():
@@ -163,8 +164,11 @@ class TokenizerText:
     tokenizer: Any
     info: dict[str, Any]
     allow_plain_chat: bool
-    vocab_size: int
     _token_texts: TokenTexts | None = None  # decoded once, on first use (a 262k vocabulary takes seconds)
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
 
     def eos_ids(self) -> set[int]:
         raise NotImplementedError
@@ -208,7 +212,8 @@ class TokenizerText:
             return text, "tokenizer"
         if not self.allow_plain_chat:
             raise UserError(
-                f"model {self.name} has no chat template and --no-plain-chat was given; drop that flag to use the plain 'User:/Assistant:' template, or measure --prompts raw"
+                f"model {self.name} has no chat template and --no-plain-chat was given; "
+                f"drop that flag to use the plain 'User:/Assistant:' template, or measure --prompts raw"
             )
         return PLAIN_CHAT_TEMPLATE.format(instruction=instruction), "plain"
 

@@ -48,6 +48,7 @@ def _resolve(source: Source, out: str | Path | None) -> tuple[Analysis, Path | N
     if isinstance(source, tuple) and isinstance(source[1], Results):
         source = source[0].with_table(source[1].to_arrow())
     if isinstance(source, tuple):
+        assert not isinstance(source[1], Results)
         an, results = source[0], Path(source[1])
     elif isinstance(source, Analysis):
         if out is None:

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from crystallab.errors import NumericalError, UserError
-from crystallab.models.base import TrieItem, TrieScorer
+from crystallab.models.base import Tokenized, TrieItem, TrieScorer
 from crystallab.models.text import TokenTexts, split_blank_tail
 from crystallab.suite import Task
 
@@ -87,7 +87,7 @@ class PromptTrie:
 
 
 def split_answers(
-    backend: TrieScorer,
+    backend: Tokenized,
     prompt_text: str,
     task: Task,
 ) -> tuple[list[int], list[tuple[int, str]], list[list[int]], str, str]:
@@ -105,7 +105,7 @@ def split_answers(
     return ctx, answers, paths, mode, lead
 
 
-def build_trie(backend: TrieScorer, prompt_text: str, task: Task) -> PromptTrie:
+def build_trie(backend: Tokenized, prompt_text: str, task: Task) -> PromptTrie:
     """The prompt's context tokens and its option trie.
 
     The prompt's trailing spaces and tabs ``w`` move to the front of each answer (newlines stay:
@@ -166,7 +166,7 @@ def lead_log_mass(trie: PromptTrie, logp: np.ndarray, log_lead: np.ndarray) -> f
     return acc[0]
 
 
-def _split(backend: TrieScorer, ctx_text: str, conts: list[str]) -> tuple[list[int], list[list[int]], str]:
+def _split(backend: Tokenized, ctx_text: str, conts: list[str]) -> tuple[list[int], list[list[int]], str]:
     ctx = backend.encode(ctx_text)
     wholes = backend.encode_many(
         [ctx_text + c for c in conts], add_special_tokens=backend.wants_special_tokens(ctx_text)
@@ -271,7 +271,8 @@ def plan_batches(sizes: Sequence[int], batch_tokens: int, row_tokens: int) -> li
         padded = sum(max(sum(sizes[i] for i in r) for r in rows_) * len(rows_) for rows_ in plan)
         if best is None or (padded, -R) < (best[0], -best[1]):
             best = (padded, R, plan)
-    return best[2]  # type: ignore[index]  (R = n, one prompt per row, is always feasible)
+    assert best is not None  # R = n, one prompt per row, is always feasible
+    return best[2]
 
 
 def _group_rows(rows: list[list[int]], fill: list[int], batch_tokens: int) -> list[list[list[int]]]:
@@ -327,7 +328,8 @@ def score_exact(
                 dtype = getattr(backend, "info", {}).get("dtype", "?")
                 hint = "the weights themselves hold NaN/inf?" if dtype == "float32" else "overflow? try --dtype float32"
                 raise NumericalError(
-                    f"NaN or inf logits for prompt {prompts[b][:60]!r} (model dtype {dtype}: {hint}); nothing was written for it"
+                    f"NaN or inf logits for prompt {prompts[b][:60]!r} (model dtype {dtype}: {hint}); "
+                    f"nothing was written for it"
                 )
             log_w = lead_log_mass(tries[b], sc.logp, sc.log_lead)
             lead_w[b] = math.exp(log_w)

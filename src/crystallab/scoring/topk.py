@@ -67,7 +67,8 @@ def topk_walk(
 
     >>> table = {"Q:": {" a": math.log(0.5), " b": math.log(0.3), "\\n": math.log(0.1)},
     ...          "Q: a": {"\\n": math.log(0.9), "x": math.log(0.05)}, "Q: b": {".": math.log(0.6)}}
-    >>> probs, unc, q = topk_walk("Q: ", [(0, "a"), (0, " a"), (1, "b"), (1, " b")], 2, lambda ts: [table[t] for t in ts])
+    >>> probs, unc, q = topk_walk("Q: ", [(0, "a"), (0, " a"), (1, "b"), (1, " b")], 2,
+    ...                           lambda ts: [table[t] for t in ts])
     >>> [round(float(x), 4) for x in probs], round(unc, 4), q
     ([0.5, 0.2, 0.3], 0.3937, 3)
 

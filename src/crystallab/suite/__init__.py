@@ -183,7 +183,8 @@ class Task:
         out += [
             (
                 "instructions",
-                f"chat family '{f}' has {n} paraphrase{'s' * (n != 1)}; a family needs at least {MIN_PARAPHRASES_PER_FAMILY}",
+                f"chat family '{f}' has {n} paraphrase{'s' * (n != 1)}; "
+                f"a family needs at least {MIN_PARAPHRASES_PER_FAMILY}",
             )
             for f, n in chat.items()
             if n < MIN_PARAPHRASES_PER_FAMILY
@@ -261,7 +262,7 @@ def task_from_dict(data: Any, src: str = "<task>") -> Task:
     case_sensitive = parser.get("case_sensitive", False)
     if not isinstance(case_sensitive, bool):
         raise _fail(src, "parser.case_sensitive", f"expected true or false, got {case_sensitive!r}")
-    preambles = DEFAULT_PREAMBLES
+    preambles: tuple[str, ...] = DEFAULT_PREAMBLES
     if "preambles" in parser:
         extra = [
             _str(src, f"parser.preambles[{i}]", p)
@@ -384,7 +385,10 @@ def check_family_sizes(task: Task, builtin: bool) -> None:
         return
     _WARNED.add(key)
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    msg = f"{task.source}: task '{task.id}': {problems[0][1]}{more}; family statistics (phi, n_basins) will be weak, see docs/tasks.md"
+    msg = (
+        f"{task.source}: task '{task.id}': {problems[0][1]}{more}; "
+        f"family statistics (phi, n_basins) will be weak, see docs/tasks.md"
+    )
     warnings.warn(msg, TaskWarning, stacklevel=2)
 
 
