@@ -164,6 +164,7 @@ def route_library_logs() -> None:
 
         hf_logging.disable_default_handler()
         hf_logging.enable_propagation()
+        hf_logging.set_verbosity_warning()  # a model loaded earlier may have silenced it
         hf_logging.disable_progress_bar()
     if "datasets" in sys.modules:
         import datasets

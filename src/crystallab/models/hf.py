@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -550,7 +551,10 @@ def load_backend(spec: str | ModelSpec, settings: LoadSettings | None = None) ->
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
+    if not logging.getLogger("transformers").propagate:
+        # transformers prints on its own (a notebook, a script): keep loading quiet. A command
+        # that routes library logs into its log file (crystallab.console) keeps every warning.
+        hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     settings = settings or LoadSettings()
     ms = parse_spec(spec) if isinstance(spec, str) else spec
