@@ -38,9 +38,24 @@ import numpy as np
 from crystallab import __version__
 from crystallab.console import is_interactive
 from crystallab.errors import UserError
-from crystallab.models.base import METHODS, Backend, LoadSettings, is_remote, methods, sample_seed
+from crystallab.models.base import (
+    METHODS,
+    Backend,
+    LoadSettings,
+    TextSampler,
+    TokenSampler,
+    TopLogprobs,
+    TrieScorer,
+    is_remote,
+    methods,
+    sample_seed,
+)
+from crystallab.models.load import load_model
 from crystallab.prompts import PROMPT_SETS, Prompt, render_prompts
 from crystallab.results import Results
+from crystallab.scoring.exact import ScoreStats, score_exact
+from crystallab.scoring.sample import sample_prompt, sample_text_prompt
+from crystallab.scoring.topk import score_topk
 from crystallab.store import OTHER, STAGES, ResultStore, writer_lock
 from crystallab.suite import Task, load_tasks
 
@@ -290,8 +305,6 @@ def _resolve_tasks(tasks: str | Task | Sequence[str | Task], tasks_dir: str | No
 
 
 def _load(cfg: MeasureConfig) -> Backend:
-    from crystallab.models.load import load_model
-
     return load_model(cfg.model, cfg.load)
 
 
@@ -502,26 +515,18 @@ def _dispatch(
     batch_tokens: int,
 ) -> tuple[list[_Measured | Exception], int]:
     """Each prompt's distribution by the capability the method needs (models/base.py)."""
-    from crystallab.models.base import TextSampler, TokenSampler, TopLogprobs, TrieScorer
-
     if s.method == "exact":
-        from crystallab.scoring.exact import ScoreStats, score_exact
-
         assert isinstance(backend, TrieScorer)
         st = ScoreStats()
         dists = score_exact(backend, [p.text for p in prompts], task, batch_tokens=batch_tokens, stats=st)
         return [_Measured(d) for d in dists], st.tokens_forwarded
     if s.method == "logprobs-topk":
-        from crystallab.scoring.topk import score_topk
-
         assert isinstance(backend, TopLogprobs)
         out = _each_prompt(backend, prompts, lambda p, _: score_topk(backend, p.text, task), seeds)
         return (
             [r if isinstance(r, Exception) else _Measured(r.probs, uncovered=r.uncovered) for r in out],
             sum(r.queried for r in out if not isinstance(r, Exception)),
         )
-    from crystallab.scoring.sample import sample_prompt, sample_text_prompt
-
     if isinstance(backend, TokenSampler):
         res = [
             sample_prompt(backend, p.text, task, n=s.samples, seed=k, parser=s.parser) for p, k in zip(prompts, seeds)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from crystallab import __version__
 from crystallab import metrics as M
 from crystallab.analysis import table as T
 from crystallab.analysis.dynamics import dynamics
@@ -40,6 +41,9 @@ from crystallab.analysis.types import (
 )
 from crystallab.analysis.verdicts import liquid, nucleation, settling
 from crystallab.errors import UserError
+from crystallab.results import Results
+from crystallab.store import ResultStore, atomic_write_bytes, read_table
+from crystallab.yamlconf import kind_of, load_json
 
 __all__ = [
     "ANALYSIS_VERSION",
@@ -121,8 +125,6 @@ def analyze(
     enables the attraction index). The Analysis keeps the rows it read (``.table``, for the
     report's heatmaps; never written to analysis.json).
     """
-    from crystallab.results import Results
-
     if isinstance(source, (str, Path)):
         source = Results.load(source)
     if isinstance(source, Results):
@@ -141,8 +143,6 @@ def _analyze_table(
     parents: dict[str, str | None] | None,
     train_answers: dict[str, dict[str, dict[str, float]]] | None,
 ) -> Analysis:
-    from crystallab import __version__
-
     th.validate()
     rows, method = _select(table, method)
     tab = T.read(rows)
@@ -319,8 +319,6 @@ def _manifest_links(
     """Each checkpoint's parent and training answers, from a manifest that
     :func:`crystallab.store.check_manifest` accepted; a parent or ``train_answers`` of the wrong
     shape is one line naming the field."""
-    from crystallab.yamlconf import kind_of
-
     parents: dict[str, str | None] = {}
     answers: dict[str, dict[str, dict[str, float]]] = {}
     for i, c in enumerate(manifest.get("checkpoints", [])):
@@ -351,8 +349,6 @@ def analyze_dir(
     directory: str | Path, thresholds: str | Thresholds | None = None, method: str | None = None
 ) -> Analysis:
     """Analyse a results folder and write ``DIR/analysis.json``."""
-    from crystallab.store import ResultStore, atomic_write_bytes, read_table
-
     d = Path(directory)
     if not d.is_dir():
         raise UserError(f"no results folder at {d}")
@@ -368,8 +364,6 @@ def analyze_dir(
 
 def load_analysis(directory: str | Path) -> Analysis:
     """``DIR/analysis.json`` as an :class:`Analysis`; a missing, unreadable or foreign file is one line."""
-    from crystallab.yamlconf import load_json
-
     f = Path(directory) / "analysis.json"
     if not f.is_file():
         raise UserError(f"no analysis at {f}; run `crystallab analyze {Path(directory)}` first")

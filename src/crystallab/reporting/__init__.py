@@ -13,13 +13,18 @@ matplotlib loads only when a report is written, never when crystallab is importe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from crystallab.analysis.types import Analysis
-    from crystallab.results import Results
+import pyarrow.compute as pc
 
-    Source = str | Path | Analysis | Results | tuple[Analysis, str | Path | Results]
+from crystallab.analysis import analyze, load_analysis
+from crystallab.analysis.thresholds import Thresholds
+from crystallab.analysis.types import Analysis
+from crystallab.errors import UserError, require
+from crystallab.results import Results
+from crystallab.store import atomic_write_bytes, read_table
+
+Source = str | Path | Analysis | Results | tuple[Analysis, str | Path | Results]
 
 __all__ = ["report", "write_report"]
 
@@ -36,14 +41,7 @@ def report(source: Source, out: str | Path | None = None, *, svg: bool = True) -
 
 def _resolve(source: Source, out: str | Path | None) -> tuple[Analysis, Path | None, Path]:
     """(analysis, results folder or None, output html path)."""
-    from crystallab.analysis import load_analysis
-    from crystallab.analysis.types import Analysis
-    from crystallab.errors import UserError
-    from crystallab.results import Results
-
     if isinstance(source, Results):
-        from crystallab.analysis import analyze
-
         source = analyze(source)
     if isinstance(source, tuple) and isinstance(source[1], Results):
         source = source[0].with_table(source[1].to_arrow())
@@ -70,10 +68,6 @@ def _resolve(source: Source, out: str | Path | None) -> tuple[Analysis, Path | N
 
 def _table(results: Path | None, method: str) -> Any:
     """The analysed method's rows of the folder's table, or None when it holds none."""
-    import pyarrow.compute as pc
-
-    from crystallab.errors import UserError
-    from crystallab.store import read_table
 
     if results is None:
         return None
@@ -88,11 +82,8 @@ def write_report(source: Source, out: str | Path | None = None, *, svg: bool = T
     """Write ``report.html`` and ``figures/`` into ``out`` (default: the results folder); return
     the HTML path. ``source``: a results folder, ``(analysis, results_folder)``, or an Analysis
     alone (then ``out`` is required and the heatmaps are left out unless ``out`` holds the table)."""
-    from crystallab.analysis.thresholds import Thresholds
-    from crystallab.errors import require
     from crystallab.reporting import figures
     from crystallab.reporting.html import render
-    from crystallab.store import atomic_write_bytes
 
     an, results, html = _resolve(source, out)
     require("matplotlib")
