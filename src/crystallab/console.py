@@ -127,10 +127,12 @@ class Console:
             root.addHandler(h)
         shown = warnings.showwarning
         warnings.showwarning = self._show_warning
+        _ROUTING.append(self)
         route_library_logs()
         try:
             yield file
         finally:
+            _ROUTING.pop()
             warnings.showwarning = shown
             for h in handlers:
                 root.removeHandler(h)
@@ -153,6 +155,14 @@ class Console:
             return
         text = warnings.formatwarning(message, category, filename, lineno, "").rstrip()  # "": no source line
         logging.getLogger("py.warnings").warning(text)
+
+
+_ROUTING: list[Console] = []  # the consoles whose logging_to is active (innermost last)
+
+
+def routing() -> bool:
+    """Whether a command is routing library logs into its log file right now."""
+    return bool(_ROUTING)
 
 
 def route_library_logs() -> None:

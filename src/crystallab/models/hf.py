@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 import time
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from crystallab.console import route_library_logs, routing
 from crystallab.errors import NumericalError, UserError, require
 from crystallab.models.base import LeadKey, LoadSettings, TrieItem, TrieScores, compute_boundary_mask
 from crystallab.models.spec import ModelSpec, parse_spec
@@ -551,9 +551,9 @@ def load_backend(spec: str | ModelSpec, settings: LoadSettings | None = None) ->
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    if not logging.getLogger("transformers").propagate:
-        # transformers prints on its own (a notebook, a script): keep loading quiet. A command
-        # that routes library logs into its log file (crystallab.console) keeps every warning.
+    if routing():  # a command keeps every library warning in its log file (crystallab.console)
+        route_library_logs()
+    else:  # transformers prints on its own (a notebook, a script): keep loading quiet
         hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     settings = settings or LoadSettings()
