@@ -24,12 +24,12 @@ from typing import Any
 import pyarrow as pa
 
 from crystallab.store import (
-    GROUP,
     SAMPLE_SCHEMA,
     SCHEMA,
     ResultStore,
     add_checkpoint,
     add_task,
+    group_keys,
     groups_of,
     new_manifest,
     read_samples,
@@ -142,7 +142,7 @@ class Results:
             done = store.done_groups()
             table = self.to_arrow()
             if len(table):
-                keep = [g not in done for g in zip(*[table.column(c).to_pylist() for c in GROUP])]
+                keep = [g not in done for g in group_keys(table)]
                 new = table.filter(pa.array(keep))
                 if len(new):
                     store.write_rows(new.to_pylist(), self._samples_of(new))

@@ -519,9 +519,14 @@ def add_task(manifest: dict[str, Any], task_id: str, version: int, prompts: dict
     entry["prompts"].update(prompts)
 
 
+def group_keys(table: pa.Table) -> list[tuple]:
+    """Each row's (checkpoint, step, task, prompt_id, method, replica) group, in row order."""
+    return list(zip(*[table.column(c).to_pylist() for c in GROUP]))
+
+
 def groups_of(table: pa.Table) -> set[tuple]:
-    """The (checkpoint, step, task, prompt_id, method, replica) groups a table holds."""
-    return set(zip(*[table.column(c).to_pylist() for c in GROUP]))
+    """The groups a table holds."""
+    return set(group_keys(table))
 
 
 def tidy(tables: list[pa.Table]) -> pa.Table:
