@@ -29,7 +29,7 @@ class Prompt:
     family: str  # the context's family, or the instruction's ("instruction" when the task has none)
     text: str  # what the model sees
     template: str | None = None  # chat prompts: "tokenizer" or "plain"
-    split: str | None = None  # train | heldout (set by the lab), None outside it
+    split: str | None = None  # train | heldout (the task's mark, lab tasks), None when not split
 
 
 def _round_robin(prompts: list[Prompt], limit: int | None) -> list[Prompt]:
@@ -56,16 +56,20 @@ def render_prompts(
     out: list[Prompt] = []
     if which in ("raw", "all"):
         out += _round_robin(
-            [Prompt(f"raw-{i:02d}", "raw", c.family, c.text) for i, c in enumerate(task.contexts)], limit
+            [Prompt(f"raw-{i:02d}", "raw", c.family, c.text, split=c.split) for i, c in enumerate(task.contexts)], limit
         )
     if which in ("chat", "all"):
         if renderer is None:
             raise ValueError("chat prompts need a renderer (the model's chat template)")
         # pick first (by family), render after: only the kept instructions go through the template
         keep = _round_robin(
-            [Prompt(f"chat-{i:02d}", "chat", ins.family, ins.text) for i, ins in enumerate(task.instructions)], limit
+            [
+                Prompt(f"chat-{i:02d}", "chat", ins.family, ins.text, split=ins.split)
+                for i, ins in enumerate(task.instructions)
+            ],
+            limit,
         )
         for p in keep:
             text, template = renderer.render_chat(p.text)
-            out.append(Prompt(p.id, "chat", p.family, text, template))
+            out.append(Prompt(p.id, "chat", p.family, text, template, p.split))
     return out

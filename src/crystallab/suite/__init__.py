@@ -92,6 +92,9 @@ _OPTION_KEYS = ("label", "forms")
 _PARSER_KEYS = ("case_sensitive", "preambles")
 _CONTEXT_KEYS = ("family", "text")
 _INSTRUCTION_KEYS = ("family", "text")
+_PROMPT_KEYS = ("family", "text", "split")  # allowed; split is optional
+# a lab task marks the prompts training never sees (SCIENCE.md, "Controlled experiments")
+SPLITS = ("train", "heldout")
 # the family of an instruction written as a plain string (tasks written before families)
 DEFAULT_INSTRUCTION_FAMILY = "instruction"
 # family sizes (SCIENCE.md, "Objects"): enforced for built-in tasks, a warning for user tasks
@@ -114,12 +117,14 @@ class Option:
 class Context:
     family: str
     text: str
+    split: str | None = None  # train | heldout (a lab task's mark), None: not split
 
 
 @dataclass(frozen=True)
 class Instruction:
     family: str  # the framing: plain, game, code, person, story, ...
     text: str  # the user turn of one chat prompt
+    split: str | None = None  # train | heldout (a lab task's mark), None: not split
 
 
 @dataclass(frozen=True)
@@ -199,8 +204,8 @@ class Task:
             "leading_space": self.leading_space,
             "options": [{"label": o.label, "forms": list(o.forms)} for o in self.options],
             "parser": {"case_sensitive": self.case_sensitive, "preambles": list(self.preambles)},
-            "instructions": [{"family": i.family, "text": i.text} for i in self.instructions],
-            "contexts": [{"family": c.family, "text": c.text} for c in self.contexts],
+            "instructions": [_with_split({"family": i.family, "text": i.text}, i.split) for i in self.instructions],
+            "contexts": [_with_split({"family": c.family, "text": c.text}, c.split) for c in self.contexts],
         }
 
 
@@ -230,6 +235,17 @@ def _str(src: str, where: str, value: Any, allow_empty: bool = False) -> str:
     if not allow_empty and not s.strip():
         raise _fail(src, where, "must not be empty")
     return s
+
+
+def _split_of(src: str, where: str, raw: dict) -> str | None:
+    split = raw.get("split")
+    if split is not None and split not in SPLITS:
+        raise _fail(src, f"{where}.split", f"expected train or heldout, got {split!r}")
+    return split
+
+
+def _with_split(d: dict[str, Any], split: str | None) -> dict[str, Any]:
+    return d if split is None else {**d, "split": split}
 
 
 def _list(src: str, where: str, value: Any) -> list:
@@ -317,9 +333,9 @@ def task_from_dict(data: Any, src: str = "<task>") -> Task:
     for i, raw in enumerate(_list(src, "instructions", data["instructions"])):
         where = f"instructions[{i}]"
         if isinstance(raw, dict):  # {family, text}
-            _check_keys(src, f"{where}.", raw, _INSTRUCTION_KEYS, _INSTRUCTION_KEYS)
+            _check_keys(src, f"{where}.", raw, _PROMPT_KEYS, _INSTRUCTION_KEYS)
             family, text = _str(src, f"{where}.family", raw["family"]), _str(src, f"{where}.text", raw["text"])
-            instructions.append(Instruction(family=family, text=text))
+            instructions.append(Instruction(family=family, text=text, split=_split_of(src, where, raw)))
         else:  # a plain string: one family for all of them
             instructions.append(Instruction(family=DEFAULT_INSTRUCTION_FAMILY, text=_str(src, where, raw)))
     if len({ins.text for ins in instructions}) != len(instructions):
@@ -329,10 +345,9 @@ def task_from_dict(data: Any, src: str = "<task>") -> Task:
         where = f"contexts[{i}]"
         if not isinstance(raw, dict):
             raise _fail(src, where, f"expected a mapping with 'family' and 'text', got {kind_of(raw)}")
-        _check_keys(src, f"{where}.", raw, _CONTEXT_KEYS, _CONTEXT_KEYS)
-        contexts.append(
-            Context(family=_str(src, f"{where}.family", raw["family"]), text=_str(src, f"{where}.text", raw["text"]))
-        )
+        _check_keys(src, f"{where}.", raw, _PROMPT_KEYS, _CONTEXT_KEYS)
+        family, text = _str(src, f"{where}.family", raw["family"]), _str(src, f"{where}.text", raw["text"])
+        contexts.append(Context(family=family, text=text, split=_split_of(src, where, raw)))
     if len({c.text for c in contexts}) != len(contexts):
         raise _fail(src, "contexts", "duplicate context text")
     metadata = data.get("metadata", {})
