@@ -262,10 +262,13 @@ def run_measure(
     backend: Backend | None = None,
     log: Callable[[str], None] | None = None,
     tasks: list[Task] | None = None,
+    consolidate: bool = True,
 ) -> dict[str, Any]:
     """Measure one checkpoint into the folder ``cfg.out``; returns the run record.
 
     ``backend`` lets a caller (the ladder, the lab's tracker) pass a model already in memory.
+    ``consolidate=False`` leaves DIR/distributions.parquet as it was (the shards are the source
+    of truth; the lab's tracker rewrites it once at the end, not at every tracked step).
     """
     cfg.validate()
     log = log or _stderr
@@ -273,7 +276,8 @@ def run_measure(
     store = ResultStore(cfg.out)
     with writer_lock(store.root):
         run = _measure(cfg, store, tasks, backend or _load(cfg), log)
-        store.consolidate()
+        if consolidate:
+            store.consolidate()
         store.save_manifest()
     return run
 

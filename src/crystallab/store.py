@@ -81,6 +81,32 @@ _MAY_LACK = {"shards": ("step", "uncovered", "split", "replica"), "samples": ("s
 _NOT_NULL = ("checkpoint", "checkpoint_index", "task", "prompt_id", "prompt_kind", "option", "prob", "method")
 # what reading a broken Parquet file raises (pyarrow's errors, OSError for I/O and thrift, ValueError)
 _PARQUET_ERRORS = (pa.ArrowException, OSError, ValueError, TypeError, IndexError, KeyError)
+# Shards read whole and checked in this process, by (path, size, mtime): a shard is never
+# rewritten (unique names), so a tracker measuring every few steps reads each one once instead
+# of every shard at every step (a damaged or replaced file changes its size or mtime).
+_VERIFIED: dict[tuple[str, str, int, int], pa.Table] = {}
+_VERIFIED_MAX = 20000
+
+
+def _file_key(f: Path, sub: str) -> tuple[str, str, int, int] | None:
+    try:
+        st = f.stat()
+    except OSError:
+        return None
+    return (str(f.resolve()), sub, st.st_size, st.st_mtime_ns)
+
+
+def _verified(f: Path, sub: str) -> pa.Table | None:
+    key = _file_key(f, sub)
+    return _VERIFIED.get(key) if key is not None else None
+
+
+def _remember(f: Path, sub: str, t: pa.Table) -> None:
+    key = _file_key(f, sub)
+    if key is not None:
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            _VERIFIED.clear()
+        _VERIFIED[key] = t
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -190,12 +216,14 @@ class ResultStore:
         self.quarantined = self.quarantine_unreadable()
         done: set[tuple] = set()
         for f in self._shards():
-            try:
-                t = pq.read_table(f, columns=list(GROUP), schema=SCHEMA, page_checksum_verification=True)
-                t.validate(full=True)
-            except _PARQUET_ERRORS:  # a whole footer over broken data pages
-                self.quarantined += self._quarantine(f)
-                continue
+            t = _verified(f, "shards")
+            if t is None:
+                try:
+                    t = pq.read_table(f, columns=list(GROUP), schema=SCHEMA, page_checksum_verification=True)
+                    t.validate(full=True)
+                except _PARQUET_ERRORS:  # a whole footer over broken data pages
+                    self.quarantined += self._quarantine(f)
+                    continue
             cols = [t.column(c).to_pylist() for c in GROUP]
             done.update(zip(*cols))
         return done
@@ -209,7 +237,7 @@ class ResultStore:
         moved: list[Path] = []
         for sub in ("shards", "samples"):
             for f in self._shards(sub):
-                if f.exists() and shard_problem(f, sub) is not None:
+                if f.exists() and _verified(f, sub) is None and shard_problem(f, sub) is not None:
                     moved += self._quarantine(f)
         return moved
 
@@ -406,6 +434,9 @@ def _check_not_null(t: pa.Table, f: Path, error: Any) -> None:
 def _read_shard(f: Path, sub: str = "shards") -> pa.Table:
     """One shard of DIR/shards (or DIR/samples) in its schema; an unreadable or foreign one is a
     UserError naming it."""
+    known = _verified(f, sub)
+    if known is not None:
+        return known
     problem = shard_problem(f, sub)
     if problem is not None:
         raise _shard_error(f, problem)
@@ -416,6 +447,7 @@ def _read_shard(f: Path, sub: str = "shards") -> pa.Table:
         raise _shard_error(f, "not a readable Parquet file (damaged data pages)") from None
     if sub == "shards":
         _check_not_null(t, f, _shard_error)
+    _remember(f, sub, t)
     return t
 
 

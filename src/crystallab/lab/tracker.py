@@ -12,6 +12,7 @@ from transformers import TrainerCallback
 from crystallab.measuring import MeasureConfig, run_measure
 from crystallab.models.base import LoadSettings
 from crystallab.models.hf import HFBackend
+from crystallab.suite import load_tasks
 
 
 class PhaseTracker(TrainerCallback):
@@ -24,6 +25,7 @@ class PhaseTracker(TrainerCallback):
         self.every = max(1, int(every))
         self.measured: list[int] = []
         self.log = log or (lambda s: None)
+        self.tasks = load_tasks(self.cfg.tasks, self.cfg.tasks_dir)
 
     def _measure(self, model: Any, step: int, processing_class: Any = None) -> None:
         if step in self.measured:
@@ -38,7 +40,8 @@ class PhaseTracker(TrainerCallback):
             LoadSettings(),
         )
         try:
-            run_measure(replace(self.cfg, step=step), backend=backend, log=self.log)
+            # one task list for every step; distributions.parquet is rewritten once, by whoever analyses the run
+            run_measure(replace(self.cfg, step=step), backend=backend, log=self.log, tasks=self.tasks, consolidate=False)
         finally:
             inner.train(was_training)
         self.measured.append(step)
