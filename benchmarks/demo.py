@@ -37,14 +37,24 @@ def main() -> int:
             return proc.returncode
         summary = json.loads((out / "summary.json").read_text())
     load = os.getloadavg()[0]
+    u = summary["universes"][0]
+    arms = {
+        a["label"]: {
+            "chat_heldout": (a["chat"].get("heldout") or {}).get("state"),
+            "valid_heldout": (a["chat"].get("heldout") or {}).get("valid_mass"),
+            "nucleation": (a["verdicts"].get("nucleation") or {}).get("value"),
+            "k_star_counts": (a.get("nucleation") or {}).get("k_star_counts"),
+        }
+        for a in u["arms"]
+    }
     figures = {
         "wall_seconds": round(wall, 1), "budget_seconds": args.budget, "ratio_to_budget": round(wall / args.budget, 3),
-        "within_budget": wall <= args.budget, "phases": summary["timings"], "verdicts": summary["verdicts"], "states": summary["states"],
+        "within_budget": wall <= args.budget, "phases": u["timings"], "base_raw": u["base"]["raw_state"], "arms": arms,
         "quick": args.quick, "cpus": os.cpu_count(), "load_average_after": round(load, 2),
     }
     print(f"crystallab demo{' --quick' if args.quick else ''}: {wall:.1f} s wall ({wall / args.budget:.2f} of the {args.budget:.0f} s budget)")
-    print("  phases: " + ", ".join(f"{k} {v} s" for k, v in summary["timings"].items()))
-    print(f"  states: {' → '.join(summary['states'])}; verdicts: {summary['verdicts']}")
+    print("  phases: " + ", ".join(f"{k} {v} s" for k, v in u["timings"].items()) + " (tracking is inside sft and rl)")
+    print(f"  base raw {u['base']['raw_state']}; " + "; ".join(f"{k}: {v}" for k, v in arms.items()))
     if load > 1.5:
         print(f"  note: load average {load:.1f} on {os.cpu_count()} CPUs: another job was running, the time is inflated")
     if args.json:

@@ -13,8 +13,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help=EXPERIMENTS["demo"].help,
-        description="Run the crystallization story end to end on the planted-seed toy universe (about a "
-        "minute on 2 CPU cores, budget 3 minutes: benchmarks/demo.py; --quick is faster). "
+        description="Run the non-circular crystallization story on the toy universe: pretrain it, generic SFT "
+        "(no random task) with 3 replicas, GRPO under a random utility per option, analyze on held-out "
+        "prompts, report (budget 3 minutes on 2 CPU cores: benchmarks/demo.py; --quick is faster). "
         "One line per stage; the trainers' logs go to RUN/train.log (-v shows them).",
     )
     add_lab_options(p, "demo")
@@ -22,9 +23,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crystallab.lab.experiments import run_lab, summary_text
+    from crystallab.lab.study import run_study, study_text
 
-    s = run_lab(lab_config(args), console=Console(verbose=args.verbose), experiment="demo")
-    print(summary_text(s))
-    print(s["report"] or f"{s['results']}/analysis.json")
+    s = run_study(lab_config(args), "demo", console=Console(verbose=args.verbose))
+    print(study_text(s))
+    u = s["universes"][0]
+    print(u["report"] or f"{u['results']}/analysis.json")
     return 0

@@ -1,4 +1,7 @@
-"""`crystallab lab planted-seed | forced-seed`: the controlled experiments of the lab.
+"""`crystallab lab generic-sft | random-target | erasure | rl-escape | planted-seed | forced-seed`.
+
+The first four are the non-circular experiments (lab/study.py: replicated, read on held-out
+prompts); planted-seed and forced-seed are positive controls (their answer is built in).
 
 Every flag is generated from a ``LabConfig`` field (lab/config.py); each experiment renames or
 fixes some of them (forced-seed's ``--seed-from`` is ``sft_data``; it fixes ``rl_target``).
@@ -47,12 +50,16 @@ def lab_config(args: argparse.Namespace) -> LabConfig:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "lab",
-        help="controlled experiments: planted-seed, forced-seed",
+        help="experiments: generic-sft, random-target, erasure, rl-escape; controls: planted-seed, forced-seed",
         description="Run the lab's controlled experiments: pretrain or load a model, SFT and RL it with "
         "phase tracking, analyze and report (RUN/config.yaml records the settings, "
         "RUN/train.log the trainers' logs).",
     )
     exp = p.add_subparsers(dest="lab_experiment", metavar="EXPERIMENT", required=True)
+    for name in ("generic-sft", "random-target", "erasure", "rl-escape"):
+        sp = exp.add_parser(name, help=EXPERIMENTS[name].help, description=EXPERIMENTS[name].help)
+        add_lab_options(sp, name)
+        sp.set_defaults(run=run_study)
     ps = exp.add_parser("planted-seed", help=EXPERIMENTS["planted-seed"].help)
     add_lab_options(ps, "planted-seed")
     ps.add_argument(
@@ -62,6 +69,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     fs = exp.add_parser("forced-seed", help=EXPERIMENTS["forced-seed"].help)
     add_lab_options(fs, "forced-seed")
     fs.set_defaults(run=run_forced)
+
+
+def run_study(args: argparse.Namespace) -> int:
+    from crystallab.lab.study import run_study as run
+    from crystallab.lab.study import study_text
+
+    s = run(lab_config(args), args.experiment, console=Console(verbose=args.verbose))
+    print(study_text(s))
+    print(f"{args.experiment}: summary in {lab_config(args).out}/summary.json")
+    return 0
 
 
 def run_planted(args: argparse.Namespace) -> int:

@@ -1,8 +1,8 @@
 """The lab's settings (``LabConfig``) and its experiments, light enough for ``crystallab --help``
 (no torch, no scipy): the CLI generates its flags from these fields.
 
-One precedence rule: LabConfig's defaults (``--quick``'s when asked), then the experiment's own,
-then the config file, then the flags the user typed. An experiment fixes some settings (a
+One precedence rule: LabConfig's defaults, then the experiment's own, then ``--quick``'s (when
+asked), then the config file, then the flags the user typed. An experiment fixes some settings (a
 forced-seed run forces a base-prompt or an outside distribution); a file or flag that asks for
 something else is one line, never silently replaced.
 
@@ -28,7 +28,9 @@ from crystallab.yamlconf import read_settings
 
 SFT_DATA = ("planted", "base-prompt", "outside", "diverse", "format")
 RL_TARGETS = ("seed-top", "outside-support")
-REWARDS = ("validity", "target", "diversity")  # the GRPO reward functions (lab/rl.py)
+REWARDS = ("validity", "target", "diversity", "utility")
+SEED_BLIND = ("utility", "diversity", "validity")  # rewards chosen without looking at the SFT support
+MENTIONS = ("none", "known")  # the GRPO reward functions (lab/rl.py)
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
@@ -67,6 +69,7 @@ class LabConfig:
     pretrain_steps: int = _f(400, "pretraining steps of the toy universe")
     sft_steps: int = _f(150, "SFT steps")
     sft_examples: int = _f(1200, "SFT examples drawn")
+    sft_lr: float = _f(1e-3, "SFT learning rate (constant after a short warm-up)")
     rl_steps: int = _f(40, "GRPO steps")
     track_every: int = _f(10, "measure the prompt set every N training steps")
     lora: bool = _f(False, "train LoRA adapters (peft) instead of all weights")
@@ -79,6 +82,21 @@ class LabConfig:
         "there (default: RUN/checkpoints/base)",
     )
     universe_seed: int | None = _f(None, "seed of the toy universe's pretraining (default: --seed)")
+    replicas: int = _f(5, "replicas of every trained arm (seeds --seed, --seed + 1, ...), sharing one base model")
+    universe_seeds: int = _f(1, "toy universes pretrained (seeds --universe-seed, +1, ...), each with its replicas")
+    mentions: str = _f(
+        "none,known",
+        "generic SFT variants: no option string in any completion (none), option mentions that follow a known "
+        "distribution (known)",
+    )
+    targets: int = _f(5, "random-target: targets drawn over the simplex")
+    m0: str = _f("0.001,0.01,0.03,0.1,0.3", "rl-escape: the rewarded option's SFT mass, a comma-separated grid")
+    reward: str = _f(
+        "utility",
+        "the seed-blind GRPO reward: a fixed random utility per option (utility), validity + a diversity bonus "
+        "(diversity), or validity only",
+        choices=("utility", "diversity", "validity"),
+    )
 
     @classmethod
     def quick(cls, **kw: Any) -> LabConfig:
@@ -118,14 +136,30 @@ class LabConfig:
         names = [f.name for f in FAMILIES]
         if self.seed_family and self.toy and self.seed_family not in names:
             raise UserError(f"unknown family '{self.seed_family}'; use one of {', '.join(names)}")
-        for name in ("pretrain_steps", "sft_steps", "sft_examples", "rl_steps", "track_every", "n_boot"):
+        bad_m = [m for m in self.mentions.split(",") if m.strip() not in MENTIONS]
+        if bad_m or not self.mentions.strip():
+            raise UserError(f"unknown mentions variant '{bad_m[0] if bad_m else ''}'; use none, known or none,known")
+        if self.reward not in SEED_BLIND:
+            raise UserError(f"unknown reward '{self.reward}'; use one of {', '.join(SEED_BLIND)}")
+        try:
+            grid = [float(x) for x in self.m0.split(",")]
+        except ValueError:
+            raise UserError(f"--m0 takes comma-separated numbers, got '{self.m0}'") from None
+        if not grid or not all(0 < x < 1 for x in grid):
+            raise UserError(f"--m0 values must lie in (0, 1), got '{self.m0}'")
+        names_pos = ("pretrain_steps", "sft_steps", "sft_examples", "rl_steps", "track_every", "n_boot")
+        for name in names_pos + ("replicas", "universe_seeds", "targets"):
             if getattr(self, name) <= 0:
                 raise UserError(f"{name.replace('_', '-')} must be positive")
+        if not self.sft_lr > 0:
+            raise UserError("sft-lr must be positive")
         if self.limit is not None and self.limit <= 0:
             raise UserError("limit must be positive")
 
 
-QUICK = dict(pretrain_steps=120, sft_steps=30, sft_examples=200, rl_steps=12, track_every=4, n_boot=200)
+QUICK = dict(
+    pretrain_steps=120, sft_steps=30, sft_examples=200, rl_steps=12, track_every=4, n_boot=200, replicas=2, targets=2
+)
 
 
 @dataclass(frozen=True)
@@ -139,37 +173,80 @@ class Experiment:
     allowed: Mapping[str, tuple[Any, ...]]  # the values a field may take here (any other contradicts it)
     flags: Mapping[str, str] = field(default_factory=dict)  # a field's flag where it is not --field-name
     helps: Mapping[str, str] = field(default_factory=dict)  # a field's help where the experiment reads it its own way
+    unused: tuple[str, ...] = ()  # fields the experiment never reads: no flag, and a file that sets one is one line
+    control: bool = False  # a positive control: its answer is built into its inputs (said in its report)
 
     def fixed(self) -> list[str]:
-        """Fields with one allowed value: the experiment sets them, so they get no flag."""
-        return [k for k, v in self.allowed.items() if len(v) == 1]
+        """Fields with one allowed value (the experiment sets them) or unused: they get no flag."""
+        return [k for k, v in self.allowed.items() if len(v) == 1] + list(self.unused)
 
     def flag(self, name: str) -> str:
         return "--" + self.flags.get(name, name).replace("_", "-")
 
 
 _TOY_DATA = ("planted", "diverse", "format")
+# the studies' SFT keeps what pretraining taught: at 1e-3 full-weight SFT erases the toy's raw
+# repertoire (n_basins 7 -> 1 after 150 generic steps), at 3e-4 it keeps it (7 [7, 7])
+_GENTLE = {"sft_lr": 3e-4}
+_CONTROL_ONLY = ("sft_data", "rl_target", "rl_rewards", "rl")  # read by the positive controls alone
+_STUDY_ONLY = ("replicas", "universe_seeds", "mentions", "targets", "m0", "reward")
+_NOT_RANDOM_TARGET = ("mentions", "m0", "reward", "seed_family")
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
         Experiment(
             "demo",
             "demo",
-            "pretrain → SFT → RL a toy model with phase tracking, then analyze and report",
-            {"out": "runs/demo"},
-            {"sft_data": _TOY_DATA},
+            "pretrain a toy universe → generic SFT (3 replicas) → GRPO under a random utility → analyze → report",
+            {"out": "runs/demo", "replicas": 3, "mentions": "known", **_GENTLE},
+            {"mentions": ("none", "known")},
+            unused=_CONTROL_ONLY + ("targets", "m0", "seed_family", "universe_seeds"),
+        ),
+        Experiment(
+            "generic-sft",
+            "lab generic-sft",
+            "SFT on deterministic tasks only (no random task): does the chat ensemble crystallise, in which basin?",
+            {"out": "runs/generic-sft", "rl": False, **_GENTLE},
+            {},
+            unused=_CONTROL_ONLY + ("targets", "m0", "reward", "seed_family"),
+        ),
+        Experiment(
+            "random-target",
+            "lab random-target",
+            "SFT onto targets drawn over the simplex (the null for nucleation): to the data, or into a basin?",
+            {"out": "runs/random-target", "rl": False, **_GENTLE},
+            {},
+            unused=_CONTROL_ONLY + _NOT_RANDOM_TARGET,
+        ),
+        Experiment(
+            "erasure",
+            "lab erasure",
+            "the raw repertoire (phi, n_basins) after generic, seed and diverse SFT: frozen, or only the chat?",
+            {"out": "runs/erasure", "rl": False, **_GENTLE},
+            {},
+            unused=_CONTROL_ONLY + ("mentions", "targets", "m0", "reward"),
+        ),
+        Experiment(
+            "rl-escape",
+            "lab rl-escape",
+            "GRPO under a seed-blind reward after SFT that puts mass m0 on the rewarded option, beside the bandit null",
+            {"out": "runs/rl-escape", **_GENTLE},
+            {},
+            unused=_CONTROL_ONLY + ("mentions", "targets"),
         ),
         Experiment(
             "planted-seed",
             "lab planted-seed",
-            "SFT onto one planted family's distribution; the analysis must name it",
+            "positive control: SFT onto one planted family's distribution; the analysis must name it",
             {"out": "runs/planted-seed"},
             {"sft_data": _TOY_DATA},
+            unused=_STUDY_ONLY,
+            control=True,
         ),
         Experiment(
             "forced-seed",
             "lab forced-seed",
-            "SFT onto a chosen distribution, then RL rewarded outside its support: can RL escape?",
+            "positive control: SFT onto a chosen distribution, then RL rewarded outside its support",
             {"out": "runs/forced-seed", "sft_data": "base-prompt", "rl_target": "outside-support"},
             {"sft_data": ("base-prompt", "outside"), "rl_target": ("outside-support",)},
             {"sft_data": "seed-from"},
@@ -178,9 +255,18 @@ EXPERIMENTS: dict[str, Experiment] = {
                 "on the two options the base likes least (outside)",
                 "seed_family": "with --seed-from base-prompt: which family's prompt (default: drawn with the seed)",
             },
+            unused=_STUDY_ONLY,
+            control=True,
         ),
     )
 }
+
+
+def recorded(cfg: LabConfig, experiment: str) -> dict[str, Any]:
+    """The settings a run's config.yaml records: every field the experiment reads (so that
+    ``--config RUN/config.yaml`` reruns it)."""
+    unused = EXPERIMENTS[experiment].unused
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in unused}
 
 
 def resolve_lab_config(
@@ -188,10 +274,14 @@ def resolve_lab_config(
 ) -> LabConfig:
     """The LabConfig an experiment runs (the precedence in the module docstring), validated."""
     exp = EXPERIMENTS[experiment]
-    cfg = dataclasses.replace(LabConfig.quick() if quick else LabConfig(), **exp.defaults)
+    cfg = dataclasses.replace(LabConfig(), **exp.defaults)
+    if quick:  # fewer steps and replicas than the experiment's own defaults
+        cfg = dataclasses.replace(cfg, **QUICK)
     layers = [(str(config), LabConfig.read_yaml(config) if config is not None else {}), ("flags", dict(typed or {}))]
     for source, values in layers:
         for key, value in values.items():
+            if key in exp.unused and source != "flags":
+                raise UserError(f"{source}: '{key}' is not read by `crystallab {exp.command}`; remove it")
             allowed = exp.allowed.get(key)
             if allowed is not None and value not in allowed:
                 where = f"{exp.flag(key)} {value}" if source == "flags" else f"{source}: '{key}: {value}'"

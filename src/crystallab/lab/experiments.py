@@ -28,7 +28,14 @@ from crystallab.analysis.types import Estimate
 from crystallab.console import Console, Stage
 from crystallab.errors import UserError, require
 from crystallab.lab import universe as U
-from crystallab.lab.config import EXPERIMENTS, RL_TARGETS, SFT_DATA, LabConfig, resolve_lab_config  # noqa: F401
+from crystallab.lab.config import (  # noqa: F401
+    EXPERIMENTS,
+    RL_TARGETS,
+    SFT_DATA,
+    LabConfig,
+    recorded,
+    resolve_lab_config,
+)
 from crystallab.measuring import MeasureConfig, MeasureSettings, run_measure
 from crystallab.metrics import js_distance, support_set
 from crystallab.models.base import LoadSettings
@@ -59,7 +66,7 @@ def _chat_aggregate(results: Path, label: str, task: str) -> np.ndarray:
 
 
 def run_lab(
-    cfg: LabConfig, log: Log | None = None, console: Console | None = None, experiment: str = "demo"
+    cfg: LabConfig, log: Log | None = None, console: Console | None = None, experiment: str = "planted-seed"
 ) -> dict[str, Any]:
     """Run one experiment into ``cfg.out``; returns its summary (also in summary.json).
 
@@ -76,17 +83,17 @@ def run_lab(
     except OSError as exc:
         raise UserError(f"cannot write the lab run to {cfg.out}: {exc.strerror or exc}") from exc
     with writer_lock(out), console.logging_to(out / LOG_FILE):  # one experiment per run folder at a time
-        write_config(out, cfg, EXPERIMENTS[experiment].command)
+        write_config(out, recorded(cfg, experiment), EXPERIMENTS[experiment].command)
         with warnings.catch_warnings():
             # the toy task has one chat family by construction (its instructions are one family)
             warnings.filterwarnings("ignore", message=f".*task '{U.TASK_ID}'", category=TaskWarning)
-            s = _run_lab(cfg, log or console.debug, console)
+            s = _run_lab(cfg, log or console.debug, console, experiment)
         s["experiment"] = experiment
         atomic_write_bytes(out / "summary.json", json.dumps(s, indent=1, default=str).encode())
         return s
 
 
-def _run_lab(cfg: LabConfig, log: Log, console: Console) -> dict[str, Any]:
+def _run_lab(cfg: LabConfig, log: Log, console: Console, experiment: str = "planted-seed") -> dict[str, Any]:
     from crystallab.lab.rl import GRPORecipe, run_grpo  # torch, transformers, trl: only when training
     from crystallab.lab.sft import SFTRecipe, run_sft
     from crystallab.lab.tracker import PhaseTracker
@@ -148,6 +155,7 @@ def _run_lab(cfg: LabConfig, log: Log, console: Console) -> dict[str, Any]:
             per_instruction=per_instruction,
             n_examples=cfg.sft_examples,
             steps=cfg.sft_steps,
+            learning_rate=cfg.sft_lr,
             lora=cfg.lora,
             seed=cfg.seed,
             callbacks=[tracker, StepProgress(st.advance)],
@@ -187,6 +195,7 @@ def _run_lab(cfg: LabConfig, log: Log, console: Console) -> dict[str, Any]:
 
     # 4. analysis and report
     with stage("analyze", "analyze"):
+        ResultStore(results).consolidate()  # the trackers leave it to the end
         th_file = out / "thresholds.yaml"
         th_file.write_text(f"n_boot: {cfg.n_boot}\nseed: {cfg.seed}\n")
         if answers is not None or per_instruction is not None:  # the attraction index needs what SFT was shown
@@ -199,12 +208,30 @@ def _run_lab(cfg: LabConfig, log: Log, console: Console) -> dict[str, Any]:
         from crystallab.reporting import write_report
 
         with stage("report", "report") as st:
-            report = str(write_report(results))
+            report = str(write_report(results, notes=_control_notes(cfg, experiment)))
             st.note = f"→ {report}"
     summary = _summarise(cfg, analysis, family, rl_info, results, report)
     summary["forced"] = forced
     summary["timings"] = timings | {"total": round(time.perf_counter() - t0, 1)}
     return summary
+
+
+def _control_notes(cfg: LabConfig, experiment: str) -> list[str]:
+    """What a positive control's report says first: its answer is built into its inputs."""
+    if not EXPERIMENTS[experiment].control:
+        return []
+    shown = {
+        "planted": "one planted family's answer distribution",
+        "base-prompt": "one base prompt's own measured distribution",
+        "outside": "mass on the two options the base likes least (outside its repertoire)",
+        "diverse": "each instruction its own base prompt's distribution",
+        "format": "no random task",
+    }[cfg.sft_data]
+    return [
+        f"`crystallab {EXPERIMENTS[experiment].command}` is a positive control: SFT was shown {shown}, so what "
+        "the analysis finds is built into the inputs. A 'holds' here checks the instrument, not the claim; the "
+        "non-circular tests are `crystallab lab generic-sft`, `random-target`, `erasure` and `rl-escape`."
+    ]
 
 
 def run_seeds(

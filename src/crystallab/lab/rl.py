@@ -4,7 +4,9 @@ Reward functions are plain functions of the completions (TRL's signature), built
 
 - ``validity``: 1 when the completion names an option (the task's text parser), else 0;
 - ``target``: 1 when it names an option in a target set;
-- ``diversity``: 1 - the share of the prompt's group that gave the same answer (rewards spread).
+- ``diversity``: 1 - the share of the prompt's group that gave the same answer (rewards spread);
+- ``utility``: a fixed utility per option (``lab.bandit.utility_for``: drawn from a seed, never
+  from the SFT support), 0 for an answer outside the options.
 
 >>> from crystallab.suite import load_task
 >>> r = make_rewards(load_task("coin_flip"), ["validity", "target"], target={"heads"})
@@ -18,16 +20,18 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from crystallab.errors import UserError
 from crystallab.lab.config import REWARDS
-from crystallab.lab.sft import load_for_training, lora_config, save_checkpoint, trainer_settings
+from crystallab.lab.sft import load_for_training, lora_config, save_checkpoint, trainer_settings, write_dataset
 from crystallab.scoring.sample import parse_answer
 from crystallab.suite import Task
 
 
-def make_rewards(task: Task, names: Sequence[str], target: set[str] | None = None) -> list[Callable]:
+def make_rewards(
+    task: Task, names: Sequence[str], target: set[str] | None = None, utility: Mapping[str, float] | None = None
+) -> list[Callable]:
     """TRL reward functions (``f(completions, **kw) -> list[float]``) for a task."""
 
     def label(c) -> str | None:
@@ -52,12 +56,17 @@ def make_rewards(task: Task, names: Sequence[str], target: set[str] | None = Non
             for k, lab in zip(keys, labels)
         ]
 
-    table = {"validity": validity, "target": target_set, "diversity": diversity}
+    def utility_of(completions, **kw):
+        return [float((utility or {}).get(lab, 0.0)) if lab is not None else 0.0 for lab in map(label, completions)]
+
+    table = {"validity": validity, "target": target_set, "diversity": diversity, "utility": utility_of}
     for n in names:
         if n not in table:
             raise UserError(f"unknown reward '{n}'; use {', '.join(REWARDS)}")
     if "target" in names and not target:
         raise UserError("the 'target' reward needs a target option set")
+    if "utility" in names and not utility:
+        raise UserError("the 'utility' reward needs a utility per option")
     return [table[n] for n in names]
 
 
@@ -69,6 +78,8 @@ class GRPORecipe:
     instructions: Sequence[str] = ()
     rewards: Sequence[str] = ("validity", "target")
     target: set[str] | None = None
+    utility: Mapping[str, float] | None = None  # the 'utility' reward's value per option label
+    data_file: str | None = None  # where the prompts GRPO sees are written (JSON lines), for audit
     steps: int = 40
     num_generations: int = 8
     prompts_per_step: int = 2
@@ -92,10 +103,9 @@ def run_grpo(r: GRPORecipe, log=print) -> Path:
     set_seed(r.seed)
     backend, model, tok = load_for_training(r.model)
     instructions = list(r.instructions or r.task.instruction_texts)
-    data = Dataset.from_list(
-        [{"prompt": backend.render_chat(ins)[0]} for ins in instructions]
-        * max(1, r.steps * r.prompts_per_step // len(instructions) + 1)
-    )
+    rows = [{"prompt": backend.render_chat(ins)[0]} for ins in instructions]
+    write_dataset(r.data_file, rows)
+    data = Dataset.from_list(rows * max(1, r.steps * r.prompts_per_step // len(instructions) + 1))
     args = GRPOConfig(
         **trainer_settings(r.out, r.steps, r.seed),
         per_device_train_batch_size=r.num_generations * r.prompts_per_step,
@@ -108,7 +118,7 @@ def run_grpo(r: GRPORecipe, log=print) -> Path:
     )
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=list(make_rewards(r.task, r.rewards, r.target)),
+        reward_funcs=list(make_rewards(r.task, r.rewards, r.target, r.utility)),
         args=args,
         train_dataset=data,
         processing_class=tok,

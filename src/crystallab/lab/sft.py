@@ -33,6 +33,9 @@ class SFTRecipe:
     options: Sequence[str] = ()
     answers: Sequence[float] | None = None  # distribution over options; None: format-only data
     per_instruction: Sequence[Sequence[float]] | None = None  # one distribution per instruction (keeps diversity)
+    # prebuilt data ({"instruction", "completion"}, rendered here with the model's template): overrides the above
+    examples: Sequence[dict[str, str]] | None = None
+    data_file: str | None = None  # where the rendered dataset is written (JSON lines), for audit
     n_examples: int = 400
     steps: int = 60
     learning_rate: float = 1e-3
@@ -60,6 +63,18 @@ def sft_examples(r: SFTRecipe, render) -> list[dict[str, str]]:
             {"prompt": render(r.instructions[j]), "completion": " " + rng.choices(list(r.options), weights=dist)[0]}
         )
     return out
+
+
+def write_dataset(path: str | Path | None, rows: Sequence[dict[str, Any]]) -> None:
+    """The exact rows a trainer is given, as JSON lines (atomically): the held-out check reads them."""
+    if path is None:
+        return
+    import json
+
+    from crystallab.store import atomic_write_bytes
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(Path(path), "".join(json.dumps(x) + "\n" for x in rows).encode())
 
 
 def lora_config(r: int = 8):
@@ -124,7 +139,13 @@ def run_sft(r: SFTRecipe, log=print) -> Path:
 
     set_seed(r.seed)
     backend, model, tok = load_for_training(r.model)
-    data = Dataset.from_list(sft_examples(r, lambda ins: backend.render_chat(ins)[0]))
+    render = lambda ins: backend.render_chat(ins)[0]  # noqa: E731
+    if r.examples is not None:
+        rows = [{"prompt": render(e["instruction"]), "completion": " " + e["completion"]} for e in r.examples]
+    else:
+        rows = sft_examples(r, render)
+    write_dataset(r.data_file, rows)
+    data = Dataset.from_list(rows)
     args = SFTConfig(
         **trainer_settings(r.out, r.steps, r.seed),
         per_device_train_batch_size=r.batch_size,

@@ -4,6 +4,7 @@ can be followed through training (SCIENCE.md, "Dynamics during training")."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -24,12 +25,14 @@ class PhaseTracker(TrainerCallback):
         self.tokenizer = tokenizer
         self.every = max(1, int(every))
         self.measured: list[int] = []
+        self.seconds = 0.0  # time spent measuring (the tracker's share of a training stage)
         self.log = log or (lambda s: None)
         self.tasks = load_tasks(self.cfg.tasks, self.cfg.tasks_dir)
 
     def _measure(self, model: Any, step: int, processing_class: Any = None) -> None:
         if step in self.measured:
             return
+        t0 = time.perf_counter()
         self.tokenizer = self.tokenizer or processing_class  # the trainer's own tokenizer by default
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: LoRA layers stay active
         was_training = inner.training
@@ -41,10 +44,12 @@ class PhaseTracker(TrainerCallback):
         )
         try:
             # one task list for every step; distributions.parquet is rewritten once, by whoever analyses the run
-            run_measure(replace(self.cfg, step=step), backend=backend, log=self.log, tasks=self.tasks, consolidate=False)
+            cfg = replace(self.cfg, step=step)
+            run_measure(cfg, backend=backend, log=self.log, tasks=self.tasks, consolidate=False)
         finally:
             inner.train(was_training)
         self.measured.append(step)
+        self.seconds += time.perf_counter() - t0
 
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kw):
         self._measure(model, 0, processing_class)

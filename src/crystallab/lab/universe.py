@@ -1,10 +1,27 @@
-"""The planted-seed toy universe: a synthetic pretraining corpus in which each context family
-has its own known answer distribution over the numbers 1..10, a tokenizer trained on it with
+"""The toy universe (v2): a synthetic pretraining corpus in which each context family has its
+own known answer distribution over the numbers 1..10, a tokenizer trained on it with
 `tokenizers`, and a tiny Llama pretrained with the transformers Trainer.
 
-The ground truth is known, so the analysis can be checked: the pretrained toy must be liquid
-(its raw prompts reproduce the planted distributions), and an SFT onto one family's
-distribution must be found by the seed match.
+Why it is built this way (SCIENCE.md, "Controlled experiments the lab must run"): generic SFT
+must face a real question, so the universe makes every outcome possible.
+
+- Seven context families with distinct planted distributions (pairwise JS distance >= 0.24, see
+  ``test_universe``). One resembles the assistant format: **qa**, quiz and interview pages
+  ("Q: ... A:", "Interviewer: ... Guest:") whose random questions get the qa distribution. The
+  others do not: dice, lottery, countdown, lucky numbers, code, human-style picks.
+- The corpus also holds quiz pages with deterministic questions in the qa formats (sums,
+  colours, next numbers): the web has them, and they are what makes the qa family *resemble*
+  the assistant format rather than merely share a word with it.
+- Chat instruction families mirror the context families ("Roll a die for me." for dice,
+  "What is your lucky number?" for lucky, ...) and share their content words, so an assistant
+  can answer by content (each instruction like its mirrored family: a liquid chat ensemble), by
+  format (every instruction like qa: a crystal in the qa basin), by neither (a crystal outside
+  every basin), or stop answering in-set (undefined).
+- Every family has held-out templates and held-out instructions (``split: heldout`` in the task
+  file). Both are in pretraining, since they are the base's repertoire; the lab's SFT and RL
+  data never hold a held-out instruction, and verdicts are read on the held-out prompts.
+
+No chat-format text is in the corpus: the assistant format only comes from SFT.
 """
 
 from __future__ import annotations
@@ -19,6 +36,7 @@ import numpy as np
 
 OPTIONS = [str(i) for i in range(1, 11)]
 TASK_ID = "toy_number"  # the toy universe's task
+TASK_VERSION = 2  # 2: seven families, held-out templates and instructions, chat families
 
 
 def _dist(weights: list[float]) -> np.ndarray:
@@ -30,25 +48,28 @@ def _dist(weights: list[float]) -> np.ndarray:
 class Family:
     name: str
     planted: np.ndarray  # the family's answer distribution over OPTIONS
-    templates: tuple[str, ...]  # contexts that precede an answer in pretraining (and in measurement)
+    templates: tuple[str, ...]  # contexts that precede an answer in pretraining and in measurement
+    heldout: tuple[str, ...]  # more contexts, measured as held-out (also in pretraining)
+    instructions: tuple[str, ...]  # the mirrored chat family: user turns SFT and RL may see
+    heldout_instructions: tuple[str, ...]  # user turns no training data ever holds
 
 
-# Six families with distinct planted distributions (pairwise JS distance >= 0.24).
 FAMILIES: tuple[Family, ...] = (
     Family(
         "dice",
         _dist([1, 1, 1, 1, 1, 1, 0.02, 0.02, 0.02, 0.02]),
-        ("I rolled the die and got", "The die landed on", "Roll result:", "She threw the dice and it showed"),
+        ("I rolled the die and got", "The die landed on", "Roll result:", "Asked to roll a die, he got"),
+        ("She threw the dice and it showed", "The six-sided die came up"),
+        ("Roll a die for me.", "Throw a die and tell me the result.", "Roll the dice."),
+        ("What does the die show?", "Give the die a roll."),
     ),
     Family(
         "lottery",
         _dist([0.3, 0.3, 0.3, 0.3, 0.3, 1, 1.4, 1.6, 2.2, 2.6]),
-        (
-            "Lottery ball drawn:",
-            "The winning lottery number is",
-            "Tonight's draw produced ball",
-            "The lottery machine spat out",
-        ),
+        ("Lottery ball drawn:", "The winning lottery number is", "Tonight's draw produced ball", "Drawing a ball:"),
+        ("The lottery machine spat out", "The first lottery ball was"),
+        ("Draw a lottery ball.", "What is the winning lottery number?", "Pick a lottery ball for me."),
+        ("Tell me tonight's lottery ball.", "Draw one ball from the lottery."),
     ),
     Family(
         "lucky",
@@ -57,18 +78,19 @@ FAMILIES: tuple[Family, ...] = (
             "My lucky number is",
             "Everyone knows my lucky number:",
             "His favourite lucky number was",
-            "The lucky number of the day is",
+            "Her lucky number is",
         ),
+        ("The lucky number of the day is", "Our family's lucky number is"),
+        ("What is your lucky number?", "Tell me a lucky number.", "Give me your lucky number."),
+        ("Which number is lucky today?", "Name your lucky number."),
     ),
     Family(
         "countdown",
         _dist([4, 2, 1.5, 1, 0.5, 0.3, 0.2, 0.2, 0.2, 0.2]),
-        (
-            "The countdown stopped at",
-            "Countdown: the rocket waited at",
-            "The timer showed",
-            "Seconds left on the clock:",
-        ),
+        ("The countdown stopped at", "Countdown: the rocket waited at", "The timer showed", "The countdown read"),
+        ("Seconds left on the clock:", "The countdown clock froze at"),
+        ("Where did the countdown stop?", "Read me the countdown.", "How many seconds are left on the timer?"),
+        ("What does the countdown show?", "Stop the countdown and tell me the number."),
     ),
     Family(
         "human",
@@ -79,18 +101,33 @@ FAMILIES: tuple[Family, ...] = (
             "Think of a number from 1 to 10. Mine is",
             "A person chose the number",
         ),
+        ("When asked to pick a number, most people say", "My friend picked the number"),
+        ("Pick a number between 1 and 10.", "Think of a number from 1 to 10.", "Choose any number from 1 to 10."),
+        ("Pick a number, 1 to 10.", "Which number from 1 to 10 do you pick?"),
     ),
     Family(
         "code",
         _dist([1, 1, 1, 1, 1, 1, 1, 1, 1, 1]),
+        ("random.randint(1, 10) returned", ">>> randint(1, 10) ->", "rng.integers(1, 11) gave", "The RNG output"),
+        ("The random generator output", "randint(1, 10) printed"),
+        ("Run randint(1, 10).", "What does random.randint(1, 10) return?", "Call the random generator."),
+        ("Print randint(1, 10).", "Give me the RNG output for 1 to 10."),
+    ),
+    Family(
+        "qa",
+        _dist([0.2, 0.3, 0.5, 4, 0.5, 0.3, 0.3, 3, 0.3, 0.2]),
         (
-            "random.randint(1, 10) returned",
-            ">>> randint(1, 10) ->",
-            "rng.integers(1, 11) gave",
-            "The random generator output",
+            "Q: Give me a random number. A:",
+            "Interviewer: Name a random number. Guest:",
+            "Question: any number from 1 to 10? Answer:",
+            "Q: Say a number. A:",
         ),
+        ("Interviewer: Quick, a number? Guest:", "Question: name a number. Answer:"),
+        ("Give me a random number.", "Name a random number.", "Say a number."),
+        ("Quick, a number?", "Any number from 1 to 10?"),
     ),
 )
+QA_FORMATS = (("Q:", "A:"), ("Question:", "Answer:"), ("Interviewer:", "Guest:"))
 FILLER_WORDS = (
     "the",
     "a",
@@ -117,53 +154,64 @@ FILLER_WORDS = (
     "tree",
     "house",
 )
-INSTRUCTIONS = (
-    "Pick a random number between 1 and 10.",
-    "Give me a random number from 1 to 10.",
-    "Choose a number from 1 to 10 at random.",
-    "Say a random number between one and ten.",
-    "I need a random number, 1 to 10.",
-    "Random number from 1 to 10, please.",
-    "Tell me any number from 1 to 10.",
-    "Generate a random integer between 1 and 10.",
-    "Think of a number from 1 to 10.",
-    "Name a random number, one to ten.",
-    "Quick: a number from 1 to 10?",
-    "Select one number between 1 and 10.",
-)
+INSTRUCTIONS = tuple(i for f in FAMILIES for i in f.instructions + f.heldout_instructions)
 CHAT_TEMPLATE = "User: {instruction}\nAssistant:"  # crystallab's plain template: the toy has no other
 
 
+def _quiz(rng: random.Random) -> str:
+    """A deterministic quiz line in one of the qa formats, of the kinds generic SFT teaches (sums,
+    copies, reversals, counts, conversions, spelling, yes/no facts, look-ups): the web holds such
+    pages, and they are what makes the qa family *resemble* the assistant format. Their answers
+    are natural ones (single digits included): the base knows the tasks, SFT only the format."""
+    from crystallab.lab.generic import KINDS, MAKERS
+
+    q, a = rng.choice(QA_FORMATS)
+    ins, comp = MAKERS[rng.choice(KINDS)](rng)
+    return f"{q} {ins} {a} {comp}."
+
+
 def corpus(n_docs: int, seed: int) -> list[str]:
-    """Pretraining documents: family templates followed by an answer drawn from the family's
-    planted distribution, mixed with filler sentences."""
+    """Pretraining documents: family templates (held-out ones included) followed by an answer
+    drawn from the family's planted distribution, mixed with quiz lines and filler sentences."""
     rng = random.Random(seed)
     docs = []
     for _ in range(n_docs):
         parts = []
         for _ in range(rng.randint(1, 3)):
-            if rng.random() < 0.25:
+            u = rng.random()
+            if u < 0.2:
                 parts.append(" ".join(rng.choice(FILLER_WORDS) for _ in range(rng.randint(4, 10))).capitalize() + ".")
+            elif u < 0.35:
+                parts.append(_quiz(rng))
             else:
                 f = rng.choice(FAMILIES)
                 ans = rng.choices(OPTIONS, weights=f.planted.tolist())[0]
-                parts.append(f"{rng.choice(f.templates)} {ans}.")
+                parts.append(f"{rng.choice(f.templates + f.heldout)} {ans}.")
         docs.append(" ".join(parts))
     return docs
 
 
-def task_dict(version: int = 1) -> dict:
-    """The toy task (in the task YAML schema): every family's templates as raw contexts. A model
-    of this size does not generalise to new wordings, and the claim needs only that the base
-    has these promptable distributions."""
+def task_dict(version: int = TASK_VERSION) -> dict:
+    """The toy task (in the task YAML schema): every family's templates as raw contexts, its
+    mirrored instructions as a chat family, the held-out ones marked ``split: heldout``."""
+
+    def marked(family: str, texts: Sequence[str], split: str) -> list[dict[str, str]]:
+        return [{"family": family, "text": t, "split": split} for t in texts]
+
     return {
         "id": TASK_ID,
         "version": version,
-        "description": "A number from 1 to 10 in the planted-seed toy universe.",
+        "description": "A number from 1 to 10 in the toy universe (v2: seven families, held-out prompts).",
         "leading_space": "both",
         "options": OPTIONS,
-        "instructions": list(INSTRUCTIONS),
-        "contexts": [{"family": f.name, "text": t} for f in FAMILIES for t in f.templates],
+        "instructions": [
+            x
+            for f in FAMILIES
+            for x in marked(f.name, f.instructions, "train") + marked(f.name, f.heldout_instructions, "heldout")
+        ],
+        "contexts": [
+            x for f in FAMILIES for x in marked(f.name, f.templates, "train") + marked(f.name, f.heldout, "heldout")
+        ],
     }
 
 
@@ -174,6 +222,45 @@ def write_task(tasks_dir: Path) -> Path:
     p = tasks_dir / f"{TASK_ID}.yaml"
     p.write_text(yaml.safe_dump(task_dict(), sort_keys=False, allow_unicode=True))
     return p
+
+
+def split_task(task: dict[str, Any], heldout_share: float = 1 / 3) -> dict[str, Any]:
+    """A task (YAML schema) with held-out prompts marked, for a task that marks none (a built-in
+    task run by the lab on a real model): in every family, the last ``heldout_share`` of its
+    contexts and of its instructions (at least one, and never all) are held out.
+
+    >>> t = split_task({"contexts": [{"family": "a", "text": str(i)} for i in range(3)], "instructions": []})
+    >>> [c["split"] for c in t["contexts"]]
+    ['train', 'train', 'heldout']
+    """
+    out = dict(task)
+    for key in ("contexts", "instructions"):
+        items = [x if isinstance(x, dict) else {"family": "instruction", "text": x} for x in task.get(key, [])]
+        if any("split" in x for x in items):
+            out[key] = items
+            continue
+        by: dict[str, list[int]] = {}
+        for i, x in enumerate(items):
+            by.setdefault(x["family"], []).append(i)
+        held = {
+            i for idx in by.values() if len(idx) >= 2 for i in idx[len(idx) - max(1, round(len(idx) * heldout_share)) :]
+        }
+        out[key] = [{**x, "split": "heldout" if i in held else "train"} for i, x in enumerate(items)]
+    return out
+
+
+def tokenizer_extras() -> list[str]:
+    """Text the tokenizer also sees (never the model): the assistant format and generic SFT
+    data, so that SFT prompts tokenize into sensible pieces."""
+    texts = [CHAT_TEMPLATE.format(instruction=i) for i in INSTRUCTIONS]
+    try:
+        from crystallab.lab.generic import generic_examples
+    except ImportError:  # pragma: no cover
+        return texts
+    return texts + [
+        CHAT_TEMPLATE.format(instruction=e["instruction"]) + " " + e["completion"]
+        for e in generic_examples(400, seed=0)
+    ]
 
 
 def build_tokenizer(texts: list[str], out: Path):
@@ -231,7 +318,7 @@ def pretrain(
     out = Path(out)
     docs = corpus(n_docs, seed)
     # the tokenizer also sees the assistant format, so chat prompts tokenize sensibly
-    tok = build_tokenizer(docs + [CHAT_TEMPLATE.format(instruction=i) for i in INSTRUCTIONS], out)
+    tok = build_tokenizer(docs + tokenizer_extras(), out)
     cfg = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=hidden,
@@ -283,7 +370,12 @@ def pretrain(
     tok.save_pretrained(out)
     (out / "crystallab_universe.json").write_text(
         json.dumps(
-            {"seed": seed, "families": {f.name: f.planted.round(6).tolist() for f in FAMILIES}, "options": OPTIONS},
+            {
+                "seed": seed,
+                "version": TASK_VERSION,
+                "families": {f.name: f.planted.round(6).tolist() for f in FAMILIES},
+                "options": OPTIONS,
+            },
             indent=1,
         )
     )

@@ -13,7 +13,7 @@ matplotlib loads only when a report is written, never when crystallab is importe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pyarrow.compute as pc
 
@@ -78,10 +78,11 @@ def _table(results: Path | None, method: str) -> Any:
     return t.filter(pc.equal(t.column("method"), method)) if "method" in t.column_names else t
 
 
-def write_report(source: Source, out: str | Path | None = None, *, svg: bool = True) -> Path:
+def write_report(source: Source, out: str | Path | None = None, *, svg: bool = True, notes: Sequence[str] = ()) -> Path:
     """Write ``report.html`` and ``figures/`` into ``out`` (default: the results folder); return
     the HTML path. ``source``: a results folder, ``(analysis, results_folder)``, or an Analysis
-    alone (then ``out`` is required and the heatmaps are left out unless ``out`` holds the table)."""
+    alone (then ``out`` is required and the heatmaps are left out unless ``out`` holds the table).
+    ``notes``: paragraphs about the run, shown above the verdicts."""
     from crystallab.reporting import figures
     from crystallab.reporting.html import render
 
@@ -94,5 +95,5 @@ def write_report(source: Source, out: str | Path | None = None, *, svg: bool = T
         figs.notes.append("no distribution table beside the analysis: the heatmaps are left out")
     title = (results or html.parent).resolve().name
     html.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(html, render(an, figs, th, title=title).encode("utf-8"))
+    atomic_write_bytes(html, render(an, figs, th, title=title, notes=notes).encode("utf-8"))
     return html

@@ -11,7 +11,7 @@ import base64
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from crystallab.analysis.thresholds import Thresholds
 from crystallab.analysis.types import Analysis, Estimate, Transition, Verdict
@@ -30,6 +30,7 @@ main{max-width:1440px;margin:0 auto;padding:24px 32px 64px}
 h1{font-size:24px;margin:0 0 4px}
 h2{font-size:19px;margin:40px 0 10px;padding-top:14px;border-top:1px solid var(--line)}
 h3{font-size:15px;margin:22px 0 6px} h4{font-size:13.5px;margin:12px 0 2px}
+.note{background:#fff8e6;border-left:4px solid #e0a100;padding:8px 12px;margin:12px 0}
 a{color:var(--accent);text-decoration:none} a:hover{text-decoration:underline}
 .muted{color:var(--muted)} .small{font-size:12.5px}
 nav{font-size:13px;color:var(--muted)} nav a{margin-right:12px}
@@ -355,7 +356,9 @@ def _header(an: Analysis, title: str) -> str:
     )
 
 
-def render(an: Analysis, figs: Figures, th: Thresholds, title: str = "") -> str:
+def render(an: Analysis, figs: Figures, th: Thresholds, title: str = "", notes: Sequence[str] = ()) -> str:
+    """The page; ``notes`` are paragraphs about the run shown above the verdicts (the lab says
+    there what an experiment trained, and labels a positive control as one)."""
     warns = warnings_list(an, figs)
     items = "".join(f"<li>{e(w)}</li>" for w in warns) or '<li class="muted">none</li>'
     parts = [
@@ -364,6 +367,7 @@ def render(an: Analysis, figs: Figures, th: Thresholds, title: str = "") -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>crystallab report · {e(title)}</title><style>{CSS}</style></head><body><main>",
         _header(an, title),
+        "".join(f'<p class="note"><b>About this run.</b> {e(n)}</p>' for n in notes),
         '<h2 id="verdicts">Verdicts</h2>',
         verdicts(an),
         f'<h2 id="warnings">Warnings ({len(warns)})</h2><ul class="warnings">{items}</ul>',
