@@ -242,10 +242,9 @@ def test_measure_needs_model_task_and_out(capsys):
 
 # ---- the lab: defaults, the experiment's, the file, typed flags --------------------------------
 
-# for each experiment: every LabConfig field set to a non-default value the experiment allows
+# for each experiment: every LabConfig field it reads set to a non-default value it allows
 LAB_FILES = {
     "planted-seed": dict(sft_data="diverse", rl_target="outside-support"),
-    "demo": dict(sft_data="format", rl_target="outside-support"),
     "forced-seed": dict(sft_data="outside", rl_target="outside-support"),
 }
 COMMON = dict(
@@ -259,6 +258,7 @@ COMMON = dict(
     pretrain_steps=11,
     sft_steps=12,
     sft_examples=13,
+    sft_lr=0.002,
     rl_steps=14,
     track_every=3,
     lora=True,
@@ -267,6 +267,12 @@ COMMON = dict(
     n_boot=99,
     base_dir="u/base",
     universe_seed=42,
+    replicas=4,
+    universe_seeds=2,
+    mentions="none",
+    targets=3,
+    m0="0.05,0.2",
+    reward="diversity",
 )
 
 
@@ -274,47 +280,53 @@ def command(experiment: str) -> list[str]:
     return EXPERIMENTS[experiment].command.split()
 
 
+def lab_file(experiment: str) -> dict:
+    """Every field the experiment reads, at a value that is not its default."""
+    exp = EXPERIMENTS[experiment]
+    data = {k: v for k, v in {**COMMON, **LAB_FILES.get(experiment, {})}.items() if k not in exp.unused}
+    if experiment == "demo":
+        data["mentions"] = "none"  # the demo's own default is known
+    return data
+
+
 def test_lab_file_values_cover_every_field():
     names = {f.name for f in dataclasses.fields(LabConfig)}
-    for exp, extra in LAB_FILES.items():
-        data = {**COMMON, **extra}
-        assert set(data) == names, exp
+    for exp in EXPERIMENTS:
+        data = lab_file(exp)
+        assert set(data) == names - set(EXPERIMENTS[exp].unused), exp
         default = dataclasses.replace(LabConfig(), **EXPERIMENTS[exp].defaults)
-        same = [k for k in names if getattr(default, k) == (tuple(data[k]) if isinstance(data[k], list) else data[k])]
+        same = [k for k in data if getattr(default, k) == (tuple(data[k]) if isinstance(data[k], list) else data[k])]
         # every value differs from the default, but for what the experiment fixes
-        assert same == [k for k in EXPERIMENTS[exp].fixed()], (exp, same)
+        assert same == [k for k in EXPERIMENTS[exp].fixed() if k in data], (exp, same)
 
 
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
 def test_lab_config_file_keeps_every_value(tmp_path, experiment):
-    data = {**COMMON, **LAB_FILES[experiment]}
+    data = lab_file(experiment)
     f = tmp_path / "lab.yaml"
     f.write_text(yaml.safe_dump(data))
-    want = LabConfig(**{**data, "rl_rewards": tuple(data["rl_rewards"])})
+    exp = EXPERIMENTS[experiment]
+    base = dataclasses.replace(LabConfig(), **exp.defaults)
+    want = dataclasses.replace(
+        base, **{**data, **({"rl_rewards": tuple(data["rl_rewards"])} if "rl_rewards" in data else {})}
+    )
     assert lab_config(parse(*command(experiment), "--config", f)) == want
     # --quick changes only the defaults: the file still wins
     assert lab_config(parse(*command(experiment), "--config", f, "--quick")) == want
     # a typed flag beats the file
-    sft = "--seed-from" if experiment == "forced-seed" else "--sft-data"
-    typed = lab_config(
-        parse(
-            *command(experiment),
-            "--config",
-            f,
-            "--seed",
-            "3",
-            "--rl",
-            "--sft-steps",
-            "2",
-            sft,
-            LAB_FILES[experiment]["sft_data"],
-            "--rl-rewards",
-            "target",
-        )
-    )
-    assert typed == dataclasses.replace(want, seed=3, rl=True, sft_steps=2, rl_rewards=("target",))
+    if exp.control:
+        sft = "--seed-from" if experiment == "forced-seed" else "--sft-data"
+        flags = ["--seed", "3", "--rl", "--sft-steps", "2", sft, data["sft_data"], "--rl-rewards", "target"]
+        changes = dict(seed=3, rl=True, sft_steps=2, rl_rewards=("target",))
+    else:
+        flags = ["--seed", "3", "--sft-steps", "2", "--replicas", "6"]
+        changes = dict(seed=3, sft_steps=2, replicas=6)
+    typed = lab_config(parse(*command(experiment), "--config", f, *flags))
+    assert typed == dataclasses.replace(want, **changes)
     # the written config of the run reproduces it
-    path = write_config(tmp_path / "run", want, EXPERIMENTS[experiment].command)
+    path = write_config(
+        tmp_path / "run", {k: v for k, v in dataclasses.asdict(want).items() if k not in exp.unused}, exp.command
+    )
     assert lab_config(parse(*command(experiment), "--config", path)) == want
 
 
@@ -335,7 +347,7 @@ def test_forced_seed_keeps_the_files_sft_data(tmp_path):
         ("forced-seed", "sft_data: format\n", "'sft_data: format' contradicts `crystallab lab forced-seed`"),
         ("forced-seed", "rl_target: seed-top\n", "'rl_target: seed-top' contradicts"),
         ("planted-seed", "sft_data: outside\n", "contradicts `crystallab lab planted-seed`, which takes planted or"),
-        ("demo", "sft_data: base-prompt\n", "contradicts `crystallab demo`"),
+        ("demo", "sft_data: base-prompt\n", "'sft_data' is not read by `crystallab demo`"),
     ],
 )
 def test_a_key_contradicting_the_experiment_is_one_line(tmp_path, capsys, experiment, text, needle):
@@ -354,9 +366,11 @@ def test_lab_config_validates_before_training(tmp_path):
     with pytest.raises(UserError, match="planted needs the toy universe"):
         resolve_lab_config("planted-seed", typed={"base_model": "builtin:gemma-3-270m"})
     with pytest.raises(UserError, match="unknown reward 'validty'"):
-        lab_config(parse("demo", "--rl-rewards", "validty"))
+        lab_config(parse("lab", "planted-seed", "--rl-rewards", "validty"))
     with pytest.raises(UserError, match="unknown family"):
-        lab_config(parse("demo", "--family", "dise"))
+        lab_config(parse("lab", "erasure", "--family", "dise"))
+    with pytest.raises(UserError, match="unknown mentions variant 'all'"):
+        lab_config(parse("lab", "generic-sft", "--mentions", "all"))
 
 
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
@@ -377,7 +391,10 @@ def test_every_lab_flag_is_a_field_and_back(experiment):
 
 def test_quick_is_only_a_defaults_layer():
     cfg = lab_config(parse("demo", "--quick"))
-    assert cfg == dataclasses.replace(LabConfig(**QUICK), out="runs/demo")
+    demo = EXPERIMENTS["demo"]
+    quick = {k: v for k, v in QUICK.items() if k not in demo.unused}  # over the demo's own defaults
+    assert cfg == dataclasses.replace(LabConfig(), **{**demo.defaults, **quick})
+    assert cfg.replicas == QUICK["replicas"] and cfg.mentions == "known" and cfg.targets == LabConfig().targets
     assert lab_config(parse("demo", "--quick", "--sft-steps", "9")).sft_steps == 9
 
 
@@ -396,6 +413,10 @@ def test_verbose_before_or_after_the_command():
 
 def test_shipped_lab_configs_resolve_for_forced_seed():
     for c in sorted((Path(__file__).parents[2] / "configs").glob("*.yaml")):
+        if "study" in c.name:  # the non-circular studies' settings
+            cfg = lab_config(parse("lab", "generic-sft", "--config", c))
+            assert cfg.base_model and cfg.lora and cfg.out == "runs/generic-sft"
+            continue
         cfg = lab_config(parse("lab", "forced-seed", "--config", c))
         assert cfg.base_model and cfg.sft_data == "base-prompt" and cfg.out == yaml.safe_load(c.read_text())["out"]
 

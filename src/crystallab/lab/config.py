@@ -119,8 +119,18 @@ class LabConfig:
         """Runs on the built-in toy universe (pretrained here), not a given checkpoint."""
         return not self.base_model and self.task == TASK_ID
 
+    def validate_control(self) -> None:
+        """What the positive controls (planted-seed, forced-seed) also need: their SFT data exist."""
+        self.validate()
+        if self.sft_data == "planted" and not self.toy:
+            raise UserError(
+                "--sft-data planted needs the toy universe (no base model, task toy_number); "
+                "on a real model use base-prompt"
+            )
+
     def validate(self) -> None:
-        """Everything that can be checked before anything is trained."""
+        """Everything that can be checked before anything is trained (``validate_control`` adds
+        the positive controls' own checks)."""
         if self.sft_data not in SFT_DATA:
             raise UserError(f"unknown SFT data '{self.sft_data}'; use one of {', '.join(SFT_DATA)}")
         if self.rl_target not in RL_TARGETS:
@@ -128,11 +138,6 @@ class LabConfig:
         bad = [r for r in self.rl_rewards if r not in REWARDS]
         if bad or not self.rl_rewards:
             raise UserError(f"unknown reward '{bad[0] if bad else ''}'; use {', '.join(REWARDS)}")
-        if self.sft_data == "planted" and not self.toy:
-            raise UserError(
-                "--sft-data planted needs the toy universe (no base model, task toy_number); "
-                "on a real model use base-prompt"
-            )
         names = [f.name for f in FAMILIES]
         if self.seed_family and self.toy and self.seed_family not in names:
             raise UserError(f"unknown family '{self.seed_family}'; use one of {', '.join(names)}")
@@ -157,7 +162,7 @@ class LabConfig:
             raise UserError("limit must be positive")
 
 
-QUICK = dict(
+QUICK: dict[str, Any] = dict(
     pretrain_steps=120, sft_steps=30, sft_examples=200, rl_steps=12, track_every=4, n_boot=200, replicas=2, targets=2
 )
 
@@ -276,7 +281,7 @@ def resolve_lab_config(
     exp = EXPERIMENTS[experiment]
     cfg = dataclasses.replace(LabConfig(), **exp.defaults)
     if quick:  # fewer steps and replicas than the experiment's own defaults
-        cfg = dataclasses.replace(cfg, **QUICK)
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in QUICK.items() if k not in exp.unused})
     layers = [(str(config), LabConfig.read_yaml(config) if config is not None else {}), ("flags", dict(typed or {}))]
     for source, values in layers:
         for key, value in values.items():
@@ -289,5 +294,5 @@ def resolve_lab_config(
                     f"{where} contradicts `crystallab {exp.command}`, which takes {' or '.join(map(str, allowed))}"
                 )
         cfg = dataclasses.replace(cfg, **values)
-    cfg.validate()
+    cfg.validate_control() if EXPERIMENTS[experiment].control else cfg.validate()
     return cfg

@@ -73,17 +73,9 @@ def run_lab(
     The folder records the resolved settings (``config.yaml``, a valid ``--config`` to rerun it)
     and everything the trainers and libraries log (``train.log``); ``console`` prints one line
     per stage. ``log`` takes crystallab's detail messages (default: the log file)."""
-    cfg.validate()
-    for module in ("torch", "transformers", "datasets", "trl", "peft"):  # the lab extra, before anything is written
-        require(module, "lab")
+    cfg.validate_control()
     console = console or Console()
-    out = Path(cfg.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot write the lab run to {cfg.out}: {exc.strerror or exc}") from exc
-    with writer_lock(out), console.logging_to(out / LOG_FILE):  # one experiment per run folder at a time
-        write_config(out, recorded(cfg, experiment), EXPERIMENTS[experiment].command)
+    with run_folder(cfg, experiment, console) as out:
         with warnings.catch_warnings():
             # the toy task has one chat family by construction (its instructions are one family)
             warnings.filterwarnings("ignore", message=f".*task '{U.TASK_ID}'", category=TaskWarning)
@@ -91,6 +83,23 @@ def run_lab(
         s["experiment"] = experiment
         atomic_write_bytes(out / "summary.json", json.dumps(s, indent=1, default=str).encode())
         return s
+
+
+@contextmanager
+def run_folder(cfg: LabConfig, experiment: str, console: Console) -> Iterator[Path]:
+    """The run folder, created and locked (one experiment per folder at a time), with the
+    resolved settings written (``config.yaml``) and the libraries' logs going to ``train.log``;
+    the lab extra is checked before anything is written."""
+    for module in ("torch", "transformers", "datasets", "trl", "peft"):
+        require(module, "lab")
+    out = Path(cfg.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot write the lab run to {cfg.out}: {exc.strerror or exc}") from exc
+    with writer_lock(out), console.logging_to(out / LOG_FILE):
+        write_config(out, recorded(cfg, experiment), EXPERIMENTS[experiment].command)
+        yield out
 
 
 def _run_lab(cfg: LabConfig, log: Log, console: Console, experiment: str = "planted-seed") -> dict[str, Any]:
@@ -336,7 +345,7 @@ def _sft_answers(
 ) -> tuple[str | None, list | None, list | None, dict]:
     """(seed family, answer distribution, per-instruction distributions, what was forced)."""
     base = _base_prompts(results, cfg.task)
-    if cfg.sft_data == "planted":  # validate() checked it is the toy universe
+    if cfg.sft_data == "planted":  # validate_control() checked it is the toy universe
         family = cfg.seed_family or rng.choice([f.name for f in U.FAMILIES])
         return (
             family,

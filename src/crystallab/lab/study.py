@@ -51,6 +51,7 @@ from crystallab.store import OTHER, ResultStore, atomic_write_bytes, read_table
 from crystallab.suite import Task, load_task
 
 Log = Callable[[str], None]
+V_MIN = Thresholds().v_min  # a prompt below it tells little about the model's answers (SCIENCE.md)
 STUDIES = ("demo", "generic-sft", "random-target", "erasure", "rl-escape")
 
 
@@ -221,7 +222,7 @@ def arm_examples(arm: Arm, task: Task, n: int, seed: int) -> list[dict[str, str]
 
 
 def aggregates(
-    table: Any, label: str, task: str, kind: str = "chat", split: str | None = "heldout", v_min: float = 0.5
+    table: Any, label: str, task: str, kind: str = "chat", split: str | None = "heldout", v_min: float = V_MIN
 ) -> dict[int, dict[int, np.ndarray]]:
     """``{step: {replica: q}}``: the mean renormalised p̃ over one checkpoint's valid prompts of
     one ensemble (``split`` None: every prompt), per tracked step and replica."""
@@ -244,7 +245,7 @@ def aggregates(
     return {s: {r: np.mean(ps, axis=0) for r, ps in reps.items()} for s, reps in rows.items()}
 
 
-def base_view(results: Path, task: Task, v_min: float = 0.5) -> Base:
+def base_view(results: Path, task: Task, v_min: float = V_MIN) -> Base:
     """Each raw family's mean p̃ on the base (every prompt, held-out ones included)."""
     groups: dict[str, list[np.ndarray]] = {}
     by: dict[str, dict[str, Any]] = {}
@@ -341,42 +342,27 @@ def run_study(
 ) -> dict[str, Any]:
     """Run ``experiment`` over ``cfg.universe_seeds`` universes (toy) into ``cfg.out``; returns
     the summary (also ``cfg.out/summary.json``)."""
-    from crystallab.errors import require
-    from crystallab.lab.experiments import LOG_FILE
-    from crystallab.runconfig import write_config
-    from crystallab.store import writer_lock
 
     cfg.validate()
     if experiment not in STUDIES:
         raise UserError(f"unknown experiment '{experiment}'; use one of {', '.join(STUDIES)}")
     if cfg.universe_seeds > 1 and not cfg.toy:
         raise UserError("--universe-seeds needs the toy universe: a given base model is one universe")
-    for module in ("torch", "transformers", "datasets", "trl", "peft"):
-        require(module, "lab")
-    console = console or Console()
-    out = Path(cfg.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot write the lab run to {cfg.out}: {exc.strerror or exc}") from exc
-    from crystallab.lab.config import recorded
+    from crystallab.lab.experiments import run_folder
 
+    console = console or Console()
     t0 = time.perf_counter()
-    with writer_lock(out), console.logging_to(out / LOG_FILE):
-        write_config(out, recorded(cfg, experiment), EXPERIMENTS[experiment].command)
+    with run_folder(cfg, experiment, console) as out:
         first = cfg.universe_seed if cfg.universe_seed is not None else cfg.seed
         universes = []
         for k in range(cfg.universe_seeds):
             folder = out if cfg.universe_seeds == 1 else out / f"universe-{first + k}"
             if cfg.universe_seeds > 1:
                 console.line(f"--- universe {first + k} ---")
-            shared = cfg.base_dir and cfg.universe_seeds > 1
-            one = replace(
-                cfg,
-                out=str(folder),
-                universe_seed=first + k,
-                base_dir=str(Path(cfg.base_dir) / f"universe-{first + k}") if shared else cfg.base_dir,
-            )
+            base_dir = cfg.base_dir
+            if base_dir and cfg.universe_seeds > 1:  # one universe per seed under the given folder
+                base_dir = str(Path(base_dir) / f"universe-{first + k}")
+            one = replace(cfg, out=str(folder), universe_seed=first + k, base_dir=base_dir)
             universes.append(_run_universe(one, experiment, console, log or console.debug))
         s: dict[str, Any] = {
             "experiment": experiment,
