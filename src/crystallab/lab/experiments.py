@@ -85,6 +85,20 @@ def run_lab(
         return s
 
 
+def timed_stages(console: Console, timings: dict[str, float]) -> Callable[..., Any]:
+    """``stage(name, key, **kw)``: a console stage whose seconds add up under ``timings[key]``
+    (the replicas of a study add into one figure per kind of stage)."""
+
+    @contextmanager
+    def stage(name: str, key: str, **kw: Any) -> Iterator[Stage]:
+        t = time.perf_counter()
+        with console.stage(name, **kw) as st:
+            yield st
+        timings[key] = round(timings.get(key, 0.0) + time.perf_counter() - t, 1)
+
+    return stage
+
+
 @contextmanager
 def run_folder(cfg: LabConfig, experiment: str, console: Console) -> Iterator[Path]:
     """The run folder, created and locked (one experiment per folder at a time), with the
@@ -113,13 +127,7 @@ def _run_lab(cfg: LabConfig, log: Log, console: Console, experiment: str = "plan
     ck, results, tasks_dir = out / "checkpoints", out / "results", out / "tasks"
     rng = random.Random(cfg.seed)
     timings: dict[str, float] = {}
-
-    @contextmanager
-    def stage(name: str, key: str, **kw: Any) -> Iterator[Stage]:
-        t = time.perf_counter()
-        with console.stage(name, **kw) as st:
-            yield st
-        timings[key] = round(time.perf_counter() - t, 1)
+    stage = timed_stages(console, timings)
 
     # 1. the base model
     if cfg.base_model:

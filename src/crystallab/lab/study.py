@@ -29,16 +29,15 @@ import json
 import math
 import random
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from crystallab.analysis import Thresholds, analyze, analyze_dir
 from crystallab.analysis.types import Analysis, Estimate
-from crystallab.console import Console, Stage
+from crystallab.console import Console
 from crystallab.errors import UserError
 from crystallab.lab import bandit as B
 from crystallab.lab import universe as U
@@ -377,6 +376,7 @@ def run_study(
 
 
 def _run_universe(cfg: LabConfig, experiment: str, console: Console, log: Log) -> dict[str, Any]:
+    from crystallab.lab.experiments import timed_stages
     from crystallab.lab.rl import GRPORecipe, run_grpo
     from crystallab.lab.sft import SFTRecipe, run_sft
     from crystallab.lab.tracker import PhaseTracker
@@ -385,13 +385,7 @@ def _run_universe(cfg: LabConfig, experiment: str, console: Console, log: Log) -
     out = Path(cfg.out)
     ck, results, tasks_dir, data_dir = out / "checkpoints", out / "results", out / "tasks", out / "data"
     timings: dict[str, float] = {}
-
-    @contextmanager
-    def stage(name: str, key: str, **kw: Any) -> Iterator[Stage]:
-        t = time.perf_counter()
-        with console.stage(name, **kw) as st:
-            yield st
-        timings[key] = round(timings.get(key, 0.0) + time.perf_counter() - t, 1)
+    stage = timed_stages(console, timings)
 
     base_model = _base_model(cfg, tasks_dir, ck, stage, log, StepProgress)
     task = load_task(cfg.task, tasks_dir)
@@ -610,12 +604,13 @@ def _record_answers(results: Path, arms: list[Arm], task: Task, mentions: dict[s
 
 def _arm_analysis(results: Path, arm: Arm, th: Thresholds) -> Analysis:
     """The arm as its own ladder: base → SFT (→ RL), its replicas pooled hierarchically."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     res = Results.load(results)
     keep = ["base", arm.label] + ([arm.rl] if arm.rl else [])
     table = res.to_arrow()
-    table = table.filter(pc.is_in(table.column("checkpoint"), value_set=__import__("pyarrow").array(keep)))
+    table = table.filter(pc.is_in(table.column("checkpoint"), value_set=pa.array(keep)))
     from crystallab.analysis import _manifest_links
 
     parents, answers = _manifest_links(res.manifest)
