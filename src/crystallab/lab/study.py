@@ -675,7 +675,8 @@ def _arm_summary(
             "d_data": _est(t_nuc.d_data),
             "d_basins": {k: _est(x) for k, x in t_nuc.d.items()},
         }
-    final = _final(aggregates(table, arm.label, task.id))
+    by_step = aggregates(table, arm.label, task.id)  # one pass over the table for the SFT arm
+    final = _final(by_step)
     if mentions is not None:
         row["option_mentions"] = mentions
         dist = mentions.get("dist")
@@ -684,7 +685,7 @@ def _arm_summary(
         )
     if arm.answers is not None:
         t = np.asarray(arm.answers)
-        row["attraction_t"] = _attraction_series(aggregates(table, arm.label, task.id), t, base, t_nuc)
+        row["attraction_t"] = _attraction_series(by_step, t, base, t_nuc)
     if arm.rl:
         rl = _final(aggregates(table, arm.rl, task.id))
         star = task.labels.index(arm.info["rewarded"]) if "rewarded" in arm.info else B.rewarded_option(util)
