@@ -28,7 +28,8 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "demo"
-        cmd = [sys.executable, "-m", "crystallab.cli.main", "demo", "--out", str(out), *(["--quick"] if args.quick else [])]
+        quick = ["--quick"] if args.quick else []
+        cmd = [sys.executable, "-m", "crystallab.cli.main", "demo", "--out", str(out), *quick]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, CI="1"))
         wall = time.perf_counter() - t0
@@ -52,11 +53,12 @@ def main() -> int:
         "within_budget": wall <= args.budget, "phases": u["timings"], "base_raw": u["base"]["raw_state"], "arms": arms,
         "quick": args.quick, "cpus": os.cpu_count(), "load_average_after": round(load, 2),
     }
-    print(f"crystallab demo{' --quick' if args.quick else ''}: {wall:.1f} s wall ({wall / args.budget:.2f} of the {args.budget:.0f} s budget)")
+    share = f"{wall / args.budget:.2f} of the {args.budget:.0f} s budget"
+    print(f"crystallab demo{' --quick' if args.quick else ''}: {wall:.1f} s wall ({share})")
     print("  phases: " + ", ".join(f"{k} {v} s" for k, v in u["timings"].items()) + " (tracking is inside sft and rl)")
     print(f"  base raw {u['base']['raw_state']}; " + "; ".join(f"{k}: {v}" for k, v in arms.items()))
     if load > 1.5:
-        print(f"  note: load average {load:.1f} on {os.cpu_count()} CPUs: another job was running, the time is inflated")
+        print(f"  note: load average {load:.1f} on {os.cpu_count()} CPUs: another job ran, the time is inflated")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
     return 0
