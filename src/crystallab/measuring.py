@@ -84,7 +84,7 @@ class MeasureSettings:
         },
     )
     limit: int | None = field(
-        default=None, metadata={"help": "use only N prompts of each kind (contexts spread over families)"}
+        default=None, metadata={"help": "use only N prompts of each kind and split (spread over families)"}
     )
     batch_tokens: int = field(
         default=0, metadata={"help": "padded tokens per forward pass (0: 4096 on CPU, 32768 on CUDA)"}

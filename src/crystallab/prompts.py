@@ -34,9 +34,14 @@ class Prompt:
 
 def _round_robin(prompts: list[Prompt], limit: int | None) -> list[Prompt]:
     """``limit`` prompts taken one per family in turn (then in id order), so that a small limit
-    still shows every kind of prompt."""
+    still shows every kind of prompt; ``limit`` of each split where the prompts have several."""
     if limit is None:
         return prompts
+    splits = sorted({p.split for p in prompts}, key=str)
+    if len(splits) > 1:  # held-out prompts are where verdicts are read: never crowded out by train ones
+        return sorted(
+            (q for s in splits for q in _round_robin([p for p in prompts if p.split == s], limit)), key=lambda p: p.id
+        )
     by_family: dict[str, list[Prompt]] = {}
     for p in prompts:
         by_family.setdefault(p.family, []).append(p)
@@ -48,9 +53,9 @@ def _round_robin(prompts: list[Prompt], limit: int | None) -> list[Prompt]:
 def render_prompts(
     task: Task, which: str = "all", renderer: ChatRenderer | None = None, limit: int | None = None
 ) -> list[Prompt]:
-    """The task's prompts of one set (raw, chat or all). ``limit`` keeps N of each kind, taken
-    round-robin over the families (contexts and instructions alike) so that a small limit still
-    shows the repertoire."""
+    """The task's prompts of one set (raw, chat or all). ``limit`` keeps N of each kind (and of
+    each split, train and held-out, in a task that marks them), taken round-robin over the
+    families (contexts and instructions alike) so that a small limit still shows the repertoire."""
     if which not in PROMPT_SETS:
         raise UserError(f"unknown prompt set '{which}'; use raw, chat or all")
     out: list[Prompt] = []

@@ -507,6 +507,24 @@ def test_chat_prompts_carry_their_instruction_family():
     assert [p.id for p in few] == sorted(p.id for p in few)
 
 
+def test_a_limit_keeps_held_out_prompts_in_a_split_task():
+    """A round-robin over families alone would fill a small limit with each family's first
+    (train) prompts and leave the held-out ensemble, where verdicts are read, empty."""
+    from crystallab.lab.universe import split_task
+    from crystallab.prompts import render_prompts
+    from crystallab.suite import task_from_dict
+
+    task = task_from_dict(split_task(load_task("number_1_10").to_json()))
+    for kind in ("raw", "chat"):
+        every = render_prompts(task, kind, _Renderer())
+        few = render_prompts(task, kind, _Renderer(), limit=8)
+        held = [p for p in every if p.split == "heldout"]
+        assert 0 < len(held) < len(every)
+        by_split = {s: [p for p in few if p.split == s] for s in ("train", "heldout")}
+        assert len(by_split["train"]) == 8 and len(by_split["heldout"]) == min(8, len(held))
+        assert len({p.family for p in by_split["heldout"]}) == min(8, len({p.family for p in held}))
+
+
 def test_builtin_chat_and_raw_families_mirror():
     """Every built-in task has the plain, game, code and person framings in chat, and the raw
     families they mirror (qa, game, code, poll)."""

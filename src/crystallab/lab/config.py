@@ -73,7 +73,7 @@ class LabConfig:
     rl_steps: int = _f(40, "GRPO steps")
     track_every: int = _f(10, "measure the prompt set every N training steps")
     lora: bool = _f(False, "train LoRA adapters (peft) instead of all weights")
-    limit: int | None = _f(None, "track only N prompts of each kind (default: all)")
+    limit: int | None = _f(None, "track only N prompts of each kind and split (default: all)")
     report: bool = _f(True, "write report.html")
     n_boot: int = _f(1000, "bootstrap draws of the analysis")
     base_dir: str | None = _f(

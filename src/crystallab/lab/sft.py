@@ -101,6 +101,7 @@ def trainer_settings(out: str | Path, steps: int, seed: int) -> dict[str, Any]:
     from crystallab.console import route_library_logs
 
     route_library_logs()  # before the trainer prepares its data (datasets' map bars)
+    score_labelled_positions_only()
     cuda = torch.cuda.is_available()
     return dict(
         output_dir=str(Path(out) / "trainer"),
@@ -117,6 +118,32 @@ def trainer_settings(out: str | Path, steps: int, seed: int) -> dict[str, Any]:
         activation_checkpointing=cuda,
         log_level="warning",
     )
+
+
+def score_labelled_positions_only() -> bool:
+    """Make TRL's fused LM head score only the positions that carry a label, on every device.
+
+    TRL (1.x) projects the hidden states onto the vocabulary in chunks and, off CUDA/XPU, does so
+    for *every* position, prompt tokens included, then zeroes the unlabelled ones; it keeps the
+    shapes fixed for compilers (Neuron) that recompile on a new shape. Eager PyTorch on CPU has no
+    such cost, and with a 262k vocabulary the head is most of a training step: SFT scores a
+    2-token answer after a 30-token prompt, GRPO a 6-token completion. Scoring the labelled
+    positions only gives the same loss and gradients (the others were multiplied by zero) in a
+    fraction of the time (benchmarks/lab.py). Returns whether the hook was found and set."""
+    try:
+        from trl.trainer import utils as trl_utils
+    except ImportError:
+        return False
+    decide = getattr(trl_utils, "_use_triton", None)
+    if decide is None or getattr(decide, "_crystallab", False):
+        return decide is not None
+
+    def compact(device: Any) -> bool:
+        return device.type in ("cpu", "cuda", "xpu", "mps") or bool(decide(device))
+
+    compact._crystallab = True  # type: ignore[attr-defined]
+    trl_utils._use_triton = compact  # only the compact-or-not choice; the kernels keep their own
+    return True
 
 
 def save_checkpoint(model: Any, tokenizer: Any, out: str | Path) -> Path:

@@ -28,6 +28,7 @@ class PhaseTracker(TrainerCallback):
         self.seconds = 0.0  # time spent measuring (the tracker's share of a training stage)
         self.log = log or (lambda s: None)
         self.tasks = load_tasks(self.cfg.tasks, self.cfg.tasks_dir)
+        self._backend: HFBackend | None = None
 
     def _measure(self, model: Any, step: int, processing_class: Any = None) -> None:
         if step in self.measured:
@@ -36,12 +37,15 @@ class PhaseTracker(TrainerCallback):
         self.tokenizer = self.tokenizer or processing_class  # the trainer's own tokenizer by default
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: LoRA layers stay active
         was_training = inner.training
-        backend = HFBackend(
-            inner,
-            self.tokenizer,
-            {"model": self.cfg.model, "kind": "training", "label": self.cfg.label, "step": step},
-            LoadSettings(),
-        )
+        info = {"model": self.cfg.model, "kind": "training", "label": self.cfg.label, "step": step}
+        backend = self._backend
+        if backend is None or backend.model is not inner:
+            # one backend per model: its vocabulary texts and boundary mask (seconds to build for a
+            # 262k vocabulary) depend on the tokenizer only, not on the weights being trained
+            backend = self._backend = HFBackend(inner, self.tokenizer, info, LoadSettings())
+        else:
+            backend.model.eval()
+            backend.info = info
         try:
             # one task list for every step; distributions.parquet is rewritten once, by whoever analyses the run
             cfg = replace(self.cfg, step=step)
