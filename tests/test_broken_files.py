@@ -651,3 +651,27 @@ def test_fuzz_analysis_json_one_field_broken(results, tmp_path, data, value):
         node = node[k]
     node[path[-1]] = value
     _analysis(d, json.dumps(doc).encode())
+
+
+def test_done_groups_reads_each_shard_once_and_again_when_it_changes(tmp_path, monkeypatch):
+    """A tracker asks for the done groups before every tracked step; with hundreds of shards a
+    re-read per step made each step slower than the last. Groups are kept per file (path, size,
+    mtime), the shards this process writes are never read back, and a changed file is read again."""
+    import crystallab.store as store_mod
+
+    d = tmp_path / "r"
+    a, _ = _two_shard_folder(d)
+    store = ResultStore(d)
+    groups = store.done_groups()
+    rows = [r for r in ladder("planted") if r["checkpoint"] == "sft"]
+    fresh = [dict(r, checkpoint="rl", step=3) for r in rows]
+    store.write_rows(fresh)
+    reads: list[str] = []
+    real = pq.read_table
+    monkeypatch.setattr(store_mod.pq, "read_table", lambda f, *a, **k: reads.append(str(f)) or real(f, *a, **k))
+    monkeypatch.setattr(store_mod, "shard_problem", lambda f, sub: reads.append(str(f)))
+    new = {(r["checkpoint"], r["step"], r["task"], r["prompt_id"], r["method"], r["replica"]) for r in fresh}
+    assert store.done_groups() == groups | new and reads == []
+    a.write_bytes(a.read_bytes()[:-50])  # a changed file is checked again (and quarantined)
+    assert store.done_groups() == (groups | new) - {g for g in groups if g[0] == "base"}
+    assert str(a) in reads

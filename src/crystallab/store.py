@@ -86,6 +86,9 @@ _PARQUET_ERRORS = (pa.ArrowException, OSError, ValueError, TypeError, IndexError
 # of every shard at every step (a damaged or replaced file changes its size or mtime).
 _VERIFIED: dict[tuple[str, str, int, int], pa.Table] = {}
 _VERIFIED_MAX = 20000
+# and each shard's measured groups, so done_groups before every tracked step costs a set union
+_GROUPS: dict[tuple[str, str, int, int], frozenset[tuple]] = {}
+_CHECKED: set[tuple[str, str, int, int]] = set()  # files whose metadata quarantine_unreadable found sound
 
 
 def _file_key(f: Path, sub: str) -> tuple[str, str, int, int] | None:
@@ -99,6 +102,12 @@ def _file_key(f: Path, sub: str) -> tuple[str, str, int, int] | None:
 def _verified(f: Path, sub: str) -> pa.Table | None:
     key = _file_key(f, sub)
     return _VERIFIED.get(key) if key is not None else None
+
+
+def _known_good(f: Path, sub: str) -> bool:
+    """Read whole, or its groups read, at its present size and mtime: no need to check it again."""
+    key = _file_key(f, sub)
+    return key is not None and (key in _VERIFIED or key in _GROUPS or key in _CHECKED)
 
 
 def _remember(f: Path, sub: str, t: pa.Table) -> None:
@@ -216,16 +225,24 @@ class ResultStore:
         self.quarantined = self.quarantine_unreadable()
         done: set[tuple] = set()
         for f in self._shards():
-            t = _verified(f, "shards")
-            if t is None:
-                try:
-                    t = pq.read_table(f, columns=list(GROUP), schema=SCHEMA, page_checksum_verification=True)
-                    t.validate(full=True)
-                except _PARQUET_ERRORS:  # a whole footer over broken data pages
-                    self.quarantined += self._quarantine(f)
-                    continue
-            cols = [t.column(c).to_pylist() for c in GROUP]
-            done.update(zip(*cols))
+            key = _file_key(f, "shards")
+            groups = _GROUPS.get(key) if key is not None else None
+            if groups is None:
+                t = _verified(f, "shards")
+                if t is None:
+                    try:
+                        t = pq.read_table(f, columns=list(GROUP), schema=SCHEMA, page_checksum_verification=True)
+                        t.validate(full=True)
+                    except _PARQUET_ERRORS:  # a whole footer over broken data pages
+                        self.quarantined += self._quarantine(f)
+                        continue
+                groups = frozenset(zip(*(t.column(c).to_pylist() for c in GROUP)))
+                if key is not None:
+                    if len(_GROUPS) >= _VERIFIED_MAX:
+                        _GROUPS.clear()
+                        _CHECKED.clear()
+                    _GROUPS[key] = groups
+            done |= groups
         return done
 
     def quarantine_unreadable(self) -> list[Path]:
@@ -237,8 +254,12 @@ class ResultStore:
         moved: list[Path] = []
         for sub in ("shards", "samples"):
             for f in self._shards(sub):
-                if f.exists() and _verified(f, sub) is None and shard_problem(f, sub) is not None:
+                if not f.exists() or _known_good(f, sub):
+                    continue
+                if shard_problem(f, sub) is not None:
                     moved += self._quarantine(f)
+                elif (key := _file_key(f, sub)) is not None:
+                    _CHECKED.add(key)
         return moved
 
     def _quarantine(self, f: Path) -> list[Path]:
@@ -271,8 +292,13 @@ class ResultStore:
             return
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:10]}.parquet"
         if samples:
-            atomic_write_table(self.root / "samples" / name, pa.Table.from_pylist(samples, schema=SAMPLE_SCHEMA))
-        atomic_write_table(self.root / "shards" / name, pa.Table.from_pylist(rows, schema=SCHEMA))
+            table = pa.Table.from_pylist(samples, schema=SAMPLE_SCHEMA)
+            atomic_write_table(self.root / "samples" / name, table)
+            _remember(self.root / "samples" / name, "samples", table)
+        table = pa.Table.from_pylist(rows, schema=SCHEMA)
+        atomic_write_table(self.root / "shards" / name, table)
+        # what this process just wrote needs no second read (a later change to the file changes its key)
+        _remember(self.root / "shards" / name, "shards", table)
 
     # ---- failures ----------------------------------------------------------------------------
     def write_failures(self, records: list[dict[str, Any]]) -> None:
@@ -449,6 +475,23 @@ def _read_shard(f: Path, sub: str = "shards") -> pa.Table:
         _check_not_null(t, f, _shard_error)
     _remember(f, sub, t)
     return t
+
+
+def rows_where(table: pa.Table, **where: Any) -> list[dict[str, Any]]:
+    """The rows (as dicts) whose columns equal ``where``, filtered in Arrow first: a lab run's
+    table holds every arm's tracked steps, and a caller wants one checkpoint's.
+
+    >>> t = pa.table({"checkpoint": ["base", "sft", "base"], "prob": [0.1, 0.2, 0.3]})
+    >>> rows_where(t, checkpoint="base")
+    [{'checkpoint': 'base', 'prob': 0.1}, {'checkpoint': 'base', 'prob': 0.3}]
+    """
+    import pyarrow.compute as pc
+
+    mask = None
+    for col, value in where.items():
+        m = pc.equal(table.column(col), value)
+        mask = m if mask is None else pc.and_(mask, m)
+    return (table if mask is None else table.filter(mask)).to_pylist()
 
 
 def manifest_lock(root: Path, timeout: float = 120.0):

@@ -40,7 +40,7 @@ from crystallab.measuring import MeasureConfig, MeasureSettings, run_measure
 from crystallab.metrics import js_distance, support_set
 from crystallab.models.base import LoadSettings
 from crystallab.runconfig import write_config
-from crystallab.store import OTHER, ResultStore, atomic_write_bytes, read_table, writer_lock
+from crystallab.store import OTHER, ResultStore, atomic_write_bytes, read_table, rows_where, writer_lock
 from crystallab.suite import TaskWarning, load_task
 
 LOG_FILE = "train.log"
@@ -49,11 +49,7 @@ Log = Callable[[str], None]
 
 def _chat_aggregate(results: Path, label: str, task: str) -> np.ndarray:
     """The measured chat aggregate (renormalised) of a checkpoint's last tracked step."""
-    rows = [
-        r
-        for r in read_table(results).to_pylist()
-        if r["checkpoint"] == label and r["task"] == task and r["prompt_kind"] == "chat"
-    ]
+    rows = rows_where(read_table(results), checkpoint=label, task=task, prompt_kind="chat")
     last = max(r["step"] or 0 for r in rows)
     by: dict[str, dict[str, float]] = {}
     for r in rows:
@@ -337,9 +333,8 @@ def escape_text(s: dict[str, Any]) -> str | None:
 def _base_prompts(results: Path, task: str) -> list[tuple[str, str, np.ndarray, float]]:
     """The base checkpoint's raw prompts: (prompt_id, family, p̃ over options, valid mass)."""
     by: dict[str, dict] = {}
-    for r in read_table(results).to_pylist():
-        if r["checkpoint"] == "base" and r["task"] == task and r["prompt_kind"] == "raw":
-            by.setdefault(r["prompt_id"], {"family": r["prompt_family"], "p": {}})["p"][r["option"]] = r["prob"]
+    for r in rows_where(read_table(results), checkpoint="base", task=task, prompt_kind="raw"):
+        by.setdefault(r["prompt_id"], {"family": r["prompt_family"], "p": {}})["p"][r["option"]] = r["prob"]
     out = []
     for pid, d in sorted(by.items()):
         p = np.array([v for o, v in d["p"].items() if o != OTHER])

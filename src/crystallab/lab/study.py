@@ -46,7 +46,7 @@ from crystallab.measuring import MeasureConfig, MeasureSettings, run_measure
 from crystallab.metrics import attraction_index, js_distance, support_set
 from crystallab.models.base import LoadSettings
 from crystallab.results import Results
-from crystallab.store import OTHER, ResultStore, atomic_write_bytes, read_table
+from crystallab.store import OTHER, ResultStore, atomic_write_bytes, read_table, rows_where
 from crystallab.suite import Task, load_task
 
 Log = Callable[[str], None]
@@ -227,11 +227,8 @@ def aggregates(
     one ensemble (``split`` None: every prompt), per tracked step and replica."""
     opts: list[str] = []
     by: dict[tuple[int, int, str], dict[str, float]] = {}
-    for r in table.to_pylist():
-        if r["checkpoint"] != label or r["task"] != task or r["prompt_kind"] != kind:
-            continue
-        if split is not None and r.get("split") != split:
-            continue
+    want = {"checkpoint": label, "task": task, "prompt_kind": kind, **({"split": split} if split is not None else {})}
+    for r in rows_where(table, **want):
         key = (int(r["step"] or 0), int(r["replica"] or 0), r["prompt_id"])
         by.setdefault(key, {})[r["option"]] = r["prob"]
         if r["option"] != OTHER and r["option"] not in opts:
@@ -248,9 +245,8 @@ def base_view(results: Path, task: Task, v_min: float = V_MIN) -> Base:
     """Each raw family's mean p̃ on the base (every prompt, held-out ones included)."""
     groups: dict[str, list[np.ndarray]] = {}
     by: dict[str, dict[str, Any]] = {}
-    for r in read_table(results).to_pylist():
-        if r["checkpoint"] == "base" and r["task"] == task.id and r["prompt_kind"] == "raw":
-            by.setdefault(r["prompt_id"], {"family": r["prompt_family"], "p": {}})["p"][r["option"]] = r["prob"]
+    for r in rows_where(read_table(results), checkpoint="base", task=task.id, prompt_kind="raw"):
+        by.setdefault(r["prompt_id"], {"family": r["prompt_family"], "p": {}})["p"][r["option"]] = r["prob"]
     for d in by.values():
         p = np.array([d["p"].get(o, 0.0) for o in task.labels])
         if p.sum() >= v_min:
