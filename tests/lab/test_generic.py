@@ -184,6 +184,20 @@ def test_fact_table():
         G.NOT_THERE  # noqa: B018
 
 
+# mentions="natural": nothing filtered, the mentions measured -------------------------------------
+
+
+def test_natural_is_the_unfiltered_data_and_its_mentions_are_measured():
+    natural = generic_examples(2000, seed=9, options=NUMBERS, mentions="natural")
+    assert natural == generic_examples(2000, seed=9, options=(), mentions="none")  # the same draws, none refused
+    m = option_mentions([e["completion"] for e in natural], NUMBERS)
+    assert 0.05 < m["share_with_mention"] < 0.15
+    # letter counts of 3..10-letter words put the mentions on the middle numbers, not uniformly
+    assert m["dist"][NUMBERS.index("1")] < m["dist"][NUMBERS.index("5")]
+    with pytest.raises(ValueError, match="mention_dist"):
+        generic_examples(10, options=NUMBERS, mentions="natural", mention_dist=[1.0] * 10)
+
+
 # 3. mentions="none" ---------------------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from crystallab.errors import UserError
+from crystallab.lab.generic import MENTIONS
 from crystallab.lab.universe import FAMILIES, TASK_ID
 from crystallab.yamlconf import read_settings
 
@@ -30,7 +31,6 @@ SFT_DATA = ("planted", "base-prompt", "outside", "diverse", "format")
 RL_TARGETS = ("seed-top", "outside-support")
 REWARDS = ("validity", "target", "diversity", "utility")
 SEED_BLIND = ("utility", "diversity", "validity")  # rewards chosen without looking at the SFT support
-MENTIONS = ("none", "known")  # the GRPO reward functions (lab/rl.py)
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
@@ -87,7 +87,7 @@ class LabConfig:
     mentions: str = _f(
         "none,known",
         "generic SFT variants: no option string in any completion (none), option mentions that follow a known "
-        "distribution (known)",
+        "distribution (known), the options as generic data carry them, measured (natural)",
     )
     targets: int = _f(5, "random-target: targets drawn over the simplex")
     m0: str = _f("0.001,0.01,0.03,0.1,0.3", "rl-escape: the rewarded option's SFT mass, a comma-separated grid")
@@ -143,7 +143,10 @@ class LabConfig:
             raise UserError(f"unknown family '{self.seed_family}'; use one of {', '.join(names)}")
         bad_m = [m for m in self.mentions.split(",") if m.strip() not in MENTIONS]
         if bad_m or not self.mentions.strip():
-            raise UserError(f"unknown mentions variant '{bad_m[0] if bad_m else ''}'; use none, known or none,known")
+            raise UserError(
+                f"unknown mentions variant '{bad_m[0] if bad_m else ''}'; "
+                f"use some of {', '.join(MENTIONS)} (comma-separated)"
+            )
         if self.reward not in SEED_BLIND:
             raise UserError(f"unknown reward '{self.reward}'; use one of {', '.join(SEED_BLIND)}")
         try:
@@ -204,7 +207,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "demo",
             "pretrain a toy universe → generic SFT (3 replicas) → GRPO under a random utility → analyze → report",
             {"out": "runs/demo", "replicas": 3, "mentions": "known", **_GENTLE},
-            {"mentions": ("none", "known")},
+            {"mentions": MENTIONS},
             unused=_CONTROL_ONLY + ("targets", "m0", "seed_family", "universe_seeds"),
         ),
         Experiment(

@@ -13,9 +13,11 @@ colours), and a skewed mix of them is itself a distribution the model could copy
   (``facts.yaml``), several wordings per kind, deterministic given a seed;
 - measures the distribution of option mentions in the completions (``option_mentions``), which
   the lab compares with the chat aggregate;
-- offers two variants: ``mentions="none"`` (no completion mentions any option: an example that
-  would is drawn again) and ``mentions="known"`` (a share ``mention_rate`` of the completions
-  mention exactly one option, drawn from a given ``mention_dist``; the rest mention none).
+- offers three variants: ``mentions="none"`` (no completion mentions any option: an example
+  that would is drawn again), ``mentions="known"`` (a share ``mention_rate`` of the completions
+  mention exactly one option, drawn from a given ``mention_dist``; the rest mention none) and
+  ``mentions="natural"`` (nothing filtered or placed: the options turn up as they do in any
+  instruction data, letter counts and small sums, and the lab measures where).
 
 An option is *mentioned* when it occurs as a whole word or number, case-insensitively: "1" is
 mentioned by "1" and "1 2", not by "15"; "blue" by "Blue.", not by "bluebell".
@@ -29,6 +31,9 @@ mentioned by "1" and "1 2", not by "15"; "blue" by "Blue.", not by "bluebell".
 >>> known = generic_examples(400, seed=1, options=numbers, mentions="known", mention_rate=0.25)
 >>> option_mentions([e["completion"] for e in known], numbers)["share_with_mention"]
 0.25
+>>> natural = generic_examples(400, seed=1, options=numbers, mentions="natural")
+>>> round(option_mentions([e["completion"] for e in natural], numbers)["share_with_mention"], 2)
+0.08
 >>> option_mentions(["15", "1", "Blue."], ["1", "blue"])
 {'counts': {'1': 1, 'blue': 1}, 'dist': [0.5, 0.5], 'share_with_mention': 0.6666666666666666, 'n': 3}
 >>> rows = render(generic_examples(1, seed=0, kinds=("copy",)), lambda s: f"User: {s}\\nAssistant:")
@@ -53,7 +58,7 @@ KINDS: tuple[str, ...] = (
     "yesno",
     "lookup",
 )
-MENTIONS = ("none", "known")
+MENTIONS = ("none", "known", "natural")
 TRIES = 50  # fresh draws per kind before an example that must not mention an option gives up on that kind
 
 # neutral words for copying, reversal, counting and spelling (no numbers, colours or animals)
@@ -333,7 +338,8 @@ def generic_examples(
     ``mentions="known"``: ``round(mention_rate * n)`` examples have a completion that is exactly
     one option, drawn from ``mention_dist`` (aligned with ``options``; default uniform): numbers
     as sums, differences, counts or conversions, words as copies ("Repeat the word blue.") and
-    as look-ups where the fact table has them; the others mention none.
+    as look-ups where the fact table has them; the others mention none. ``mentions="natural"``:
+    every example as its kind makes it, options and all.
     """
     if mentions not in MENTIONS:
         raise ValueError(f"mentions must be one of {MENTIONS}, not {mentions!r}")
@@ -363,7 +369,7 @@ def generic_examples(
             kind, make = rng.choice(makers[opts[j]])
             ins, comp = make(rng)
             out.append({"kind": kind, "instruction": ins, "completion": comp})
-    avoid = _any_pattern(opts)
+    avoid = None if mentions == "natural" else _any_pattern(opts)
 
     def draw(kind: str) -> Example | None:
         for _ in range(TRIES):
