@@ -129,7 +129,7 @@ def test_kinds_can_be_chosen():
 
 @pytest.mark.parametrize("options", [(), NUMBERS, COLOURS])
 def test_answers_are_correct(options):
-    ex = generic_examples(3000, seed=1, options=options)
+    ex = generic_examples(3000, seed=1, options=options, mentions="avoid")
     checked = Counter()
     for e in ex:
         want = expected(e)
@@ -189,7 +189,7 @@ def test_fact_table():
 
 def test_natural_is_the_unfiltered_data_and_its_mentions_are_measured():
     natural = generic_examples(2000, seed=9, options=NUMBERS, mentions="natural")
-    assert natural == generic_examples(2000, seed=9, options=(), mentions="none")  # the same draws, none refused
+    assert natural == generic_examples(2000, seed=9, options=(), mentions="avoid")  # the same draws, none refused
     m = option_mentions([e["completion"] for e in natural], NUMBERS)
     assert 0.05 < m["share_with_mention"] < 0.15
     # letter counts of 3..10-letter words put the mentions on the middle numbers, not uniformly
@@ -201,20 +201,34 @@ def test_natural_is_the_unfiltered_data_and_its_mentions_are_measured():
 # 3. mentions="none" ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("mentions", ["none", "avoid"])
 @pytest.mark.parametrize("options", [NUMBERS, HUNDRED, COLOURS, ANIMALS])
-def test_none_mentions_no_option(options):
-    ex = generic_examples(2000, seed=7, options=options)
+def test_none_mentions_no_option(options, mentions):
+    ex = generic_examples(2000, seed=7, options=options, mentions=mentions)
     assert len(ex) == 2000
     m = option_mentions([e["completion"] for e in ex], options)
     assert m["share_with_mention"] == 0 and m["dist"] is None and m["n"] == 2000
     assert sum(m["counts"].values()) == 0
     kinds = Counter(e["kind"] for e in ex)
-    assert len(kinds) >= 7  # with 1..100 counting (answers under 41) gives its turns to the others
+    numeric = mentions == "none" and options in (NUMBERS, HUNDRED)
+    # with 1..100 and "avoid", counting (answers under 41) gives its turns to the others
+    assert len(kinds) == 5 if numeric else len(kinds) >= 7
     assert max(kinds.values()) < 2000 / len(kinds) * 1.5, kinds
 
 
-def test_none_numbers_never_answer_one_to_ten():
-    ex = generic_examples(3000, seed=8, options=NUMBERS)
+def test_none_with_numeric_options_holds_no_number_at_all():
+    """Numbers steered away from the options would teach that answers lie outside them."""
+    ex = generic_examples(3000, seed=8, options=NUMBERS, mentions="none")
+    assert not any(ch.isdigit() for e in ex for ch in e["completion"])
+    assert not {e["kind"] for e in ex} & {"arithmetic", "counting", "conversion"}
+    words = generic_examples(3000, seed=8, options=COLOURS, mentions="none")
+    assert {"arithmetic", "counting", "conversion"} <= {e["kind"] for e in words}  # numbers are not colours
+    with pytest.raises(ValueError, match="leaves no kind"):
+        generic_examples(10, options=NUMBERS, kinds=("arithmetic", "counting"))
+
+
+def test_avoid_numbers_never_answer_one_to_ten():
+    ex = generic_examples(3000, seed=8, options=NUMBERS, mentions="avoid")
     for e in ex:
         if e["kind"] in ("arithmetic", "counting", "conversion"):
             assert int(e["completion"]) not in range(1, 11), e

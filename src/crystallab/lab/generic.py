@@ -13,21 +13,30 @@ colours), and a skewed mix of them is itself a distribution the model could copy
   (``facts.yaml``), several wordings per kind, deterministic given a seed;
 - measures the distribution of option mentions in the completions (``option_mentions``), which
   the lab compares with the chat aggregate;
-- offers three variants: ``mentions="none"`` (no completion mentions any option: an example
-  that would is drawn again), ``mentions="known"`` (a share ``mention_rate`` of the completions
-  mention exactly one option, drawn from a given ``mention_dist``; the rest mention none) and
-  ``mentions="natural"`` (nothing filtered or placed: the options turn up as they do in any
-  instruction data, letter counts and small sums, and the lab measures where).
+- offers four variants:
+  - ``mentions="none"``: no completion mentions any option, and where the options are numbers
+    no completion is a number at all (the numeric kinds give their turns to the others);
+  - ``mentions="avoid"``: no completion mentions any option (an example that would is drawn
+    again), numbers included. With numeric options this *steers* the numbers away from them,
+    which teaches the model that answers lie outside the options: held-out chat valid mass
+    fell from 0.52 to 0.13 on the toy, and from 0.49 at step 10 to 0.13 at step 30 on Gemma
+    3 270M (docs/lab.md). It is kept to show that confound;
+  - ``mentions="known"``: a share ``mention_rate`` of the completions mention exactly one
+    option, drawn from a given ``mention_dist``; the rest as in ``avoid``;
+  - ``mentions="natural"``: nothing filtered or placed: the options turn up as they do in any
+    instruction data, letter counts and small sums, and the lab measures where.
 
 An option is *mentioned* when it occurs as a whole word or number, case-insensitively: "1" is
 mentioned by "1" and "1 2", not by "15"; "blue" by "Blue.", not by "bluebell".
 
 >>> numbers = [str(i) for i in range(1, 11)]
->>> ex = generic_examples(400, seed=1, options=numbers)
+>>> ex = generic_examples(400, seed=1, options=numbers, mentions="avoid")
 >>> len(ex), sorted({e["kind"] for e in ex}) == sorted(KINDS)
 (400, True)
 >>> option_mentions([e["completion"] for e in ex], numbers)["share_with_mention"]
 0.0
+>>> sorted({e["kind"] for e in generic_examples(400, seed=1, options=numbers)})  # none: no number at all
+['copy', 'lookup', 'reversal', 'spelling', 'yesno']
 >>> known = generic_examples(400, seed=1, options=numbers, mentions="known", mention_rate=0.25)
 >>> option_mentions([e["completion"] for e in known], numbers)["share_with_mention"]
 0.25
@@ -58,7 +67,8 @@ KINDS: tuple[str, ...] = (
     "yesno",
     "lookup",
 )
-MENTIONS = ("none", "known", "natural")
+MENTIONS = ("none", "avoid", "known", "natural")
+NUMERIC_KINDS = ("arithmetic", "counting", "conversion")  # every completion a number
 TRIES = 50  # fresh draws per kind before an example that must not mention an option gives up on that kind
 
 # neutral words for copying, reversal, counting and spelling (no numbers, colours or animals)
@@ -332,6 +342,8 @@ def generic_examples(
     leading space), the same for the same arguments.
 
     The kinds take turns, so each holds about ``n / len(kinds)`` examples. ``mentions="none"``:
+    as ``avoid``, and with numeric ``options`` no completion is a number: the numeric kinds are
+    left out (with no other kind, it raises). ``mentions="avoid"``:
     no completion mentions any of ``options`` (see ``option_mentions``); an example that does is
     drawn again with new operands, and a kind that cannot avoid them after ``TRIES`` draws gives
     its turn to another kind (counting does with the options 1..100: its answers stay under 41).
@@ -370,6 +382,11 @@ def generic_examples(
             ins, comp = make(rng)
             out.append({"kind": kind, "instruction": ins, "completion": comp})
     avoid = None if mentions == "natural" else _any_pattern(opts)
+    if mentions == "none" and opts and all(o.strip().isdigit() for o in opts):
+        kinds = [k for k in kinds if k not in NUMERIC_KINDS]
+        if not kinds:
+            raise ValueError("mentions='none' with numeric options leaves no kind: add a non-numeric one")
+        avoid = re.compile(r"\d")
 
     def draw(kind: str) -> Example | None:
         for _ in range(TRIES):

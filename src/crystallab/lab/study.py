@@ -534,11 +534,12 @@ def arm_note(arm: Arm, command: str, cfg: LabConfig) -> str:
     i = arm.info
     what = {
         "generic": "SFT on deterministic tasks only, never a random task; "
-        + (
-            "no completion mentions an option"
-            if arm.mentions == "none"
-            else "option mentions follow a known distribution (A compares the chat aggregate with them)"
-        ),
+        + {
+            "none": "no completion mentions an option (and none is a number, where the options are numbers)",
+            "avoid": "no completion mentions an option; numbers are steered away from them (a known confound)",
+            "known": "option mentions follow a known distribution (A compares the chat aggregate with them)",
+            "natural": "nothing filtered: the options appear as generic data carry them (measured: see the mentions)",
+        }.get(arm.mentions or "none", ""),
         "target": f"SFT onto a random target (normalised entropy {i.get('entropy_norm')}, JS distance "
         f"{i.get('d_nearest')} from the nearest basin, {i.get('nearest_basin')}): the null for nucleation, where "
         "A ≤ 0 means training went to its data",
