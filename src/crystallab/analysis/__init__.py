@@ -185,7 +185,9 @@ def _analyze_table(
                             f"{c['label']}/{task}/{kind}: {len(ids)} of {st.n_prompts} prompt(s) have valid mass "
                             f"below {th.v_min} and were left out: {', '.join(ids[:8])}{' …' if len(ids) > 8 else ''}"
                         )
-                vs = _verdict_split(ens)
+                # held-out prompts guard against memorising training data; the root is never trained, so
+                # its basins come from every prompt (one held-out prompt per family cannot show a basin)
+                vs = None if c["label"] == root else _verdict_split(ens)
                 valid[(c["label"], kind)] = Valid.of(ens.split(vs), th.v_min)[0]
                 final[(c["label"], kind, "verdict")] = final[(c["label"], kind, vs)]
 
@@ -205,7 +207,10 @@ def _analyze_table(
         def edge(parent: str, child: str) -> Transition | None:
             if (parent, child) in edges:
                 return edges[(parent, child)]
-            if root is None or not (defined(root, "raw") and defined(parent, "chat") and defined(child, "chat")):
+            # the root's own chat may be undefined (a base model that does not answer chat prompts
+            # in-set): nucleation compares the child with the root's raw basins, not with it
+            parent_ok = defined(parent, "chat") or parent == root
+            if root is None or not (defined(root, "raw") and parent_ok and defined(child, "chat")):
                 return None
             t = transition(
                 task,
@@ -214,7 +219,7 @@ def _analyze_table(
                 root=root,
                 root_raw=valid[(root, "raw")],
                 root_chat=valid[(root, "chat")] if defined(root, "chat") else None,
-                parent_chat=valid[(parent, "chat")],
+                parent_chat=valid[(parent, "chat")] if defined(parent, "chat") else None,
                 child_chat=valid[(child, "chat")],
                 options=opts,
                 train_answers=t_answers(child),

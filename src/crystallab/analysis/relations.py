@@ -63,19 +63,19 @@ def _figures(
     q: np.ndarray,
     means: np.ndarray,
     radii: np.ndarray,
-    q_parent: np.ndarray,
-    S: np.ndarray,
+    q_parent: np.ndarray | None,
+    S: np.ndarray | None,
     chat0: np.ndarray | None,
     t: np.ndarray | None,
 ) -> dict[str, float]:
     c = M.nucleation_coordinate(q, means, radii)
-    u = S.size / q.size
-    ret = float(q[S].sum())
+    u = S.size / q.size if S is not None else math.nan
+    ret = float(q[S].sum()) if S is not None else math.nan
     out = {
         "margin": c.margin,
         "retention": ret,
         "rho": (ret - u) / (1 - u) if u < 1 else math.nan,
-        "redistribution": M.js_distance(q_parent, q),
+        "redistribution": M.js_distance(q_parent, q) if q_parent is not None else math.nan,
         "d_chat0": M.js_distance(q, chat0) if chat0 is not None else math.nan,
         "k_star": float(c.k_star),
     }
@@ -95,23 +95,27 @@ def transition(
     root: str,
     root_raw: Valid,
     root_chat: Valid | None,
-    parent_chat: Valid,
+    parent_chat: Valid | None,
     child_chat: Valid,
     options: list[str],
     train_answers: np.ndarray | None,
     th: Thresholds,
 ) -> Transition:
-    """Every figure of one edge, with intervals (the three ensembles must be defined)."""
+    """Every figure of one edge, with intervals (the root's raw and the child's chat ensembles
+    must be defined; ``parent_chat`` None, a root whose chat is undefined, leaves the figures
+    relative to the parent, retention, ρ and redistribution, undefined (NaN))."""
     reps = list(child_chat.replica_rows())
     root_fams = {r: _family_rows(root_raw, _side(root_raw, r)) for r in reps}
     names = list(dict.fromkeys(root_raw.families)) if not root_raw.by_prompt else root_raw.ids
-    q_parent_point = {r: parent_chat.P[_side(parent_chat, r)].mean(axis=0) for r in reps}
-    S = M.support_set(np.mean(list(q_parent_point.values()), axis=0), th.cover)
+    S = None
+    if parent_chat is not None:
+        q_parent_point = {r: parent_chat.P[_side(parent_chat, r)].mean(axis=0) for r in reps}
+        S = M.support_set(np.mean(list(q_parent_point.values()), axis=0), th.cover)
 
     def one(r: int | None, rng: np.random.Generator | None) -> dict[str, float]:
         means, radii = _root_basins(root_raw, root_fams[r], th.eps, rng)
         q = _q(child_chat, child_chat.replica_rows()[r], rng)
-        qp = _q(parent_chat, _side(parent_chat, r), rng)
+        qp = None if parent_chat is None else _q(parent_chat, _side(parent_chat, r), rng)
         c0 = None if root_chat is None else _q(root_chat, _side(root_chat, r), rng)
         return _figures(q, means, radii, qp, S, c0, train_answers)
 
@@ -161,7 +165,7 @@ def transition(
         seed_p=seed,
         attraction=est("attraction") if train_answers is not None else None,
         d_data=est("d_data") if train_answers is not None else None,
-        support=[options[i] for i in S],
+        support=[options[i] for i in S] if S is not None else [],
         retention=est("retention"),
         rho=est("rho"),
         redistribution=est("redistribution"),
