@@ -37,7 +37,7 @@ class FakeLLM:
                     )
                 )
             else:
-                seqs = self.hf.sample(ids, n=params.n, seed=params.seed, max_new_tokens=params.max_tokens)
+                seqs = self.hf.sample(ids, n=params.n, seed=params.seed, max_new_tokens=params.max_tokens, decoding=_decoding(params))
                 eos = set(params.stop_token_ids)
                 outs.append(
                     SimpleNamespace(
@@ -52,3 +52,11 @@ class FakeLLM:
                     )
                 )
         return outs
+
+
+def _decoding(params):
+    """The decoding setting a SamplingParams asks for (vLLM's top_k -1 is off)."""
+    from crystallab.models.decoding import Decoding
+
+    k = int(getattr(params, "top_k", -1) or -1)
+    return Decoding(float(params.temperature), k if k > 0 else 0, float(params.top_p), float(params.min_p or 0.0))

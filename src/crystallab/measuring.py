@@ -50,10 +50,12 @@ from crystallab.models.base import (
     methods,
     sample_seed,
 )
+from crystallab.models.decoding import COLUMNS as DECODING_COLUMNS
+from crystallab.models.decoding import Decoding, decodings
 from crystallab.models.load import load_model
 from crystallab.prompts import PROMPT_SETS, Prompt, render_prompts
 from crystallab.results import Results
-from crystallab.scoring.exact import ScoreStats, score_exact
+from crystallab.scoring.exact import ScoreStats, score_exact_each
 from crystallab.scoring.sample import sample_prompt, sample_text_prompt
 from crystallab.scoring.topk import score_topk
 from crystallab.store import OTHER, STAGES, ResultStore, writer_lock
@@ -89,6 +91,21 @@ class MeasureSettings:
     batch_tokens: int = field(
         default=0, metadata={"help": "padded tokens per forward pass (0: 4096 on CPU, 32768 on CUDA)"}
     )
+    # the decoding setting(s) the distributions are under (models/decoding.py); several
+    # temperatures are scored from one forward pass per batch
+    temperature: tuple[float, ...] = field(
+        default=(1.0,), metadata={"help": "sampling temperature(s), comma-separated: one distribution per value"}
+    )
+    top_k: int = field(default=0, metadata={"help": "keep the k most likely tokens at every step (0: off)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus: keep the most likely tokens up to mass P (1: off)"})
+    min_p: float = field(
+        default=0.0, metadata={"help": "keep tokens at least M times as likely as the top one (0: off)"}
+    )
+
+    @property
+    def decodings(self) -> list[Decoding]:
+        """One decoding setting per temperature (validated: a bad one is a UserError)."""
+        return decodings(tuple(self.temperature), self.top_k, self.top_p, self.min_p)
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -101,6 +118,12 @@ class MeasureSettings:
             raise UserError(f"--samples must be a positive number, got {self.samples}")
         if self.limit is not None and self.limit <= 0:
             raise UserError(f"--limit must be positive, got {self.limit}")
+        ds = self.decodings
+        if self.method == "logprobs-topk" and not all(d.is_default for d in ds):
+            raise UserError(
+                "--method logprobs-topk reads the server's untruncated T = 1 logprobs only; "
+                "use --method sample for other decoding settings"
+            )
         if self.method == "logprobs-topk" and self.prompts != "raw":
             raise UserError(
                 "--method logprobs-topk scores raw prompts only (a chat API cannot continue a partial "
@@ -203,6 +226,10 @@ def measure(
     parser: str = "text",
     limit: int | None = None,
     batch_tokens: int = 0,
+    temperature: float | Sequence[float] = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
     label: str | None = None,
     stage: str = "other",
     parent: str | None = None,
@@ -218,8 +245,10 @@ def measure(
     """Measure one model on tasks; returns the rows as a ``Results`` (no folder needed).
 
     ``model`` is a loaded backend (``load_model``) or a spec, loaded with ``load``. ``tasks`` are
-    ids or ``Task`` objects. ``into`` adds the rows to an existing ``Results`` (several
-    checkpoints in one object); ``out`` measures into a results folder instead, resuming it.
+    ids or ``Task`` objects. ``temperature`` (one value or several), ``top_k``, ``top_p`` and
+    ``min_p`` are the decoding setting the distributions are under (one per temperature).
+    ``into`` adds the rows to an existing ``Results`` (several checkpoints in one object);
+    ``out`` measures into a results folder instead, resuming it.
     """
     settings = MeasureSettings(
         prompts=prompts,
@@ -229,6 +258,10 @@ def measure(
         parser=parser,
         limit=limit,
         batch_tokens=batch_tokens,
+        temperature=(temperature,) if isinstance(temperature, (int, float)) else tuple(temperature),
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
     )
     spec = model if isinstance(model, str) else model.name
     task_list = _resolve_tasks(tasks, tasks_dir)
@@ -339,6 +372,7 @@ def run_record(
         "checkpoint_index": index,
         "step": cfg.step,
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)},
+        "decodings": [d.to_json() for d in cfg.settings.decodings],
         "tasks": {t.id: t.version for t in tasks},
         "chat_template": next((p.template for ps in prompt_sets.values() for p in ps if p.kind == "chat"), None),
     }
@@ -366,8 +400,13 @@ def measure_into(
             "their prompts are measured again"
         )
 
+    settings = [tuple(d.columns()[c] for c in DECODING_COLUMNS) for d in s.decodings]
+
     def todo(t: Task, ps: list[Prompt]) -> list[Prompt]:
-        return [p for p in ps if (label, cfg.step, t.id, p.id, s.method, cfg.replica) not in done]
+        # a prompt is measured again when any of its settings is missing (they share one forward pass)
+        return [
+            p for p in ps if any((label, cfg.step, t.id, p.id, s.method, cfg.replica, *d) not in done for d in settings)
+        ]
 
     tp = Throughput()
     tp.skipped = sum(len(prompt_sets[t.id]) - len(todo(t, prompt_sets[t.id])) for t in tasks)
@@ -457,57 +496,67 @@ def measure_chunk(
     batch_tokens: int,
     failed: list[dict] | None = None,
 ) -> tuple[list[dict], list[dict], int]:
-    """Rows (and completion rows) for one chunk of one task's prompts, and the tokens spent."""
+    """Rows (and completion rows) for one chunk of one task's prompts, under every decoding
+    setting, and the tokens spent."""
     s = cfg.settings
     labels = [*task.labels, OTHER]
     seeds = [sample_seed(s.seed, label, str(cfg.step), task.id, p.id) for p in prompts]
-    got, ntok = _dispatch(backend, task, prompts, seeds, s, batch_tokens)
     rows: list[dict] = []
     samples: list[dict] = []
     n = s.samples if s.method == "sample" else 0
-    for p, r in zip(prompts, got):
-        if isinstance(r, Exception):
-            if failed is not None:
-                failed.append(
+    ntok = 0
+    for d, got in _dispatch(backend, task, prompts, seeds, s, batch_tokens):
+        cols = d.columns()
+        ntok += got[1]
+        for p, r in zip(prompts, got[0]):
+            if isinstance(r, Exception):
+                if failed is not None:
+                    failed.append(
+                        {
+                            "checkpoint": label,
+                            "step": cfg.step,
+                            "task": task.id,
+                            "prompt_id": p.id,
+                            "method": s.method,
+                            "replica": cfg.replica,
+                            **cols,
+                            "error": f"{type(r).__name__}: {r}",
+                            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        }
+                    )
+                continue
+            if r.sampled is not None:
+                done = completion_rows(r.sampled, label, index, cfg.step, task.id, p.id, labels, cfg.replica)
+                samples += [{**x, **cols} for x in done]
+            for opt, prob in zip(labels, r.probs):
+                rows.append(
                     {
+                        "model": cfg.model,
                         "checkpoint": label,
+                        "checkpoint_index": index,
+                        "stage": cfg.stage,
                         "step": cfg.step,
                         "task": task.id,
+                        "task_version": task.version,
                         "prompt_id": p.id,
+                        "prompt_kind": p.kind,
+                        "prompt_family": p.family,
+                        "prompt_text": p.text,
+                        "option": opt,
+                        "prob": float(prob),
                         "method": s.method,
+                        "n_samples": n,
+                        "seed": s.seed,
+                        "uncovered": r.uncovered,
+                        "split": p.split,
                         "replica": cfg.replica,
-                        "error": f"{type(r).__name__}: {r}",
-                        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        **cols,
                     }
                 )
-            continue
-        if r.sampled is not None:
-            samples += completion_rows(r.sampled, label, index, cfg.step, task.id, p.id, labels, cfg.replica)
-        for opt, prob in zip(labels, r.probs):
-            rows.append(
-                {
-                    "model": cfg.model,
-                    "checkpoint": label,
-                    "checkpoint_index": index,
-                    "stage": cfg.stage,
-                    "step": cfg.step,
-                    "task": task.id,
-                    "task_version": task.version,
-                    "prompt_id": p.id,
-                    "prompt_kind": p.kind,
-                    "prompt_family": p.family,
-                    "prompt_text": p.text,
-                    "option": opt,
-                    "prob": float(prob),
-                    "method": s.method,
-                    "n_samples": n,
-                    "seed": s.seed,
-                    "uncovered": r.uncovered,
-                    "split": p.split,
-                    "replica": cfg.replica,
-                }
-            )
     return rows, samples, ntok
+
+
+Measured = tuple[list[_Measured | Exception], int]
 
 
 def _dispatch(
@@ -517,34 +566,55 @@ def _dispatch(
     seeds: list[int],
     s: MeasureSettings,
     batch_tokens: int,
-) -> tuple[list[_Measured | Exception], int]:
-    """Each prompt's distribution by the capability the method needs (models/base.py)."""
+) -> list[tuple[Decoding, Measured]]:
+    """Each prompt's distribution under each decoding setting, by the capability the method needs
+    (models/base.py), and the tokens spent. Exact scoring reads every setting from one forward
+    pass; sampling draws each setting's completions from the same per-prompt seed."""
+    ds = s.decodings
     if s.method == "exact":
         assert isinstance(backend, TrieScorer)
         st = ScoreStats()
-        dists = score_exact(backend, [p.text for p in prompts], task, batch_tokens=batch_tokens, stats=st)
-        return [_Measured(d) for d in dists], st.tokens_forwarded
+        each = score_exact_each(backend, [p.text for p in prompts], task, ds, batch_tokens=batch_tokens, stats=st)
+        return [(d, ([_Measured(x) for x in dists], st.tokens_forwarded if j == 0 else 0))
+                for j, (d, dists) in enumerate(zip(ds, each))]  # fmt: skip
     if s.method == "logprobs-topk":
         assert isinstance(backend, TopLogprobs)
         out = _each_prompt(backend, prompts, lambda p, _: score_topk(backend, p.text, task), seeds)
-        return (
-            [r if isinstance(r, Exception) else _Measured(r.probs, uncovered=r.uncovered) for r in out],
-            sum(r.queried for r in out if not isinstance(r, Exception)),
-        )
-    if isinstance(backend, TokenSampler):
-        res = [
-            sample_prompt(backend, p.text, task, n=s.samples, seed=k, parser=s.parser) for p, k in zip(prompts, seeds)
+        return [
+            (
+                ds[0],
+                (
+                    [r if isinstance(r, Exception) else _Measured(r.probs, uncovered=r.uncovered) for r in out],
+                    sum(r.queried for r in out if not isinstance(r, Exception)),
+                ),
+            )
         ]
-        ntok = sum(s.samples * (len(backend.encode(p.text)) + 8) for p in prompts)
-        return [_Measured(r.probs, sampled=r) for r in res], ntok
-    assert isinstance(backend, TextSampler)
-    got = _each_prompt(
-        backend, prompts, lambda p, k: sample_text_prompt(backend, p.text, p.kind == "chat", task, s.samples, k), seeds
-    )
-    return (
-        [r if isinstance(r, Exception) else _Measured(r.probs, sampled=r) for r in got],
-        sum(r.tokens for r in got if not isinstance(r, Exception)),
-    )
+    result: list[tuple[Decoding, Measured]] = []
+    for d in ds:
+        if isinstance(backend, TokenSampler):
+            res = [
+                sample_prompt(backend, p.text, task, n=s.samples, seed=k, parser=s.parser, decoding=d)
+                for p, k in zip(prompts, seeds)
+            ]
+            ntok = sum(s.samples * (len(backend.encode(p.text)) + 8) for p in prompts)
+            result.append((d, ([_Measured(r.probs, sampled=r) for r in res], ntok)))
+            continue
+        assert isinstance(backend, TextSampler)
+
+        def one(p: Prompt, k: int, d: Decoding = d) -> Any:
+            return sample_text_prompt(backend, p.text, p.kind == "chat", task, s.samples, k, decoding=d)
+
+        got = _each_prompt(backend, prompts, one, seeds)
+        result.append(
+            (
+                d,
+                (
+                    [r if isinstance(r, Exception) else _Measured(r.probs, sampled=r) for r in got],
+                    sum(r.tokens for r in got if not isinstance(r, Exception)),
+                ),
+            )
+        )
+    return result
 
 
 def _each_prompt(backend: Any, prompts: list[Prompt], fn: Callable[[Prompt, int], Any], seeds: list[int]) -> list[Any]:

@@ -6,10 +6,10 @@
     DIR/samples/*.parquet       raw completions of sampled measurements
     DIR/failures/*.json         prompts that failed (API errors after retries); remeasured on resume
 
-One row per (checkpoint, step, task, prompt, option, method, replica); ``option == "⊥"`` holds
-the out-of-set mass and each prompt's probabilities sum to 1. See docs/results.md for the schema.
-A measurement resumes by skipping the (checkpoint, step, task, prompt, method, replica) groups
-that a shard already holds. Nothing is pickled.
+One row per (checkpoint, step, task, prompt, option, method, replica, decoding setting);
+``option == "⊥"`` holds the out-of-set mass and each prompt's probabilities sum to 1. See
+docs/results.md for the schema. A measurement resumes by skipping the groups (all of that key
+but the option) that a shard already holds. Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -57,6 +57,12 @@ SCHEMA = pa.schema(
         ("uncovered", pa.float64()),
         ("split", pa.string()),  # train | heldout (lab prompts), null outside the lab
         ("replica", pa.int32()),  # the replica of a replicated lab run, null otherwise
+        # the decoding setting the distribution is under (models/decoding.py); shards written
+        # before these columns existed read as the defaults, T = 1 and no truncation
+        ("temperature", pa.float64()),
+        ("top_k", pa.int64()),  # 0: off
+        ("top_p", pa.float64()),  # 1: off
+        ("min_p", pa.float64()),  # 0: off
     ]
 )
 SAMPLE_SCHEMA = pa.schema(
@@ -70,13 +76,20 @@ SAMPLE_SCHEMA = pa.schema(
         ("completion", pa.string()),
         ("option", pa.string()),
         ("replica", pa.int32()),
+        ("temperature", pa.float64()),
+        ("top_k", pa.int64()),
+        ("top_p", pa.float64()),
+        ("min_p", pa.float64()),
     ]
 )
 # what one measured prompt is keyed by: resume skips the groups a shard holds (replicas of a lab run
 # may share a checkpoint label, so the replica is part of the key)
-GROUP = ("checkpoint", "step", "task", "prompt_id", "method", "replica")
-# nullable columns a shard may lack (they read as null); every other column of its schema must be there
-_MAY_LACK = {"shards": ("step", "uncovered", "split", "replica"), "samples": ("step", "replica")}
+# and one prompt measured under several decoding settings is one group per setting
+DECODING = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0}  # the columns and their defaults
+GROUP = ("checkpoint", "step", "task", "prompt_id", "method", "replica", *DECODING)
+# nullable columns a shard may lack (they read as null, the decoding columns as their defaults);
+# every other column of its schema must be there
+_MAY_LACK = {"shards": ("step", "uncovered", "split", "replica", *DECODING), "samples": ("step", "replica", *DECODING)}
 # columns the analysis reads in every row: a shard with nulls in them is not a crystallab shard
 _NOT_NULL = ("checkpoint", "checkpoint_index", "task", "prompt_id", "prompt_kind", "option", "prob", "method")
 # what reading a broken Parquet file raises (pyarrow's errors, OSError for I/O and thrift, ValueError)
@@ -116,6 +129,18 @@ def _remember(f: Path, sub: str, t: pa.Table) -> None:
         if len(_VERIFIED) >= _VERIFIED_MAX:
             _VERIFIED.clear()
         _VERIFIED[key] = t
+
+
+def with_decoding_defaults(t: pa.Table) -> pa.Table:
+    """``t`` with missing decoding values read as the defaults (T = 1, no truncation): rows
+    written before the decoding columns existed were measured that way."""
+    import pyarrow.compute as pc
+
+    for name, default in DECODING.items():
+        if name in t.column_names and t.column(name).null_count:
+            i = t.column_names.index(name)
+            t = t.set_column(i, t.field(i), pc.fill_null(t.column(name), pa.scalar(default, t.field(i).type)))
+    return t
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -218,7 +243,8 @@ class ResultStore:
         return sorted((self.root / sub).glob("*.parquet"))
 
     def done_groups(self) -> set[tuple]:
-        """(checkpoint, step, task, prompt_id, method, replica) groups already written.
+        """(checkpoint, step, task, prompt_id, method, replica, temperature, top_k, top_p, min_p)
+        groups already written.
 
         Unreadable shards are moved to DIR/quarantine/ first (:meth:`quarantine_unreadable`;
         the moved paths are left in ``self.quarantined``), so their prompts are measured again."""
@@ -236,6 +262,7 @@ class ResultStore:
                     except _PARQUET_ERRORS:  # a whole footer over broken data pages
                         self.quarantined += self._quarantine(f)
                         continue
+                t = with_decoding_defaults(t)
                 groups = frozenset(zip(*(t.column(c).to_pylist() for c in GROUP)))
                 if key is not None:
                     if len(_GROUPS) >= _VERIFIED_MAX:
@@ -323,7 +350,7 @@ class ResultStore:
                     f"{f}: expected a JSON list of failure records; delete it (its prompts are measured again anyway)"
                 )
             for r in records:
-                key = tuple(_hashable(r.get(c)) for c in GROUP)
+                key = tuple(_hashable(r.get(c) if r.get(c) is not None else DECODING.get(c)) for c in GROUP)
                 if key not in done:
                     latest[key] = r
         return list(latest.values())
@@ -473,6 +500,7 @@ def _read_shard(f: Path, sub: str = "shards") -> pa.Table:
         raise _shard_error(f, "not a readable Parquet file (damaged data pages)") from None
     if sub == "shards":
         _check_not_null(t, f, _shard_error)
+    t = with_decoding_defaults(t)
     _remember(f, sub, t)
     return t
 
@@ -595,7 +623,7 @@ def add_task(manifest: dict[str, Any], task_id: str, version: int, prompts: dict
 
 
 def group_keys(table: pa.Table) -> list[tuple]:
-    """Each row's (checkpoint, step, task, prompt_id, method, replica) group, in row order."""
+    """Each row's GROUP key (checkpoint, step, task, prompt, method, replica, decoding), in row order."""
     return list(zip(*[table.column(c).to_pylist() for c in GROUP]))
 
 
@@ -622,6 +650,7 @@ def tidy(tables: list[pa.Table]) -> pa.Table:
         ("step", "ascending"),
         ("task", "ascending"),
         ("method", "ascending"),
+        ("temperature", "ascending"),
         ("prompt_kind", "descending"),
         ("prompt_id", "ascending"),
     ]
@@ -683,7 +712,7 @@ def read_table(path: str | Path) -> pa.Table:
     except _PARQUET_ERRORS:
         raise table_error(f, "not a crystallab results table (a column of the wrong type)") from None
     _check_not_null(t, f, table_error)
-    return t
+    return with_decoding_defaults(t)
 
 
 # ---- one writer per folder -------------------------------------------------------------------

@@ -3,7 +3,7 @@
 HTTP only: the backend offers two capabilities (models/base.py), and the scorers that use them
 live in ``crystallab.scoring``:
 
-``complete``      (TextSampler) N completions of a prompt at temperature 1 from
+``complete``      (TextSampler) N completions of a prompt under a decoding setting from
                   ``/v1/completions`` (raw prompts) or ``/v1/chat/completions`` (chat prompts: the
                   server applies its chat template). ``scoring.sample`` parses and counts them.
 ``top_logprobs``  (TopLogprobs) the top-k next-token logprobs after raw texts (``logprobs=k`` on
@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 from crystallab.errors import UserError, require
+from crystallab.models.decoding import DEFAULT, Decoding
 from crystallab.models.spec import ModelSpec, parse_spec
 
 SERVERS = ("openai", "vllm", "llama.cpp", "transformers")
@@ -40,29 +41,42 @@ class ApiError(Exception):
     """A request that failed for good (after retries, or a 4xx that retrying cannot fix)."""
 
 
-def sampling_fields(server: str, temperature: float, max_tokens: int) -> dict[str, Any]:
-    """Request fields for pure ancestral sampling: temperature, no top-p, and, per server, the
-    fields that switch off its own truncation defaults (llama.cpp: top_k 40, min_p 0.05 and a
-    repeat penalty; vLLM: the model's generation_config; transformers: greedy unless do_sample).
+def sampling_fields(server: str, decoding: Decoding, max_tokens: int) -> dict[str, Any]:
+    """Request fields for sampling under ``decoding`` and nothing else: its temperature, top-p,
+    top-k and min-p, and, per server, the fields that switch off its own defaults (llama.cpp:
+    top_k 40, min_p 0.05 and a repeat penalty; vLLM: the model's generation_config;
+    transformers: greedy unless do_sample). OpenAI's API has no top-k or min-p: asking for them
+    there is a UserError, never a setting silently dropped.
 
-    >>> sampling_fields("llama.cpp", 1.0, 8)["top_k"], sampling_fields("openai", 1.0, 8).get("top_k")
+    >>> sampling_fields("llama.cpp", DEFAULT, 8)["top_k"], sampling_fields("openai", DEFAULT, 8).get("top_k")
     (0, None)
+    >>> sampling_fields("vllm", Decoding(temperature=0.7, min_p=0.1), 8)["min_p"]
+    0.1
     """
-    body: dict[str, Any] = {"temperature": temperature, "top_p": 1.0, "max_tokens": max_tokens}
+    d = decoding
+    body: dict[str, Any] = {"temperature": d.temperature, "top_p": d.top_p, "max_tokens": max_tokens}
     if server == "vllm":
-        body.update(top_k=-1, min_p=0.0, repetition_penalty=1.0)
+        body.update(top_k=d.top_k if d.top_k > 0 else -1, min_p=d.min_p, repetition_penalty=1.0)
     elif server == "llama.cpp":
-        body.update(top_k=0, min_p=0.0, typical_p=1.0, repeat_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0)
+        body.update(
+            top_k=d.top_k, min_p=d.min_p, typical_p=1.0, repeat_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0
+        )
     elif server == "transformers":
         gen = {
             "do_sample": True,
-            "temperature": temperature,
-            "top_k": 0,
-            "top_p": 1.0,
+            "temperature": d.temperature,
+            "top_k": d.top_k,
+            "top_p": d.top_p,
+            "min_p": d.min_p,
             "max_new_tokens": max_tokens,
             "repetition_penalty": 1.0,
         }
         body["generation_config"] = json.dumps(gen)
+    elif d.top_k > 0 or d.min_p > 0:
+        raise UserError(
+            f"the {server} API has no top-k or min-p; drop --top-k/--min-p, or name a server that has them "
+            "(?server=vllm, llama.cpp or transformers)"
+        )
     return body
 
 
@@ -176,12 +190,19 @@ class ApiBackend:
 
     # ---- the two capabilities: TextSampler and TopLogprobs ---------------------------------
     def complete(
-        self, text: str, chat: bool, n: int, seed: int, max_tokens: int | None = None
+        self,
+        text: str,
+        chat: bool,
+        n: int,
+        seed: int,
+        max_tokens: int | None = None,
+        decoding: Decoding = DEFAULT,
     ) -> tuple[list[str], int]:
-        """Up to ``n`` sampled completions of ``text`` (pure ancestral sampling at temperature 1;
-        a server may return fewer), and the tokens the server reported. ``chat`` sends the text
-        as one user message to /v1/chat/completions; otherwise it is a raw /v1/completions prompt."""
-        body = sampling_fields(self.server, 1.0, max_tokens or self.max_tokens)
+        """Up to ``n`` completions of ``text`` sampled under ``decoding`` (default: pure ancestral
+        sampling at temperature 1; a server may return fewer), and the tokens the server reported.
+        ``chat`` sends the text as one user message to /v1/chat/completions; otherwise it is a raw
+        /v1/completions prompt."""
+        body = sampling_fields(self.server, decoding, max_tokens or self.max_tokens)
         body.update(n=n, seed=int(seed))
         if chat:
             data = self.post("chat/completions", {"messages": [{"role": "user", "content": text}], **body})
@@ -201,7 +222,7 @@ class ApiBackend:
             return list(pool.map(self._top_after, texts))
 
     def _top_after(self, text: str) -> dict[str, float]:
-        body = sampling_fields(self.server, 1.0, 1)
+        body = sampling_fields(self.server, DEFAULT, 1)
         body.update(prompt=text, logprobs=self.top_logprobs_k, n=1, seed=0)
         data = self.post("completions", body)
         lp = (data.get("choices") or [{}])[0].get("logprobs")

@@ -34,6 +34,7 @@ from typing import AbstractSet, Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from crystallab.models.decoding import DEFAULT, Decoding
 from crystallab.models.text import TokenTexts, decode_continuations, is_boundary_text, special_ids
 
 METHODS = ("exact", "sample", "logprobs-topk")  # the one list of measurement methods
@@ -144,7 +145,10 @@ class TrieScorer(Tokenized, Protocol):
         items: Sequence[TrieItem],
         padding_side: str = "right",
         rows: Sequence[Sequence[int]] | None = None,
-    ) -> list[TrieScores]: ...
+        decodings: Sequence[Decoding] = (DEFAULT,),
+    ) -> list[list[TrieScores]]:
+        """Per item, one ``TrieScores`` per decoding setting, all from one forward pass."""
+        ...
 
 
 @runtime_checkable
@@ -157,9 +161,7 @@ class TokenSampler(Tokenized, Protocol):
         n: int,
         seed: int,
         max_new_tokens: int,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        top_k: int = 0,
+        decoding: Decoding = DEFAULT,
     ) -> list[list[int]]: ...
 
 
@@ -178,6 +180,7 @@ class TextSampler(Protocol):
         n: int,
         seed: int,
         max_tokens: int | None = None,
+        decoding: Decoding = DEFAULT,
     ) -> tuple[list[str], int]: ...
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -21,6 +22,7 @@ import numpy as np
 from crystallab.console import route_library_logs, routing
 from crystallab.errors import NumericalError, UserError, require
 from crystallab.models.base import LeadKey, LoadSettings, TrieItem, TrieScores, compute_boundary_mask
+from crystallab.models.decoding import DEFAULT, Decoding
 from crystallab.models.spec import ModelSpec, parse_spec
 from crystallab.models.text import TokenizerText
 
@@ -174,6 +176,57 @@ def builtin_checkpoint(name: str) -> tuple[Path, str]:
 # the backend
 
 
+@dataclass
+class _Reduced:
+    """One decoding's reductions of the gathered rows (see ``HFBackend._head_reductions``)."""
+
+    temperature: float
+    logz: np.ndarray  # [M] log Σ_kept exp(logit / T)
+    logb: np.ndarray  # [M] the same over the kept boundary tokens
+    logl: np.ndarray  # [M, leads] the same over each lead mask's kept tokens
+    tau: np.ndarray  # [M] the kept tokens are logit >= tau (-inf: every token)
+
+    @classmethod
+    def empty(cls, d: Decoding, rows: int, leads: int) -> _Reduced:
+        return cls(d.temperature, np.empty(rows), np.empty(rows), np.empty((rows, leads)), np.full(rows, -np.inf))
+
+
+def _thresholds(blk: torch.Tensor, d: Decoding) -> torch.Tensor:
+    """[rows, 1] logit thresholds of the tokens ``d`` keeps, in transformers' order (top-k, then
+    top-p over what top-k left, then min-p); see models/decoding.py ``threshold``."""
+    rows, V = blk.shape
+    tau = torch.full((rows, 1), -torch.inf, dtype=blk.dtype, device=blk.device)
+    if 0 < d.top_k < V:
+        tau = torch.maximum(tau, torch.topk(blk, d.top_k, dim=-1).values[:, -1:])
+    if d.top_p < 1.0:
+        tau = torch.maximum(tau, _top_p_threshold(blk, tau, d))
+    if d.min_p > 0.0:
+        tau = torch.maximum(tau, blk.amax(dim=-1, keepdim=True) + d.temperature * math.log(d.min_p))
+    return tau
+
+
+def _top_p_threshold(blk: torch.Tensor, tau: torch.Tensor, d: Decoding) -> torch.Tensor:
+    """The logit of the first token, in descending order among those at or above ``tau``, at
+    which the cumulative probability at temperature T reaches top-p (float64 sums). The top
+    tokens are read a few hundred at a time: a full sort of a 262k vocabulary is never needed
+    unless the nucleus is that wide."""
+    V = blk.shape[-1]
+    m = blk.amax(dim=-1, keepdim=True)
+    x = ((blk - m) / d.temperature).masked_fill(blk < tau, -torch.inf).exp()
+    z = x.sum(dim=-1, keepdim=True, dtype=torch.float64)
+    kept = (blk >= tau).sum(dim=-1, keepdim=True)
+    k = min(V, 256)
+    while True:
+        vals = torch.topk(blk, k, dim=-1).values  # descending
+        p = ((vals - m) / d.temperature).masked_fill(vals < tau, -torch.inf).exp().double() / z
+        reached = p.cumsum(dim=-1) >= d.top_p
+        if bool(reached[:, -1].all()) or k == V:
+            break
+        k = min(V, k * 8)
+    first = torch.where(reached.any(dim=-1, keepdim=True), reached.int().argmax(dim=-1, keepdim=True), kept - 1)
+    return vals.gather(-1, first.clamp(max=k - 1))
+
+
 class HFBackend(TokenizerText):
     """A causal LM and its tokenizer, with batched trie scoring and sampling."""
 
@@ -217,8 +270,10 @@ class HFBackend(TokenizerText):
         items: Sequence[TrieItem],
         padding_side: str = "right",
         rows: Sequence[Sequence[int]] | None = None,
-    ) -> list[TrieScores]:
-        """Score a batch of prompts with their option tries in ONE forward pass.
+        decodings: Sequence[Decoding] = (DEFAULT,),
+    ) -> list[list[TrieScores]]:
+        """Score a batch of prompts with their option tries in ONE forward pass; per item, one
+        ``TrieScores`` per decoding setting.
 
         Each prompt is a segment: its context followed by its trie nodes. A tree attention mask
         lets each trie node attend to its own context and to its own ancestors only, with
@@ -234,6 +289,11 @@ class HFBackend(TokenizerText):
         place to what the scorer needs: log Z, the log-mass of the boundary tokens, and the
         logits of the children the trie continues with, plus the mass of each lead mask an item
         asks for (a few more columns of the same reduction). No [tokens x vocab] tensor is kept.
+
+        Each of ``decodings`` (models/decoding.py) repeats only that reduction on the same logits:
+        scaled by 1/T and restricted to the tokens its truncation keeps (``logit >= tau``, tau per
+        row), so a node's log-probability, boundary mass and lead masses are those of the
+        processed distribution, and a child outside the kept set gets -inf.
         """
         if not items:
             return []
@@ -296,17 +356,22 @@ class HFBackend(TokenizerText):
         h = hidden.reshape(B * T, hidden.shape[-1]).index_select(0, flat_t)  # [M, d]
         del hidden
         ct, cr = np.concatenate(child_tok), np.concatenate(child_row)
-        logz, logb, child_logit, logl = self._head_reductions(h, ct, cr, None, keys)
-
-        results = []
-        c = 0
-        for it, nr, lr in zip(items, node_row, lead_row):
-            N = len(it.tokens)
-            lp = child_logit[c : c + N] - logz[cr[c : c + N]]
-            lb = logb[nr] - logz[nr]
-            ll = logl[lr, np.array([col[k] for _, k in it.lead], dtype=np.int64)] - logz[lr]
-            results.append(TrieScores(logp=lp, log_boundary=lb, log_lead=ll))
-            c += N
+        child_logit, red = self._head_reductions(h, ct, cr, None, keys, decodings)
+        results: list[list[TrieScores]] = [[] for _ in items]
+        for red_d in red:
+            kept = child_logit >= red_d.tau[cr]
+            with np.errstate(invalid="ignore"):
+                lp_all = np.where(kept, child_logit / red_d.temperature - red_d.logz[cr], -np.inf)
+            # a row whose logits hold NaN or +inf (or are all -inf) has no finite log Z: its nodes
+            # read NaN, never a silent -inf, so the scorer refuses them
+            lp_all[~np.isfinite(red_d.logz[cr])] = np.nan
+            c = 0
+            for i, (it, nr, lr) in enumerate(zip(items, node_row, lead_row)):
+                N = len(it.tokens)
+                lb = red_d.logb[nr] - red_d.logz[nr]
+                ll = red_d.logl[lr, np.array([col[k] for _, k in it.lead], dtype=np.int64)] - red_d.logz[lr]
+                results[i].append(TrieScores(logp=lp_all[c : c + N], log_boundary=lb, log_lead=ll))
+                c += N
         return results
 
     def _head_reductions(
@@ -316,15 +381,17 @@ class HFBackend(TokenizerText):
         child_row: np.ndarray,
         chunk: int | None,
         lead_keys: Sequence[LeadKey] = (),
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per gathered row: log Z, log Σ_boundary exp(logit) and, per lead mask, log Σ_mask
-        exp(logit) (columns in ``lead_keys`` order); per child (token, row): its logit.
+        decodings: Sequence[Decoding] = (DEFAULT,),
+    ) -> tuple[np.ndarray, list[_Reduced]]:
+        """Per decoding and gathered row: log Z, log Σ_boundary exp and, per lead mask, log Σ_mask
+        exp of the processed logits (columns in ``lead_keys`` order), and the threshold tau of
+        the kept tokens; and per child (token, row): its raw logit.
 
         The LM head runs on ``chunk`` rows at a time into one reused buffer (one large matmul); the
-        logits of the children are gathered, then each chunk is reduced in place a few rows at a
-        time on CPU (max, exp, one [V, 2] matmul for Σ exp over all tokens and over boundary
-        tokens), so a 262k-token vocabulary costs one [chunk, V] float32 buffer, no mask copy and
-        no second softmax.
+        logits of the children are gathered, then each chunk is reduced a few rows at a time on
+        CPU (max, exp, one [V, 2] matmul for Σ exp over all tokens and over boundary tokens), so
+        a 262k-token vocabulary costs one [chunk, V] float32 buffer and no second softmax. Each
+        further decoding repeats only the reduction (scale, mask, exp, matmul), never the head.
         """
         M = h.shape[0]
         V = self.vocab_size
@@ -336,9 +403,7 @@ class HFBackend(TokenizerText):
             chunk = int(min(8192, max(16, budget // (4 * V))))
         block = chunk if cuda else 4  # CPU: reduce 4 rows (4 MiB at V=262k) at a time, in cache
         sums = self._sum_matrix(h.device, lead_keys)  # [V, 2 + leads] fp64: ones, boundary indicator, lead masks
-        logz = np.empty(M)
-        logb = np.empty(M)
-        logl = np.empty((M, len(lead_keys)))
+        out = [_Reduced.empty(d, M, len(lead_keys)) for d in decodings]
         child_logit = np.empty(len(child_tok))
         order = np.argsort(child_row, kind="stable")
         cr_sorted = child_row[order]
@@ -356,21 +421,36 @@ class HFBackend(TokenizerText):
                 t_idx = torch.from_numpy(child_tok[sel]).to(lg.device)
                 child_logit[sel] = lg[r_idx, t_idx].double().cpu().numpy()
             mx = torch.empty((e - s, 1), dtype=torch.float32, device=lg.device)
-            tot64 = torch.empty((e - s, sums.shape[1]), dtype=torch.float64, device=lg.device)
+            tot64 = torch.empty((len(decodings), e - s, sums.shape[1]), dtype=torch.float64, device=lg.device)
+            taus = torch.full((len(decodings), e - s), -torch.inf, dtype=torch.float32, device=lg.device)
+            scratch = torch.empty((min(block, e - s), V), dtype=torch.float32, device=lg.device)
             for q in range(0, e - s, block):  # a few rows at a time, so the passes below hit the cache
                 blk = lg[q : q + block]
                 m = blk.amax(dim=-1, keepdim=True)
                 m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # an all -inf row stays -inf below
-                blk.sub_(m).exp_()
-                # Σ exp over all tokens, boundary tokens and lead masks, accumulated in float64: a float32
-                # sum over Gemma's 262k tokens is off by ~1e-5 relative, which moved ⊥ by 4.5e-5
-                torch.mm(blk.double(), sums, out=tot64[q : q + block])
                 mx[q : q + block] = m
+                for j, d in enumerate(decodings):
+                    x = scratch[: blk.shape[0]]
+                    torch.sub(blk, m, out=x)
+                    if d.temperature != 1.0:
+                        x.div_(d.temperature)
+                    if d.truncates:
+                        tau = _thresholds(blk, d)
+                        taus[j, q : q + block] = tau.squeeze(-1)
+                        x.masked_fill_(blk < tau, -torch.inf)
+                    x.exp_()
+                    # Σ exp over all tokens, boundary tokens and lead masks, accumulated in float64: a float32
+                    # sum over Gemma's 262k tokens is off by ~1e-5 relative, which moved ⊥ by 4.5e-5
+                    torch.mm(x.double(), sums, out=tot64[j, q : q + block])
             m64 = mx.squeeze(-1).double()
-            logz[s:e] = (m64 + tot64[:, 0].log()).cpu().numpy()
-            logb[s:e] = (m64 + tot64[:, 1].log()).cpu().numpy()
-            logl[s:e] = (m64[:, None] + tot64[:, 2:].log()).cpu().numpy()
-        return logz, logb, child_logit, logl
+            for j, d in enumerate(decodings):
+                base = m64 / d.temperature if d.temperature != 1.0 else m64
+                r = out[j]
+                r.logz[s:e] = (base + tot64[j, :, 0].log()).cpu().numpy()
+                r.logb[s:e] = (base + tot64[j, :, 1].log()).cpu().numpy()
+                r.logl[s:e] = (base[:, None] + tot64[j, :, 2:].log()).cpu().numpy()
+                r.tau[s:e] = taus[j].double().cpu().numpy()
+        return child_logit, out
 
     def _sum_matrix(self, device: torch.device, lead_keys: Sequence[LeadKey] = ()) -> torch.Tensor:
         """[V, 2 + len(lead_keys)] float64: a column of ones, the boundary indicator, then one
@@ -453,27 +533,28 @@ class HFBackend(TokenizerText):
         n: int,
         seed: int,
         max_new_tokens: int,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        top_k: int = 0,
+        decoding: Decoding = DEFAULT,
         chunk: int = 512,
     ) -> list[list[int]]:
-        """N completions of one context (token ids, EOS included when generated). Pure ancestral
-        sampling at the given temperature: no top-k/top-p unless asked, whatever the model's own
-        generation_config says."""
+        """N completions of one context (token ids, EOS included when generated), sampled under
+        ``decoding`` and nothing else, whatever the model's own generation_config says."""
         from transformers import GenerationConfig
 
-        # top_k must be 0, not None: generate() fills None from its global default (top_k=50),
-        # which would silently truncate the distribution being estimated
+        # every setting explicit: generate() fills a None top_k from its global default (top_k=50),
+        # which would silently truncate the distribution being estimated (tests/scoring/test_decoding.py)
         cfg = GenerationConfig(
             do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=int(top_k),
+            temperature=float(decoding.temperature),
+            top_p=float(decoding.top_p),
+            top_k=int(decoding.top_k),
+            min_p=float(decoding.min_p),
+            typical_p=1.0,
+            epsilon_cutoff=0.0,
+            eta_cutoff=0.0,
             max_new_tokens=max_new_tokens,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=sorted(self.eos_ids()),
-            repetition_penalty=None,
+            repetition_penalty=1.0,  # a None is filled from the model's generation_config
             num_beams=1,
         )
         torch.manual_seed(seed)

@@ -9,8 +9,11 @@ It implements the same narrow interface as the transformers backend, so ``score_
                  (no re-tokenization). A node's log-probability is read from its parent's
                  distribution and its boundary mass from its own. Prompts go to ``LLM.generate``
                  as one batch, so vLLM schedules them.
-``sample``       ``LLM.generate`` with ``n`` completions at temperature 1, no top-k / top-p /
-                 min-p (explicit, so the model's generation_config cannot truncate), seeded.
+                 Under a decoding setting the same raw distributions are processed in numpy
+                 (``models/decoding.py``) in vLLM's own order (min-p before top-k / top-p), so
+                 exact and sampled agree on this backend.
+``sample``       ``LLM.generate`` with ``n`` completions under the decoding setting (every
+                 field explicit, so the model's generation_config cannot truncate), seeded.
 
 Load settings: ``tensor_parallel_size`` passes through to ``vllm.LLM``; prefix caching is OFF
 by default (``enable_prefix_caching=1`` turns it on). vLLM has a history of wrong or
@@ -32,6 +35,7 @@ import numpy as np
 
 from crystallab.errors import UserError, require
 from crystallab.models.base import LoadSettings, TrieScores, compute_boundary_mask
+from crystallab.models.decoding import DEFAULT, Decoding, processed_logprobs
 from crystallab.models.spec import ModelSpec, parse_spec
 from crystallab.models.text import TokenizerText
 
@@ -136,12 +140,16 @@ class VLLMBackend(TokenizerText):
         return [_as_array(o.outputs[0].logprobs[0], V) for o in outs]
 
     def score_tries(
-        self, items: Sequence, padding_side: str = "right", rows: Sequence[Sequence[int]] | None = None
-    ) -> list:
-        """Per item, per trie node: log P(node | context, ancestors) and log B(node), and per lead
-        request the log-mass of its mask, from the next-token distributions after the context and
-        after every node (``padding_side`` and ``rows`` are for the transformers backend's
-        packing and are ignored here)."""
+        self,
+        items: Sequence,
+        padding_side: str = "right",
+        rows: Sequence[Sequence[int]] | None = None,
+        decodings: Sequence[Decoding] = (DEFAULT,),
+    ) -> list[list[TrieScores]]:
+        """Per item and decoding, per trie node: log P(node | context, ancestors) and log B(node),
+        and per lead request the log-mass of its mask, from the next-token distributions after
+        the context and after every node, processed per decoding (``padding_side`` and ``rows``
+        are for the transformers backend's packing and are ignored here)."""
         prompts: list[list[int]] = []
         starts: list[int] = []
         for it in items:
@@ -151,17 +159,21 @@ class VLLMBackend(TokenizerText):
                 paths.append((paths[par] if par >= 0 else []) + [int(tok)])
             prompts.append(list(it.context))
             prompts += [list(it.context) + p for p in paths]
-        dists = self.next_token_logprobs(prompts)
+        raw = self.next_token_logprobs(prompts)
         boundary, masks = self.boundary_mask(), self.token_texts()
-        out = []
-        for it, s in zip(items, starts):
-            N = len(it.tokens)
-            logp = np.array(
-                [dists[s + 1 + it.parent[n]][it.tokens[n]] for n in range(N)], dtype=np.float64
-            )  # parent -1 is the root (s)
-            logb = np.array([_logsumexp(dists[s + 1 + n][boundary]) for n in range(N)], dtype=np.float64)
-            logl = np.array([_logsumexp(dists[s + 1 + n][masks.starts_with(*k)]) for n, k in it.lead], dtype=np.float64)
-            out.append(TrieScores(logp=logp, log_boundary=logb, log_lead=logl))
+        out: list[list[TrieScores]] = [[] for _ in items]
+        for d in decodings:
+            dists = raw if d.is_default else [processed_logprobs(x, d, order="vllm") for x in raw]
+            for i, (it, s) in enumerate(zip(items, starts)):
+                N = len(it.tokens)
+                logp = np.array(
+                    [dists[s + 1 + it.parent[n]][it.tokens[n]] for n in range(N)], dtype=np.float64
+                )  # parent -1 is the root (s)
+                logb = np.array([_logsumexp(dists[s + 1 + n][boundary]) for n in range(N)], dtype=np.float64)
+                logl = np.array(
+                    [_logsumexp(dists[s + 1 + n][masks.starts_with(*k)]) for n, k in it.lead], dtype=np.float64
+                )
+                out[i].append(TrieScores(logp=logp, log_boundary=logb, log_lead=logl))
         return out
 
     # ---- sampling ----------------------------------------------------------------------------
@@ -171,17 +183,15 @@ class VLLMBackend(TokenizerText):
         n: int,
         seed: int,
         max_new_tokens: int,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        top_k: int = 0,
+        decoding: Decoding = DEFAULT,
     ) -> list[list[int]]:
         eos = sorted(self.eos_ids())
         params = self.SamplingParams(
             n=n,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k if top_k > 0 else -1,
-            min_p=0.0,
+            temperature=float(decoding.temperature),
+            top_p=float(decoding.top_p),
+            top_k=int(decoding.top_k) if decoding.top_k > 0 else -1,
+            min_p=float(decoding.min_p),
             repetition_penalty=1.0,
             seed=int(seed),
             max_tokens=max_new_tokens,

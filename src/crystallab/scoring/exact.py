@@ -26,7 +26,8 @@ from typing import Sequence
 import numpy as np
 
 from crystallab.errors import NumericalError, UserError
-from crystallab.models.base import Tokenized, TrieItem, TrieScorer
+from crystallab.models.base import Tokenized, TrieItem, TrieScorer, TrieScores
+from crystallab.models.decoding import DEFAULT, Decoding
 from crystallab.models.text import TokenTexts, split_blank_tail
 from crystallab.suite import Task
 
@@ -302,38 +303,55 @@ def score_exact(
     padding_side: str = "right",
     stats: ScoreStats | None = None,
     row_tokens: int | None = None,
+    decoding: Decoding = DEFAULT,
 ) -> list[np.ndarray]:
-    """Exact distributions (K options, then ⊥) for each prompt text, in input order.
+    """Exact distributions (K options, then ⊥) for each prompt text, in input order, under one
+    decoding setting (default: T = 1, no truncation); see ``score_exact_each``."""
+    return score_exact_each(backend, prompts, task, [decoding], batch_tokens, padding_side, stats, row_tokens)[0]
+
+
+def score_exact_each(
+    backend: TrieScorer,
+    prompts: Sequence[str],
+    task: Task,
+    decodings: Sequence[Decoding],
+    batch_tokens: int = 4096,
+    padding_side: str = "right",
+    stats: ScoreStats | None = None,
+    row_tokens: int | None = None,
+) -> list[list[np.ndarray]]:
+    """Exact distributions per decoding setting (outer list) and prompt (inner, input order).
 
     Prompts are packed into rows (several short prompts per row, see ``plan_batches``) and the
-    rows into batches of at most ``batch_tokens`` padded tokens; each batch is one forward pass.
-    ``stats.lead_mass`` receives each prompt's W(c), the mass the answers are conditioned on.
+    rows into batches of at most ``batch_tokens`` padded tokens; each batch is one forward pass,
+    and every decoding is read from it (only the per-node softmaxes repeat). At every trie node
+    the next-token distribution is the processed one (models/decoding.py): a path through a
+    token its truncation removes has probability 0, and that mass is ⊥, not any option's.
+    ``stats.lead_mass`` receives each prompt's W(c) under the first decoding.
     """
     t0 = time.perf_counter()
+    for d in decodings:
+        d.validate()
     tries = [build_trie(backend, p, task) for p in prompts]
     boundary = backend.boundary_mask()
     size = [len(t.context) + len(t.tokens) for t in tries]
-    out: list[np.ndarray | None] = [None] * len(tries)
+    out: list[list[np.ndarray | None]] = [[None] * len(tries) for _ in decodings]
     lead_w = [1.0] * len(tries)
     st = ScoreStats()
     for rows in plan_batches(size, batch_tokens, row_tokens or default_row_tokens(backend)):
         batch = [b for r in rows for b in r]
         local = {b: k for k, b in enumerate(batch)}
         items = [TrieItem(t.context, t.tokens, t.parent, lead_requests(t)) for t in (tries[b] for b in batch)]
-        scores = backend.score_tries(items, padding_side=padding_side, rows=[[local[b] for b in r] for r in rows])
-        for b, sc in zip(batch, scores):
-            # a mass may be -inf (no token of the kind has probability), never NaN or +inf
-            masses_ok = all(np.all(np.isfinite(x) | (x == -np.inf)) for x in (sc.log_boundary, sc.log_lead))
-            if not (np.all(np.isfinite(sc.logp)) and masses_ok):
-                dtype = getattr(backend, "info", {}).get("dtype", "?")
-                hint = "the weights themselves hold NaN/inf?" if dtype == "float32" else "overflow? try --dtype float32"
-                raise NumericalError(
-                    f"NaN or inf logits for prompt {prompts[b][:60]!r} (model dtype {dtype}: {hint}); "
-                    f"nothing was written for it"
-                )
-            log_w = lead_log_mass(tries[b], sc.logp, sc.log_lead)
-            lead_w[b] = math.exp(log_w)
-            out[b] = trie_probabilities(tries[b], sc.logp, sc.log_boundary, boundary, len(task.options), log_w)
+        scores = backend.score_tries(
+            items, padding_side=padding_side, rows=[[local[b] for b in r] for r in rows], decodings=list(decodings)
+        )
+        for b, per in zip(batch, scores):
+            for j, sc in enumerate(per):
+                _check_finite(sc, prompts[b], backend)
+                log_w = lead_log_mass(tries[b], sc.logp, sc.log_lead)
+                if j == 0:
+                    lead_w[b] = math.exp(log_w)
+                out[j][b] = trie_probabilities(tries[b], sc.logp, sc.log_boundary, boundary, len(task.options), log_w)
         st.padded_tokens += max(sum(size[b] for b in r) for r in rows) * len(rows)
     st.prompts = len(tries)
     st.options = len(tries) * len(task.options)
@@ -345,3 +363,14 @@ def score_exact(
     if stats is not None:
         stats.add(st)
     return out  # type: ignore[return-value]
+
+
+def _check_finite(sc: TrieScores, prompt: str, backend: TrieScorer) -> None:
+    """Refuse NaN or +inf scores. A -inf is a probability of 0 (a token truncation removed, or
+    no token of a kind), never an error."""
+    if not all(np.all(~np.isnan(x) & (x != np.inf)) for x in (sc.logp, sc.log_boundary, sc.log_lead)):
+        dtype = getattr(backend, "info", {}).get("dtype", "?")
+        hint = "the weights themselves hold NaN/inf?" if dtype == "float32" else "overflow? try --dtype float32"
+        raise NumericalError(
+            f"NaN or inf logits for prompt {prompt[:60]!r} (model dtype {dtype}: {hint}); nothing was written for it"
+        )

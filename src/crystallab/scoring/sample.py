@@ -1,4 +1,4 @@
-"""The sampled estimator: N completions per prompt at temperature 1, parsed, counted.
+"""The sampled estimator: N completions per prompt under a decoding setting (default T = 1), parsed, counted.
 
 Completions are drawn from the same context tokens the exact scorer conditions on, so the two
 estimate the same distribution. When the prompt's trailing spaces and tabs ``w`` moved into the
@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from crystallab.models.base import TextSampler, TokenSampler, sample_seed
+from crystallab.models.decoding import DEFAULT, Decoding
 from crystallab.models.text import MAX_DRAWS, decode_continuations, next_draws, split_blank_tail, strip_lead
 from crystallab.suite import Task
 
@@ -110,10 +111,10 @@ def sample_prompt(
     n: int,
     seed: int,
     parser: str = "text",
-    temperature: float = 1.0,
+    decoding: Decoding = DEFAULT,
     max_new_tokens: int | None = None,
 ) -> SampleResult:
-    """Draw ``n`` completions of one prompt and count the options they name."""
+    """Draw ``n`` completions of one prompt under ``decoding`` and count the options they name."""
     from crystallab.scoring.exact import build_trie
 
     if n <= 0:
@@ -122,7 +123,7 @@ def sample_prompt(
     depth = max(max(trie_depths(trie), default=1), len(trie.lead))  # covering w takes <= len(w) tokens
     if max_new_tokens is None:
         max_new_tokens = depth + 1 if parser == "tokens" else max(16, depth + 8)
-    seqs, drawn = draw_kept(backend, trie.context, trie.lead, n, seed, max_new_tokens, temperature)
+    seqs, drawn = draw_kept(backend, trie.context, trie.lead, n, seed, max_new_tokens, decoding)
     # the kept tokens write w first; a decoder that still loses it leaves the text as decoded
     decoded = decode_continuations(backend.tokenizer, seqs)
     texts = [t if (u := strip_lead(t, trie.lead)) is None else u for t in decoded]
@@ -144,20 +145,20 @@ def draw_kept(
     n: int,
     seed: int,
     max_new_tokens: int,
-    temperature: float,
+    decoding: Decoding = DEFAULT,
 ) -> tuple[list[list[int]], int]:
     """Up to ``n`` completions of ``context`` that write ``lead`` first (all of them when there
     is no lead), and how many were drawn. The first round uses ``seed`` itself, so a prompt
     without a lead draws what it always drew; the first n kept of i.i.d. draws are an i.i.d.
     sample of the conditional distribution."""
     if not lead:
-        return backend.sample(context, n=n, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature), n
+        return backend.sample(context, n=n, seed=seed, max_new_tokens=max_new_tokens, decoding=decoding), n
     vocab = backend.token_texts()
     kept: list[list[int]] = []
     drawn, budget, r = 0, MAX_DRAWS * n, 0
     while len(kept) < n and (k := next_draws(n - len(kept), len(kept), drawn, budget - drawn)) > 0:
         s = seed if r == 0 else sample_seed(seed, "lead", str(r))
-        got = backend.sample(context, n=k, seed=s, max_new_tokens=max_new_tokens, temperature=temperature)
+        got = backend.sample(context, n=k, seed=s, max_new_tokens=max_new_tokens, decoding=decoding)
         kept += [q for q in got if vocab.covers(q, lead)]
         drawn, r = drawn + k, r + 1
     return kept[:n], drawn
@@ -170,7 +171,9 @@ def trie_depths(trie) -> list[int]:
     return d
 
 
-def sample_text_prompt(backend: TextSampler, text: str, chat: bool, task: Task, n: int, seed: int) -> SampleResult:
+def sample_text_prompt(
+    backend: TextSampler, text: str, chat: bool, task: Task, n: int, seed: int, decoding: Decoding = DEFAULT
+) -> SampleResult:
     """N completions of one prompt from a server, parsed with the task's text parser.
 
     Raw prompts are sent as ``c̄`` (without their trailing spaces and tabs ``w``), and only the
@@ -191,7 +194,7 @@ def sample_text_prompt(backend: TextSampler, text: str, chat: bool, task: Task, 
             if (u := strip_lead(t, lead)) is not None and len(texts) < n:
                 texts.append(u)
 
-    first, k_first = backend.complete(ctx, chat, n, seed)
+    first, k_first = backend.complete(ctx, chat, n, seed, decoding=decoding)
     keep(first[:n], k_first)
     per = max(1, len(first))
     j = 1
@@ -199,7 +202,8 @@ def sample_text_prompt(backend: TextSampler, text: str, chat: bool, task: Task, 
         while len(texts) < n and (want := next_draws(n - len(texts), len(texts), drawn, MAX_DRAWS * n - drawn)):
             asks = [min(per, want - i * per) for i in range(min(-(-want // per), 4 * backend.concurrency))]
             futs = [
-                pool.submit(backend.complete, ctx, chat, k, sample_seed(seed, str(j + i))) for i, k in enumerate(asks)
+                pool.submit(backend.complete, ctx, chat, k, sample_seed(seed, str(j + i)), decoding=decoding)
+                for i, k in enumerate(asks)
             ]
             j += len(asks)
             for f, k in zip(futs, asks):
