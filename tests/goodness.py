@@ -7,7 +7,10 @@ from scipy import stats
 
 
 def chi_square_p(counts: np.ndarray, probs: np.ndarray, min_expected: float = 5.0) -> float:
-    """Pearson goodness of fit, pooling the cells with expected count < 5 into one."""
+    """Pearson goodness of fit, pooling the cells with expected count < 5 into one. A count in a
+    cell of probability exactly 0 (a path truncation removes) is impossible: p = 0."""
+    if (counts[probs == 0] > 0).any():
+        return 0.0
     exp = probs * counts.sum()
     small = exp < min_expected
     obs_c = np.append(counts[~small], counts[small].sum())

@@ -41,10 +41,36 @@ def reference_paths(tok, prompt: str, strings: list[str]) -> tuple[list[int], li
     return ctx, paths, w
 
 
-def full_logp(be, ids: list[int]) -> torch.Tensor:
-    """log-softmax rows of one full forward pass, in float64."""
+def full_logp(be, ids: list[int], decoding=None) -> torch.Tensor:
+    """log-softmax rows of one full forward pass, in float64; with ``decoding``, of the logits
+    after transformers' own logits warpers for it (the ground truth of a decoding setting)."""
     with torch.no_grad():
-        return torch.log_softmax(be.model(torch.tensor([ids])).logits[0].double(), -1)
+        logits = be.model(torch.tensor([ids])).logits[0].double()
+    if decoding is not None:
+        logits = warpers(decoding)(torch.tensor([ids]), logits)
+    return torch.log_softmax(logits, -1)
+
+
+def warpers(d):
+    """transformers' LogitsWarpers for a decoding setting, in generate()'s order."""
+    from transformers import (
+        LogitsProcessorList,
+        MinPLogitsWarper,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    ps = []
+    if d.temperature != 1.0:
+        ps.append(TemperatureLogitsWarper(d.temperature))
+    if d.top_k:
+        ps.append(TopKLogitsWarper(d.top_k))
+    if d.top_p < 1.0:
+        ps.append(TopPLogitsWarper(d.top_p))
+    if d.min_p > 0.0:
+        ps.append(MinPLogitsWarper(d.min_p))
+    return LogitsProcessorList(ps)
 
 
 def token_texts_by_hand(be) -> list[str]:
@@ -55,10 +81,10 @@ def token_texts_by_hand(be) -> list[str]:
     return [tok.decode([a, i])[len(head) :] for i in range(len(tok))]
 
 
-def brute_force_lead(be, ctx: list[int], rest: str, texts: list[str], special: set[int]) -> float:
+def brute_force_lead(be, ctx: list[int], rest: str, texts: list[str], special: set[int], decoding=None) -> float:
     """W: the probability that the text after ctx starts with ``rest``, by recursion over the
     tokens whose text is a proper prefix of it, one full forward pass per level."""
-    p = full_logp(be, ctx)[-1].exp()
+    p = full_logp(be, ctx, decoding)[-1].exp()
     total = 0.0
     for i, t in enumerate(texts):
         if i in special or not t:
@@ -66,11 +92,11 @@ def brute_force_lead(be, ctx: list[int], rest: str, texts: list[str], special: s
         if t.startswith(rest):
             total += float(p[i])
         elif len(t) < len(rest) and rest.startswith(t):
-            total += float(p[i]) * brute_force_lead(be, ctx + [i], rest[len(t) :], texts, special)
+            total += float(p[i]) * brute_force_lead(be, ctx + [i], rest[len(t) :], texts, special, decoding)
     return total
 
 
-def brute_force(backend, prompt: str, task) -> np.ndarray:
+def brute_force(backend, prompt: str, task, decoding=None) -> np.ndarray:
     """SCIENCE.md's definition written out directly: every surface form (with and without a
     leading space) as its own full sequence, no cache, no trie, a full softmax in float64, and
     W(c) by its own forward passes."""
@@ -87,10 +113,10 @@ def brute_force(backend, prompt: str, task) -> np.ndarray:
         if (k, tuple(path)) in seen:  # distinct token paths only
             continue
         seen.add((k, tuple(path)))
-        probs[k] += brute_force_path(backend, ctx, path)
+        probs[k] += brute_force_path(backend, ctx, path, decoding=decoding)
     if lead:
         special = set(backend.tokenizer.all_special_ids) | backend.eos_ids()
-        probs[:-1] /= brute_force_lead(backend, ctx, lead, token_texts_by_hand(backend), special)
+        probs[:-1] /= brute_force_lead(backend, ctx, lead, token_texts_by_hand(backend), special, decoding)
     probs[-1] = 1 - probs[:-1].sum()
     return probs
 
@@ -302,9 +328,9 @@ def test_one_and_ten_are_disjoint(tiny_ckpt, backend_of):
     assert p[0] * w < prefix  # the boundary factor removed the '0' (and other) continuations
 
 
-def brute_force_path(be, ctx, path, boundary=True):
+def brute_force_path(be, ctx, path, boundary=True, decoding=None):
     """P(path | ctx) * B from one full forward pass of ctx + path and a full float64 softmax."""
-    logp = full_logp(be, ctx + path)
+    logp = full_logp(be, ctx + path, decoding)
     lp = sum(float(logp[len(ctx) - 1 + j, t]) for j, t in enumerate(path))
     b = float(logp[-1].exp()[torch.from_numpy(be.boundary_mask())].sum()) if boundary else 1.0
     return float(np.exp(lp)) * b

@@ -11,29 +11,8 @@ from crystallab.scoring.exact import ScoreStats, score_exact
 from crystallab.scoring.sample import parse_answer, sample_prompt
 from crystallab.suite import load_task
 
-from tiny import train_briefly
 
 N = 2000
-
-
-@pytest.fixture(scope="module")
-def peaked(tiny_ckpt, backend_of):
-    """A tiny model trained for a few steps on lists of random numbers, so that options carry
-    real, uneven mass (a random init puts almost all of it on ⊥). Numbers are separated by ', ',
-    ',\\n' or ',  ', so that after a comma a space is likely but not certain (W well below 1), and
-    two spaces, which the tokenizer writes as a lone space twice, happen too."""
-    import random
-
-    be = backend_of(tiny_ckpt("llama", "digits", seed=3))
-    rng = random.Random(0)
-    weights = [1, 2, 3, 2, 1, 5, 9, 2, 1, 4]
-
-    def line() -> str:
-        nums = [str(rng.choices(range(1, 11), weights)[0]) for _ in range(10)]
-        seps = rng.choices([", ", ",\n", ",  "], [5, 3, 2], k=len(nums) - 1)
-        return "Random numbers between 1 and 10: " + nums[0] + "".join(s + x for s, x in zip(seps, nums[1:]))
-
-    return train_briefly(be, [line() for _ in range(64)])
 
 
 @pytest.mark.parametrize(

@@ -441,7 +441,9 @@ class HFBackend(TokenizerText):
                     x.exp_()
                     # Σ exp over all tokens, boundary tokens and lead masks, accumulated in float64: a float32
                     # sum over Gemma's 262k tokens is off by ~1e-5 relative, which moved ⊥ by 4.5e-5
-                    torch.mm(x.double(), sums, out=tot64[j, q : q + block])
+                    # (a fresh result, not a view into tot64: BLAS sums can depend on the output's
+                    # alignment, and one setting must give the same bits alone or among others)
+                    tot64[j, q : q + block] = torch.mm(x.double(), sums)
             m64 = mx.squeeze(-1).double()
             for j, d in enumerate(decodings):
                 base = m64 / d.temperature if d.temperature != 1.0 else m64
