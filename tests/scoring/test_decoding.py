@@ -183,3 +183,37 @@ def test_bad_settings_are_one_line_and_exit_2(capsys, tmp_path, flag, value):
     code = main(["measure", "--model", "x", "--task", "coin_flip", "--out", str(tmp_path / "o"), f"{flag}={value}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and flag in err[0], err
+
+
+def test_melt_reads_each_temperature_on_its_own(tiny_ckpt, tmp_path, capsys):
+    """`crystallab melt` analyses one temperature at a time (never a mix), and `analyze` on a
+    folder of several temperatures reads the T = 1 rows only."""
+    import json
+
+    from crystallab.analysis import analyze
+
+    out = tmp_path / "m"
+    model = str(tiny_ckpt("llama", "digits"))
+    base = ["measure", "--model", model, "--task", "number_1_10", "--prompts", "raw", "--out", str(out)]
+    assert main([*base, "--limit", "4", "--temperature", "0.5,1,2"]) == 0
+    capsys.readouterr()
+    assert main(["melt", str(out)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads((out / "melting.json").read_text())
+    (curve,) = data["curves"]
+    assert curve["temperatures"] == [0.5, 1.0, 2.0] and len(curve["states"]) == 3
+    assert (out / "melting.png").stat().st_size > 1000 and "number_1_10 / raw" in printed
+    one = analyze(out)
+    assert set(one.table.column("temperature").to_pylist()) == {1.0}
+    h = [e and e["value"] for e in (x for x in curve["params"]["h"])]
+    vm = [e[0] for e in curve["params"]["valid_mass"]]
+    assert len(h) == len(vm) == 3
+
+
+def test_melt_needs_two_temperatures(tiny_ckpt, tmp_path, capsys):
+    out = tmp_path / "one"
+    model = str(tiny_ckpt("llama", "digits"))
+    assert main(["measure", "--model", model, "--task", "coin_flip", "--out", str(out), "--limit", "1"]) == 0
+    capsys.readouterr()
+    assert main(["melt", str(out)]) == 2
+    assert "two or more temperatures" in capsys.readouterr().err

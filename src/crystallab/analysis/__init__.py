@@ -41,6 +41,8 @@ from crystallab.analysis.types import (
 )
 from crystallab.analysis.verdicts import liquid, nucleation, settling
 from crystallab.errors import UserError
+from crystallab.models.decoding import COLUMNS as DECODING_COLUMNS
+from crystallab.models.decoding import DEFAULT, Decoding
 from crystallab.results import Results
 from crystallab.store import ResultStore, atomic_write_bytes, read_table
 from crystallab.yamlconf import kind_of, load_json
@@ -93,6 +95,11 @@ def _descendants(graph: dict[str, str | None], label: str) -> list[str]:
 
 
 def _select(table: Any, method: str | None) -> tuple[Any, str]:
+    rows, method = _select_method(table, method)
+    return only_decoding(rows, None), method
+
+
+def _select_method(table: Any, method: str | None) -> tuple[Any, str]:
     import pyarrow.compute as pc
 
     methods = set(table.column("method").to_pylist()) if table.num_rows else set()
@@ -102,6 +109,43 @@ def _select(table: Any, method: str | None) -> tuple[Any, str]:
     if method not in methods:
         raise UserError(f"no rows measured with method '{method}' (found: {', '.join(sorted(methods))})")
     return table.filter(pc.equal(table.column("method"), method)), method
+
+
+def decodings_in(table: Any) -> list[Decoding]:
+    """The decoding settings a table's rows are under (a table without the columns: the default)."""
+    if not all(c in table.column_names for c in DECODING_COLUMNS):
+        return [DEFAULT]
+    cols = table.select(list(DECODING_COLUMNS)).to_pydict()
+    found = dict.fromkeys(Decoding.of(dict(zip(cols, v))) for v in zip(*cols.values()))
+    return sorted(found, key=lambda d: (d.top_k, d.top_p, d.min_p, d.temperature))
+
+
+def only_decoding(table: Any, decoding: Decoding | None) -> Any:
+    """The rows under one decoding setting: ``decoding``, or (None) the only one present, or the
+    default (T = 1, no truncation) among several. Several without the default is a UserError: an
+    analysis never mixes distributions under different settings (``crystallab melt`` reads them
+    all, one temperature at a time)."""
+    import pyarrow.compute as pc
+
+    have = decodings_in(table)
+    if decoding is None:
+        if len(have) == 1:
+            return table
+        if DEFAULT not in have:
+            raise UserError(
+                f"the rows are under {len(have)} decoding settings ({', '.join(d.label for d in have)}) and none is "
+                "the default T=1; `crystallab melt DIR` reads them one temperature at a time"
+            )
+        decoding = DEFAULT
+    if decoding not in have:
+        raise UserError(f"no rows under {decoding.label} (found: {', '.join(d.label for d in have)})")
+    if have == [decoding]:
+        return table
+    mask = None
+    for c, v in decoding.columns().items():
+        m = pc.equal(table.column(c), v)
+        mask = m if mask is None else pc.and_(mask, m)
+    return table.filter(mask)
 
 
 def _verdict_split(ens: T.Ensemble) -> str | None:

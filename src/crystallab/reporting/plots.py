@@ -386,3 +386,40 @@ def sweep(s: Sweep):
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def melting_figure(curves: Sequence[Any], png: Path) -> Path:
+    """Melting curves: one column per task × ensemble (× truncation), rows spread, n_basins, h and
+    valid mass against T (log axis), every checkpoint on the same axes with its interval band;
+    markers are coloured by state, and a dotted line marks each T_m."""
+    plt = _plt()
+    panels = list(dict.fromkeys((c.task, c.ensemble, c.truncation) for c in curves))
+    rows = ("spread", "n_basins", "h", "valid_mass")
+    fig, axes = plt.subplots(len(rows), len(panels), figsize=(3.2 * len(panels), 2.0 * len(rows)), squeeze=False)
+    checkpoints = list(dict.fromkeys(c.checkpoint for c in curves))
+    for j, key in enumerate(panels):
+        for c in (c for c in curves if (c.task, c.ensemble, c.truncation) == key):
+            color = BASIN_COLORS[checkpoints.index(c.checkpoint) % len(BASIN_COLORS)]
+            for i, name in enumerate(rows):
+                ax = axes[i][j]
+                est = c.params[name]
+                y = [np.nan if e is None or e.value is None else e.value for e in est]
+                lo = [np.nan if e is None or e.lo is None else e.lo for e in est]
+                hi = [np.nan if e is None or e.hi is None else e.hi for e in est]
+                ax.plot(c.temperatures, y, "-", color=color, lw=1.2, label=c.checkpoint)
+                ax.fill_between(c.temperatures, lo, hi, color=color, alpha=0.15, lw=0)
+                ax.scatter(c.temperatures, y, s=14, zorder=3, c=[STATE_COLORS.get(s, "#999999") for s in c.states])
+                if c.t_m is not None:
+                    ax.axvline(c.t_m, color=color, ls=":", lw=1)
+                ax.set_xscale("log")
+                ax.set_xlim(min(c.temperatures) / 1.15, max(c.temperatures) * 1.15)  # set even when all undefined
+                ax.set_xticks(c.temperatures, [f"{t:g}" for t in c.temperatures])
+                ax.minorticks_off()
+                ax.set_ylabel(name if j == 0 else "")
+                if i == 0:
+                    ax.set_title(f"{key[0]} / {key[1]}" + ("" if key[2] == "none" else f" ({key[2]})"))
+                if i == len(rows) - 1:
+                    ax.set_xlabel("temperature T")
+    axes[0][0].legend(loc="best")
+    fig.tight_layout()
+    return save(fig, png.with_suffix(""), svg=False)
