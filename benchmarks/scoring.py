@@ -693,6 +693,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample-prompts", type=int, default=2, help="sampling: prompts timed per task (half raw, half chat)")
     p.add_argument("--sample-n", type=int, default=512, help="sampling: samples drawn per timed prompt (512 = one generate() chunk of the sampler)")
     p.add_argument("--in-process", action="store_true", help="run every method in this process (peak memory is then shared)")
+    p.add_argument("--temperatures", metavar="T,T,...", help="instead: the cost of each extra temperature scored from one forward pass (e.g. 0.5,0.7,1.0,1.5)")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--worker-dir", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -705,6 +706,8 @@ def main(argv: list[str] | None = None) -> int:
         out = WORKERS[args.worker](args)
         (Path(args.worker_dir) / f"{args.worker}.json").write_text(json.dumps(out))
         return 0
+    if args.temperatures:
+        return temperature_cost(args)
     args._loadavg = os.getloadavg()[0]
     t0 = time.perf_counter()
     passthrough = list(argv)
@@ -733,6 +736,62 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(args.json)
+    return 0
+
+
+def temperature_cost(args: argparse.Namespace) -> int:
+    """One temperature against several, side by side on the same prompts and model, repeats
+    interleaved (so machine noise hits both): the extra seconds per extra temperature, as a share
+    of the one-temperature time. Also checks that each temperature's distributions are the same
+    bits as when it is scored alone."""
+    import numpy as np
+
+    from crystallab.models.decoding import decodings
+    from crystallab.scoring.exact import score_exact_each
+    from crystallab.suite import load_task
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    temps = decodings(tuple(float(x) for x in args.temperatures.split(",")))
+    be = load_model(args.model, args.device, args.dtype, args.random_config, args.tokenizer)
+    batch = args.batch_tokens or 4096
+    work = [(load_task(t), workload_prompts(be, load_task(t), args.raw, args.chat)) for t in args.tasks.split(",")]
+
+    def run(ds) -> tuple[float, list]:
+        t0 = time.perf_counter()
+        got = [score_exact_each(be, ps, task, ds, batch_tokens=batch) for task, ps in work]
+        return time.perf_counter() - t0, got
+
+    run(temps[:1])  # warm-up
+    one, many = [], []
+    for _ in range(max(1, args.repeat)):
+        one.append(run(temps[:1])[0])
+        t, got = run(temps)
+        many.append(t)
+    alone = run(temps[:1])[1]
+    same = all(all(np.array_equal(a, b) for a, b in zip(got[w][0], alone[w][0])) for w in range(len(work)))
+    t1, tn = statistics.median(one), statistics.median(many)
+    extra = (tn - t1) / max(1, len(temps) - 1)
+    report = {
+        "model": args.model,
+        "tasks": args.tasks,
+        "prompts": sum(len(ps) for _, ps in work),
+        "temperatures": [d.temperature for d in temps],
+        "seconds_one": round(t1, 3),
+        "seconds_all": round(tn, 3),
+        "extra_per_temperature": round(extra / t1, 4),
+        "first_temperature_bit_identical": same,
+        "repeats": args.repeat,
+    }
+    print(
+        f"{report['prompts']} prompts, {len(temps)} temperatures: one {t1:.2f} s, all {tn:.2f} s "
+        f"(median of {args.repeat}); each extra temperature costs {100 * extra / t1:.1f} % of one; "
+        f"bit-identical to scoring alone: {same}"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
 
 

@@ -208,6 +208,12 @@ def test_melt_reads_each_temperature_on_its_own(tiny_ckpt, tmp_path, capsys):
     h = [e and e["value"] for e in (x for x in curve["params"]["h"])]
     vm = [e[0] for e in curve["params"]["valid_mass"]]
     assert len(h) == len(vm) == 3
+    from crystallab.analysis import analyze_dir
+    from crystallab.reporting import write_report
+
+    analyze_dir(out)
+    page = write_report(out).read_text()
+    assert 'id="melting"' in page and "number_1_10 / raw" in page and (out / "figures" / "melting.png").is_file()
 
 
 def test_melt_needs_two_temperatures(tiny_ckpt, tmp_path, capsys):

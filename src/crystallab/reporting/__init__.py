@@ -78,6 +78,17 @@ def _table(results: Path | None, method: str) -> Any:
     return t.filter(pc.equal(t.column("method"), method)) if "method" in t.column_names else t
 
 
+def _melting(results: Path | None, th: Thresholds, method: str) -> list[Any] | None:
+    """Melting curves when the folder holds rows at two or more temperatures (else None)."""
+    from crystallab.analysis import decodings_in
+    from crystallab.analysis.melting import melt
+
+    t = _table(results, method)
+    if t is None or len({d.temperature for d in decodings_in(t)}) < 2:
+        return None
+    return melt(t, th, method) or None
+
+
 def write_report(source: Source, out: str | Path | None = None, *, svg: bool = True, notes: Sequence[str] = ()) -> Path:
     """Write ``report.html`` and ``figures/`` into ``out`` (default: the results folder); return
     the HTML path. ``source``: a results folder, ``(analysis, results_folder)``, or an Analysis
@@ -90,7 +101,7 @@ def write_report(source: Source, out: str | Path | None = None, *, svg: bool = T
     require("matplotlib")
     th = Thresholds(**{k: v for k, v in an.thresholds.items() if k in Thresholds.names()})
     table = an.table if an.table is not None else _table(results if results is not None else html.parent, an.method)
-    figs = figures.make(an, table, html.parent / "figures", th.v_min, svg=svg)
+    figs = figures.make(an, table, html.parent / "figures", th.v_min, svg=svg, melting=_melting(results, th, an.method))
     if table is None:
         figs.notes.append("no distribution table beside the analysis: the heatmaps are left out")
     title = (results or html.parent).resolve().name

@@ -31,6 +31,7 @@ class Figures:
     tasks: dict[str, TaskFigures]
     sweeps: list[tuple[Sweep, Path]]
     notes: list[str]  # what could not be drawn, for the warnings list
+    melting: tuple[list[Any], Path] | None = None  # melting curves (analysis/melting.py) and their figure
 
 
 def safe(name: str) -> str:
@@ -42,7 +43,9 @@ def safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("_") or "x"
 
 
-def make(an: Analysis, table: Any, fig_dir: Path, v_min: float, svg: bool = True) -> Figures:
+def make(
+    an: Analysis, table: Any, fig_dir: Path, v_min: float, svg: bool = True, melting: list[Any] | None = None
+) -> Figures:
     from crystallab.reporting import plots
 
     out: dict[str, TaskFigures] = {}
@@ -72,4 +75,5 @@ def make(an: Analysis, table: Any, fig_dir: Path, v_min: float, svg: bool = True
     sweeps = [
         (s, plots.save(plots.sweep(s), fig_dir / f"sweep_{i:02d}_{safe(s.name)}", svg)) for i, s in enumerate(an.sweeps)
     ]
-    return Figures(out, sweeps, notes)
+    melt = (melting, plots.melting_figure(melting, fig_dir / "melting.png")) if melting else None
+    return Figures(out, sweeps, notes, melt)

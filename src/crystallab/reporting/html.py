@@ -343,6 +343,26 @@ def _sweeps(figs: Figures) -> str:
     return "\n".join(parts)
 
 
+def _melting(figs: Figures) -> str:
+    assert figs.melting is not None
+    curves, png = figs.melting
+    lines = []
+    for c in curves:
+        t_m = (
+            f"T_m = {c.t_m:g} in ({c.t_m_interval[0]:g}, {c.t_m_interval[1]:g}]"
+            if c.t_m is not None and c.t_m_interval
+            else c.verdict
+        )
+        lines.append(f"<li>{e(c.checkpoint)} / {e(c.task)} / {e(c.ensemble)} ({e(c.truncation)}): {e(t_m)}</li>")
+    cap = (
+        "Order parameters against the sampling temperature, every checkpoint on the same axes (bands: "
+        "intervals; markers: the state at each T; dotted: T_m). As T grows every prompt flattens towards "
+        "uniform, so spread falls and valid mass leaves the options even in a liquid: a crystal at high T "
+        "with h near 1 is a uniform gas, not an ordered crystal."
+    )
+    return '<h2 id="melting">Melting curves</h2>' + _figure(png, "melting curves", cap) + f"<ul>{''.join(lines)}</ul>"
+
+
 def _header(an: Analysis, title: str) -> str:
     cks = " · ".join(f"<b>{e(c.label)}</b>" + (f" ← {e(c.parent)}" if c.parent else " (root)") for c in an.checkpoints)
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -375,6 +395,8 @@ def render(an: Analysis, figs: Figures, th: Thresholds, title: str = "", notes: 
     parts += [task_section(an, t, figs.tasks[t], th) for t in an.tasks if t in figs.tasks]
     if figs.sweeps:
         parts.append(_sweeps(figs))
+    if figs.melting:
+        parts.append(_melting(figs))
     parts += [
         '<h2 id="how-to-read">How to read</h2>',
         how_to_read(th),
