@@ -37,7 +37,9 @@ class FakeLLM:
                     )
                 )
             else:
-                seqs = self.hf.sample(ids, n=params.n, seed=params.seed, max_new_tokens=params.max_tokens, decoding=_decoding(params))
+                seqs = self.hf.sample(
+                    ids, n=params.n, seed=params.seed, max_new_tokens=params.max_tokens, decoding=_decoding(params)
+                )
                 eos = set(params.stop_token_ids)
                 outs.append(
                     SimpleNamespace(

@@ -11,7 +11,6 @@ from crystallab.scoring.exact import ScoreStats, score_exact
 from crystallab.scoring.sample import parse_answer, sample_prompt
 from crystallab.suite import load_task
 
-
 N = 2000
 
 
