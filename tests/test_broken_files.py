@@ -670,7 +670,7 @@ def test_done_groups_reads_each_shard_once_and_again_when_it_changes(tmp_path, m
     real = pq.read_table
     monkeypatch.setattr(store_mod.pq, "read_table", lambda f, *a, **k: reads.append(str(f)) or real(f, *a, **k))
     monkeypatch.setattr(store_mod, "shard_problem", lambda f, sub: reads.append(str(f)))
-    new = {(r["checkpoint"], r["step"], r["task"], r["prompt_id"], r["method"], r["replica"]) for r in fresh}
+    new = {tuple(r.get(c, store_mod.DECODING.get(c)) for c in store_mod.GROUP) for r in fresh}
     assert store.done_groups() == groups | new and reads == []
     a.write_bytes(a.read_bytes()[:-50])  # a changed file is checked again (and quarantined)
     assert store.done_groups() == (groups | new) - {g for g in groups if g[0] == "base"}

@@ -61,6 +61,24 @@ def test_gemma_sampling_agrees(gemma):
     assert chi_square_p(res.counts, exact) > 1e-3, (res.counts, exact * 600)
 
 
+def test_gemma_sampling_agrees_under_decoding(gemma):
+    """T = 0.7 with top-p 0.95 at N = 600 on a prompt whose answers spread over the options (so the
+    nucleus cuts real mass); the same draws must reject the T = 1 untruncated distribution, or the
+    test could not tell the setting was applied."""
+    from crystallab.models.decoding import Decoding
+
+    task = load_task("number_1_10")
+    prompt = "Random numbers between 1 and 10: 3, 8, 1, 6, 10, 2,"
+    d = Decoding(temperature=0.7, top_p=0.95)
+    exact = score_exact(gemma, [prompt], task, decoding=d)[0]
+    plain = score_exact(gemma, [prompt], task)[0]
+    res = sample_prompt(gemma, prompt, task, n=600, seed=0, parser="tokens", decoding=d)
+    p = chi_square_p(res.counts, exact)
+    print(f"Gemma {d.label}: chi-square p {p:.3g} (N = 600), against T = 1 {chi_square_p(res.counts, plain):.3g}")
+    assert p > 1e-3, (res.counts, exact * 600)
+    assert chi_square_p(res.counts, plain) < 1e-3, (res.counts, plain * 600)
+
+
 def test_gemma_measure_two_tasks(tmp_path):
     out = tmp_path / "g"
     assert (
