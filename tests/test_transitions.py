@@ -276,3 +276,20 @@ def test_hysteresis_exact_and_rank_tests() -> None:
     assert sum(p > 0.05 for p in exact) >= 180 and sum(p > 0.05 for p in rank) >= 180  # measured: 184/200, 191/200
     assert math.isnan(T.hysteresis_test([0.5, 0.5], [0.5, 0.5])[1])
     assert math.isnan(T.hysteresis_test([], [0.5])[1])
+
+
+def test_transition_width_step_linear_and_size_trend() -> None:
+    from crystallab.analysis.sweeps import CANNOT_TELL, NARROWS, WIDE, size_trend, transition_width
+
+    m_lin = T.fitting_null(LAMS, F_A, F_B)
+    rng = np.random.default_rng(17)
+    step = transition_width(LAMS, _planted_step(5, seed=18), n_boot=300)
+    linear = transition_width(LAMS, m_lin + rng.normal(0, SIGMA, (5, LAMS.size)), n_boot=300)
+    assert step[0] < 0.2 and step[2] < linear[1]  # measured: step ~0.1 (the grid spacing), linear ~0.6
+    assert linear[1] <= linear[0] <= linear[2]
+    assert all(math.isnan(v) for v in transition_width(LAMS, m_lin[None, :])[1:])  # one replica: no interval
+    assert math.isnan(transition_width(LAMS, np.zeros((3, LAMS.size)))[0])  # flat: no steepest slope
+    assert size_trend({32: list(linear), 128: list(step)})[0] == NARROWS
+    assert size_trend({32: list(step), 128: list(linear)})[0] == WIDE
+    assert size_trend({32: [0.6, 0.4, 0.8], 128: [0.55, 0.45, 0.7]})[0] == CANNOT_TELL
+    assert size_trend({32: [None, None, None], 128: [0.5, 0.4, 0.6]})[0] == CANNOT_TELL

@@ -18,6 +18,7 @@ control parameter"): the order parameter ``m(λ)`` per replica beside the fittin
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -27,6 +28,8 @@ from crystallab import metrics as M_
 from crystallab import transitions as TR
 from crystallab.analysis.thresholds import Thresholds
 from crystallab.analysis.types import Estimate, Sweep
+
+NARROWS, WIDE, CANNOT_TELL = "narrows", "does not narrow", "cannot tell"
 
 
 def order_parameter(q: ArrayLike, f_A: ArrayLike, f_B: ArrayLike) -> float:
@@ -89,3 +92,68 @@ def sweep(
             "alpha": th.alpha,
         },
     )
+
+
+def transition_width(
+    lams: ArrayLike, M: ArrayLike, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """The transition's width in ``λ``: ``|m(1) - m(0)| / max|dm/dλ|`` of the replica-median
+    curve (the λ-range a straight line at the steepest slope needs for the whole change: about 1
+    for a linear response, one grid spacing for a step, the grid's resolution), with a replica
+    bootstrap interval (NaN with one replica).
+
+    >>> lam = np.linspace(0, 1, 11)
+    >>> w, lo, hi = transition_width(lam, np.tile(np.where(lam < 0.5, -1.0, 1.0), (3, 1)), n_boot=50)
+    >>> round(w, 3), round(transition_width(lam, np.tile(2 * lam - 1, (3, 1)), n_boot=50)[0], 3)
+    (0.1, 1.0)
+    """
+    lam = np.asarray(lams, dtype=float).ravel()
+    A = np.atleast_2d(np.asarray(M, dtype=float))
+
+    def width(curves: np.ndarray) -> np.ndarray:
+        slopes = np.abs(np.diff(curves, axis=-1) / np.diff(lam))
+        steep = np.nanmax(np.where(np.isfinite(slopes), slopes, np.nan), axis=-1)
+        change = np.abs(curves[..., -1] - curves[..., 0])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(steep > 0, change / steep, np.nan)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns and curves
+        w = float(width(np.nanmedian(A, axis=0)[None, :])[0])
+        R = A.shape[0]
+        if R < 2:
+            return w, math.nan, math.nan
+        rng = np.random.default_rng(seed)
+        boot = width(np.nanmedian(A[rng.integers(0, R, size=(n_boot, R))], axis=1))
+        boot = boot[np.isfinite(boot)]
+    if boot.size == 0:
+        return w, math.nan, math.nan
+    q = (1 - level) / 2 * 100
+    return w, float(np.percentile(boot, q)), float(np.percentile(boot, 100 - q))
+
+
+def size_trend(widths: dict[int, Sequence[float | None]]) -> tuple[str, str]:
+    """Does the transition narrow as the model grows? ``widths``: ``{size: [w, lo, hi]}``.
+
+    ``narrows`` when the largest size's interval lies wholly below the smallest's; ``does not
+    narrow`` when the largest's median is at or above the smallest's; else ``cannot tell``.
+
+    >>> size_trend({32: [0.8, 0.6, 1.0], 64: [0.5, 0.3, 0.7], 128: [0.2, 0.1, 0.3]})[0]
+    'narrows'
+    >>> size_trend({32: [0.8, 0.6, 1.0], 128: [0.9, 0.7, 1.1]})[0]
+    'does not narrow'
+    """
+
+    def num(x: float | None) -> float:
+        return math.nan if x is None else float(x)
+
+    ok = {s: [num(x) for x in w] for s, w in widths.items() if w and math.isfinite(num(w[0]))}
+    if len(ok) < 2:
+        return CANNOT_TELL, "fewer than 2 sizes with a defined width"
+    small, large = ok[min(ok)], ok[max(ok)]
+    text = f"width {large[0]:.3g} at size {max(ok)} against {small[0]:.3g} at size {min(ok)}"
+    if large[2] < small[1]:  # NaN compares False: no interval, no claim
+        return NARROWS, text + ": intervals apart (a transition sharpens as the system grows)"
+    if large[0] >= small[0]:
+        return WIDE, text + ": no narrowing (a crossover keeps its width)"
+    return CANNOT_TELL, text + ": narrower, but the replica intervals overlap"

@@ -1,7 +1,8 @@
-"""`crystallab lab generic-sft | random-target | erasure | rl-escape | planted-seed | forced-seed`.
+"""`crystallab lab generic-sft | random-target | erasure | rl-escape | sweep | planted-seed | forced-seed`.
 
 The first four are the non-circular experiments (lab/study.py: replicated, read on held-out
-prompts); planted-seed and forced-seed are positive controls (their answer is built in).
+prompts); sweep is the control-parameter sweep (lab/sweeps.py: sharp or gradual?);
+planted-seed and forced-seed are positive controls (their answer is built in).
 
 Every flag is generated from a ``LabConfig`` field (lab/config.py); each experiment renames or
 fixes some of them (forced-seed's ``--seed-from`` is ``sft_data``; it fixes ``rl_target``).
@@ -50,7 +51,7 @@ def lab_config(args: argparse.Namespace) -> LabConfig:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "lab",
-        help="experiments: generic-sft, random-target, erasure, rl-escape; controls: planted-seed, forced-seed",
+        help="experiments: generic-sft, random-target, erasure, rl-escape, sweep; controls: planted-seed, forced-seed",
         description="Run the lab's controlled experiments: pretrain or load a model, SFT and RL it with "
         "phase tracking, analyze and report (RUN/config.yaml records the settings, "
         "RUN/train.log the trainers' logs).",
@@ -60,6 +61,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         sp = exp.add_parser(name, help=EXPERIMENTS[name].help, description=EXPERIMENTS[name].help)
         add_lab_options(sp, name)
         sp.set_defaults(run=run_study)
+    sw = exp.add_parser("sweep", help=EXPERIMENTS["sweep"].help, description=EXPERIMENTS["sweep"].help)
+    add_lab_options(sw, "sweep")
+    sw.set_defaults(run=run_sweep)
     ps = exp.add_parser("planted-seed", help=EXPERIMENTS["planted-seed"].help)
     add_lab_options(ps, "planted-seed")
     ps.add_argument(
@@ -78,6 +82,17 @@ def run_study(args: argparse.Namespace) -> int:
     s = run(lab_config(args), args.experiment, console=Console(verbose=args.verbose))
     print(study_text(s))
     print(f"{args.experiment}: summary in {lab_config(args).out}/summary.json")
+    return 0
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from crystallab.lab.sweeps import run_sweep as run
+    from crystallab.lab.sweeps import sweep_text
+
+    cfg = lab_config(args)
+    s = run(cfg, console=Console(verbose=args.verbose))
+    print(sweep_text(s))
+    print(f"sweep: summary in {cfg.out}/summary.json")
     return 0
 
 

@@ -97,6 +97,18 @@ class LabConfig:
         "(diversity), or validity only",
         choices=("utility", "diversity", "validity"),
     )
+    families: str | None = _f(None, "sweep: the two base families A,B the SFT data mix (default: the two most distant)")
+    grid: int = _f(11, "sweep: values of the mixture λ, evenly spaced from 0 to 1")
+    sizes: str = _f(
+        "", "sweep: toy model hidden sizes, comma-separated (e.g. 32,64,128; 4 layers each); default: the toy's 128"
+    )
+
+    def size_list(self) -> list[int]:
+        """``--sizes`` as integers (empty: the toy's own size)."""
+        try:
+            return [int(x) for x in self.sizes.split(",") if x.strip()]
+        except ValueError:
+            raise UserError(f"--sizes takes comma-separated integers, got '{self.sizes}'") from None
 
     @classmethod
     def quick(cls, **kw: Any) -> LabConfig:
@@ -163,10 +175,25 @@ class LabConfig:
             raise UserError("sft-lr must be positive")
         if self.limit is not None and self.limit <= 0:
             raise UserError("limit must be positive")
+        if self.grid < 3:
+            raise UserError(f"--grid must be at least 3 (a slope needs neighbours), got {self.grid}")
+        bad_size = [h for h in self.size_list() if h < 8 or h % 4]
+        if bad_size:
+            raise UserError(f"--sizes: hidden size {bad_size[0]} must be a multiple of 4 (4 heads), at least 8")
+        if len(set(self.size_list())) != len(self.size_list()):
+            raise UserError(f"--sizes repeats a size: '{self.sizes}'")
 
 
 QUICK: dict[str, Any] = dict(
-    pretrain_steps=120, sft_steps=30, sft_examples=200, rl_steps=12, track_every=4, n_boot=200, replicas=2, targets=2
+    pretrain_steps=120,
+    sft_steps=30,
+    sft_examples=200,
+    rl_steps=12,
+    track_every=4,
+    n_boot=200,
+    replicas=2,
+    targets=2,
+    grid=5,
 )
 
 
@@ -197,7 +224,8 @@ _TOY_DATA = ("planted", "diverse", "format")
 # repertoire (n_basins 7 -> 1 after 150 generic steps), at 3e-4 it keeps it (7 [7, 7])
 _GENTLE = {"sft_lr": 3e-4}
 _CONTROL_ONLY = ("sft_data", "rl_target", "rl_rewards", "rl")  # read by the positive controls alone
-_STUDY_ONLY = ("replicas", "universe_seeds", "mentions", "targets", "m0", "reward")
+_SWEEP_ONLY = ("families", "grid", "sizes")
+_STUDY_ONLY = ("replicas", "universe_seeds", "mentions", "targets", "m0", "reward", *_SWEEP_ONLY)
 _NOT_RANDOM_TARGET = ("mentions", "m0", "reward", "seed_family")
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
@@ -208,7 +236,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "pretrain a toy universe → generic SFT (3 replicas) → GRPO under a random utility → analyze → report",
             {"out": "runs/demo", "replicas": 3, "mentions": "known", **_GENTLE},
             {"mentions": MENTIONS},
-            unused=_CONTROL_ONLY + ("targets", "m0", "seed_family", "universe_seeds"),
+            unused=_CONTROL_ONLY + ("targets", "m0", "seed_family", "universe_seeds") + _SWEEP_ONLY,
         ),
         Experiment(
             "generic-sft",
@@ -216,7 +244,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "SFT on deterministic tasks only (no random task): does the chat ensemble crystallise, in which basin?",
             {"out": "runs/generic-sft", "rl": False, **_GENTLE},
             {},
-            unused=_CONTROL_ONLY + ("targets", "m0", "reward", "seed_family"),
+            unused=_CONTROL_ONLY + ("targets", "m0", "reward", "seed_family") + _SWEEP_ONLY,
         ),
         Experiment(
             "random-target",
@@ -224,7 +252,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "SFT onto targets drawn over the simplex (the null for nucleation): to the data, or into a basin?",
             {"out": "runs/random-target", "rl": False, **_GENTLE},
             {},
-            unused=_CONTROL_ONLY + _NOT_RANDOM_TARGET,
+            unused=_CONTROL_ONLY + _NOT_RANDOM_TARGET + _SWEEP_ONLY,
         ),
         Experiment(
             "erasure",
@@ -232,7 +260,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "the raw repertoire (phi, n_basins) after generic, seed and diverse SFT: frozen, or only the chat?",
             {"out": "runs/erasure", "rl": False, **_GENTLE},
             {},
-            unused=_CONTROL_ONLY + ("mentions", "targets", "m0", "reward"),
+            unused=_CONTROL_ONLY + ("mentions", "targets", "m0", "reward") + _SWEEP_ONLY,
         ),
         Experiment(
             "rl-escape",
@@ -240,7 +268,17 @@ EXPERIMENTS: dict[str, Experiment] = {
             "GRPO under a seed-blind reward after SFT that puts mass m0 on the rewarded option, beside the bandit null",
             {"out": "runs/rl-escape", **_GENTLE},
             {},
-            unused=_CONTROL_ONLY + ("mentions", "targets"),
+            unused=_CONTROL_ONLY + ("mentions", "targets") + _SWEEP_ONLY,
+        ),
+        Experiment(
+            "sweep",
+            "lab sweep",
+            "a mixture sweep of the SFT data between two base families: sharp (a transition) or gradual?",
+            {"out": "runs/sweep", "rl": False, "n_boot": 500, **_GENTLE},
+            {},
+            helps={"replicas": "replicas at every λ (seeds --seed, --seed + 1, ...; shared across λ)"},
+            unused=_CONTROL_ONLY
+            + ("mentions", "targets", "m0", "reward", "seed_family", "universe_seeds", "rl_steps", "track_every"),
         ),
         Experiment(
             "planted-seed",

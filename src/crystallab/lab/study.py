@@ -221,17 +221,24 @@ def arm_examples(arm: Arm, task: Task, n: int, seed: int) -> list[dict[str, str]
 
 
 def aggregates(
-    table: Any, label: str, task: str, kind: str = "chat", split: str | None = "heldout", v_min: float = V_MIN
+    table: Any,
+    label: str,
+    task: str,
+    kind: str = "chat",
+    split: str | None = "heldout",
+    v_min: float = V_MIN,
+    options: Sequence[str] | None = None,
 ) -> dict[int, dict[int, np.ndarray]]:
     """``{step: {replica: q}}``: the mean renormalised p̃ over one checkpoint's valid prompts of
-    one ensemble (``split`` None: every prompt), per tracked step and replica."""
-    opts: list[str] = []
+    one ensemble (``split`` None: every prompt), per tracked step and replica; over ``options``
+    in their order (default: as the rows name them)."""
+    opts: list[str] = list(options or [])
     by: dict[tuple[int, int, str], dict[str, float]] = {}
     want = {"checkpoint": label, "task": task, "prompt_kind": kind, **({"split": split} if split is not None else {})}
     for r in rows_where(table, **want):
         key = (int(r["step"] or 0), int(r["replica"] or 0), r["prompt_id"])
         by.setdefault(key, {})[r["option"]] = r["prob"]
-        if r["option"] != OTHER and r["option"] not in opts:
+        if options is None and r["option"] != OTHER and r["option"] not in opts:
             opts.append(r["option"])
     rows: dict[int, dict[int, list[np.ndarray]]] = {}
     for (step, rep, _), d in by.items():
@@ -559,9 +566,12 @@ def _rewards(cfg: LabConfig) -> tuple[str, ...]:
     return {"utility": ("utility",), "diversity": ("validity", "diversity"), "validity": ("validity",)}[cfg.reward]
 
 
-def _base_model(cfg: LabConfig, tasks_dir: Path, ck: Path, stage: Any, log: Log, progress: Any) -> str:
-    """The base checkpoint (the toy universe, pretrained once per universe seed, or the given
-    model), and the task file with held-out prompts marked in ``tasks_dir``."""
+def _base_model(
+    cfg: LabConfig, tasks_dir: Path, ck: Path, stage: Any, log: Log, progress: Any, hidden: int | None = None
+) -> str:
+    """The base checkpoint (the toy universe, pretrained once per universe seed, at hidden size
+    ``hidden`` when given, or the given model), and the task file with held-out prompts marked in
+    ``tasks_dir``."""
     import yaml
 
     if cfg.base_model:
@@ -578,7 +588,10 @@ def _base_model(cfg: LabConfig, tasks_dir: Path, ck: Path, stage: Any, log: Log,
         log(f"reusing the toy universe in {base_dir}")
         return str(base_dir)
     with stage("pretrain", "pretrain", total=cfg.pretrain_steps) as st:
-        return str(U.pretrain(base_dir, seed=seed, steps=cfg.pretrain_steps, log=log, callbacks=[progress(st.advance)]))
+        size = {"hidden": hidden} if hidden is not None else {}
+        return str(
+            U.pretrain(base_dir, seed=seed, steps=cfg.pretrain_steps, log=log, callbacks=[progress(st.advance)], **size)
+        )
 
 
 def _record_answers(results: Path, arms: list[Arm], task: Task, mentions: dict[str, Any]) -> None:

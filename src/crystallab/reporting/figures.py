@@ -32,6 +32,7 @@ class Figures:
     sweeps: list[tuple[Sweep, Path]]
     notes: list[str]  # what could not be drawn, for the warnings list
     melting: tuple[list[Any], Path] | None = None  # melting curves (analysis/melting.py) and their figure
+    widths: Path | None = None  # the sweeps' transition width against model size (two sizes or more)
 
 
 def safe(name: str) -> str:
@@ -76,4 +77,6 @@ def make(
         (s, plots.save(plots.sweep(s), fig_dir / f"sweep_{i:02d}_{safe(s.name)}", svg)) for i, s in enumerate(an.sweeps)
     ]
     melt = (melting, plots.melting_figure(melting, fig_dir / "melting.png")) if melting else None
-    return Figures(out, sweeps, notes, melt)
+    sized = [s for s in an.sweeps if s.numbers.get("size") is not None and s.numbers.get("width")]
+    widths = plots.save(plots.width_vs_size(sized), fig_dir / "sweep_width_vs_size", svg) if len(sized) > 1 else None
+    return Figures(out, sweeps, notes, melt, widths)

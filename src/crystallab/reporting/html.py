@@ -13,6 +13,7 @@ from html import escape
 from pathlib import Path
 from typing import Any, Sequence
 
+from crystallab.analysis.sweeps import size_trend
 from crystallab.analysis.thresholds import Thresholds
 from crystallab.analysis.types import Analysis, Estimate, Transition, Verdict
 from crystallab.reporting import data as D
@@ -334,12 +335,34 @@ def warnings_list(an: Analysis, figs: Figures) -> list[str]:
 def _sweeps(figs: Figures) -> str:
     parts = ['<h2 id="sweeps">Sweeps</h2>']
     for s, png in figs.sweeps:
+        n = s.numbers
+        fam = n.get("families")
+        width = n.get("width")
         cap = (
-            f"<b>{e(s.name)}</b> ({e(s.verdict)}): sharpness Σ = {e(D.fmt_est(s.sharpness))}, λ_c = "
-            f"{e(D.fmt_est(s.lambda_c))}, dip {e(D.fmt_num(s.dip))} (p {e(D.fmt_num(s.dip_p))}), hysteresis p "
-            f"{e(D.fmt_num(s.hysteresis_p))}."
+            f"<b>{e(s.name)}</b> ({e(s.verdict)}"
+            + (f"; families {e(fam[0])} → {e(fam[1])}" if fam else "")
+            + f"): sharpness Σ = {e(D.fmt_est(s.sharpness))}, λ_c = {e(D.fmt_est(s.lambda_c))}, dip "
+            f"{e(D.fmt_num(s.dip))} (p {e(D.fmt_num(s.dip_p))}"
+            + (f", at λ = {e(D.fmt_num(n['dip_at']))}" if n.get("dip_at") is not None else "")
+            + f"), hysteresis p {e(D.fmt_num(s.hysteresis_p))}"
+            + (f", width {e(D.fmt_est(Estimate.of(*width)))}" if width else "")
+            + "."
         )
         parts.append(_figure(png, f"sweep {s.name}", cap))
+    if figs.widths is not None:
+        trend, why = size_trend(
+            {s.numbers["size"]: s.numbers["width"] for s, _ in figs.sweeps if s.numbers.get("size")}
+        )
+        cap = f"<b>Size scaling: {e(trend)}</b>: {e(why)}."
+        parts.append(_figure(figs.widths, "transition width against size", cap))
+    parts.append(
+        '<p class="small">How to read a sweep: the SFT data mix two base families, λ = 0 all A, λ = 1 all B; '
+        "m = -1 sits at A, +1 at B. A model that only fits its data follows the dashed fitting null m_lin(λ). "
+        "Sharp needs Σ (the steepest slope over the null's) with its lower bound above 2, and bimodal replicas at "
+        "λ_c (dip test) or hysteresis (runs continued at λ_c from the A and B ends still apart) at p < α. "
+        "The width is |m(1) - m(0)| over the steepest slope, in λ: about 1 for a linear response, the grid "
+        "spacing for a step; a true transition narrows as the model grows, a crossover keeps its width.</p>"
+    )
     return "\n".join(parts)
 
 

@@ -7,6 +7,7 @@ matplotlib is imported inside the functions (Agg backend), never when crystallab
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -367,31 +368,87 @@ def dynamics(d: Dynamics, k_star: str | None, families: Sequence[str]):
 
 
 def sweep(s: Sweep):
-    """``m(λ)`` per replica and its median against the fitting null ``m_lin(λ)``."""
+    """Three panels: ``m(λ)`` (replica points, their median, the fitting null ``m_lin(λ)``, λ_c);
+    the histogram of ``m`` across replicas at the dip test's λ; the hysteresis pair (end states
+    of training continued at λ_c from the A-trained and from the B-trained checkpoints)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 3.3))
+    fig, (ax, hx, yx) = plt.subplots(1, 3, figsize=(10.5, 3.3), gridspec_kw={"width_ratios": [2.2, 1, 1]})
     grid = np.asarray(s.grid, dtype=float)
     M = np.array([[np.nan if v is None else v for v in row] for row in s.m], dtype=float).reshape(len(s.m), grid.size)
+    jitter = (np.diff(grid).min() if grid.size > 1 else 1.0) * 0.08
     for i, row in enumerate(M):
-        ax.plot(grid, row, color="#0072B2", lw=0.6, alpha=0.4, label="replicas" if i == 0 else None)
+        x = grid + jitter * (i - (len(M) - 1) / 2) / max(len(M), 1)
+        ax.plot(x, row, "o", color="#0072B2", ms=3, alpha=0.45, label="replicas" if i == 0 else None)
     if M.size:
-        ax.plot(grid, np.nanmedian(M, axis=0), color="#0072B2", lw=2, marker="o", ms=3, label="m(λ) median")
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ax.plot(grid, np.nanmedian(M, axis=0), color="#0072B2", lw=2, label="m(λ) median")
     ax.plot(grid, s.m_lin, color="k", ls="--", lw=1.2, label="m_lin(λ): fitting null")
     if s.lambda_c.value is not None:
         ax.axvline(s.lambda_c.value, color="0.3", ls=":", lw=0.9, label="λ_c")
     ax.set_xlabel(s.control or "λ")
     ax.set_ylabel("m(λ)")
     ax.set_ylim(-1.05, 1.05)
-    ax.set_title(f"sweep {s.name}: {s.verdict}")
+    ax.set_title(f"sweep {s.name}: {s.verdict}", fontsize=9.5)
     ax.legend(fontsize=7)
+    at = s.numbers.get("dip_at")
+    bins = np.linspace(-1, 1, 21)
+    if at is not None and at in s.grid and M.size:
+        vals = M[:, s.grid.index(at)]
+        hx.hist(vals[np.isfinite(vals)], bins=bins, color="#0072B2", alpha=0.8)
+        hx.set_title(f"m at λ = {at:g} (dip p {'n/a' if s.dip_p is None else f'{s.dip_p:.2g}'})", fontsize=9)
+    else:
+        hx.set_title("m at λ_c: not measured", fontsize=9)
+    hx.set_xlabel("m")
+    hx.set_ylabel("replicas")
+    ends_A, ends_B = s.numbers.get("ends_from_A") or [], s.numbers.get("ends_from_B") or []
+    for k, (ends, color) in enumerate(((ends_A, "#D55E00"), (ends_B, "#009E73"))):
+        v = [x for x in ends if x is not None and math.isfinite(x)]
+        yx.plot(np.full(len(v), k) + np.linspace(-0.08, 0.08, len(v)) if v else [], v, "o", color=color, ms=4)
+    yx.set_xticks([0, 1], ["from A", "from B"])
+    yx.set_xlim(-0.5, 1.5)
+    yx.set_ylim(-1.05, 1.05)
+    hp = s.hysteresis_p
+    at_h = s.numbers.get("hysteresis_lambda")
+    yx.set_title(f"hysteresis at λ = {at_h} (p {'n/a' if hp is None else f'{hp:.2g}'})", fontsize=9)
+    yx.set_ylabel("end state m")
     fig.tight_layout()
     return fig
+
+
+def width_vs_size(sweeps: Sequence[Sweep]):
+    """The transition width (in λ, with its replica interval) against model size: a true
+    transition narrows as the system grows, a crossover keeps its width."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.2, 3.1))
+    pts = sorted((s.numbers["size"], s.numbers["width"]) for s in sweeps if s.numbers.get("size") is not None)
+    x = [p[0] for p in pts]
+    y = [np.nan if p[1][0] is None else p[1][0] for p in pts]
+    lo = [np.nan if p[1][1] is None else p[1][1] for p in pts]
+    hi = [np.nan if p[1][2] is None else p[1][2] for p in pts]
+    yerr = np.array([np.subtract(y, lo), np.subtract(hi, y)])
+    ax.errorbar(x, y, yerr=np.nan_to_num(yerr), fmt="o-", color="#0072B2", capsize=3)
+    if len(sweeps) and len(sweeps[0].grid) > 1:
+        ax.axhline(np.diff(sweeps[0].grid).min(), color="0.5", ls=":", lw=0.9, label="grid spacing (resolution)")
+        ax.legend(fontsize=7)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(x, [str(v) for v in x])
+    ax.minorticks_off()
+    ax.set_xlabel("toy hidden size")
+    ax.set_ylabel("transition width (λ)")
+    ax.set_ylim(bottom=0)
+    fig.tight_layout()
+    return fig
+
+
+STATE_MARKERS = {"crystal": "s", "liquid": "o", "undefined": "x"}
 
 
 def melting_figure(curves: Sequence[Any], png: Path) -> Path:
     """Melting curves: one column per task × ensemble (× truncation), rows spread, n_basins, h and
     valid mass against T (log axis), every checkpoint on the same axes with its interval band;
-    markers are coloured by state, and a dotted line marks each T_m."""
+    markers' shapes give the state (square crystal, circle liquid, cross undefined), a dotted
+    line marks each T_m."""
     plt = _plt()
     panels = list(dict.fromkeys((c.task, c.ensemble, c.truncation) for c in curves))
     rows = ("spread", "n_basins", "h", "valid_mass")
@@ -408,7 +465,16 @@ def melting_figure(curves: Sequence[Any], png: Path) -> Path:
                 hi = [np.nan if e is None or e.hi is None else e.hi for e in est]
                 ax.plot(c.temperatures, y, "-", color=color, lw=1.2, label=c.checkpoint)
                 ax.fill_between(c.temperatures, lo, hi, color=color, alpha=0.15, lw=0)
-                ax.scatter(c.temperatures, y, s=14, zorder=3, c=[STATE_COLORS.get(s, "#999999") for s in c.states])
+                for st in set(c.states):  # the state by marker shape (colour names the checkpoint)
+                    at = [k for k, x in enumerate(c.states) if x == st]
+                    ax.scatter(
+                        [c.temperatures[k] for k in at],
+                        [y[k] for k in at],
+                        s=18,
+                        zorder=3,
+                        color=color,
+                        marker=STATE_MARKERS.get(st, "x"),
+                    )
                 if c.t_m is not None:
                     ax.axvline(c.t_m, color=color, ls=":", lw=1)
                 ax.set_xscale("log")
@@ -420,6 +486,12 @@ def melting_figure(curves: Sequence[Any], png: Path) -> Path:
                     ax.set_title(f"{key[0]} / {key[1]}" + ("" if key[2] == "none" else f" ({key[2]})"))
                 if i == len(rows) - 1:
                     ax.set_xlabel("temperature T")
-    axes[0][0].legend(loc="best")
-    fig.tight_layout()
+    # one legend for the figure: a checkpoint absent from the first panel is still named
+    from matplotlib.lines import Line2D
+
+    states = list(dict.fromkeys(s for c in curves for s in c.states))
+    handles = [Line2D([], [], color=BASIN_COLORS[k % len(BASIN_COLORS)], lw=1.5) for k in range(len(checkpoints))]
+    handles += [Line2D([], [], ls="", marker=STATE_MARKERS.get(s, "x"), ms=5, color="0.3") for s in states]
+    fig.legend(handles, checkpoints + [f"state: {s}" for s in states], loc="lower center", ncol=min(6, len(handles)))
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return save(fig, png.with_suffix(""), svg=False)
