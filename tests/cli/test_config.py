@@ -273,6 +273,9 @@ COMMON = dict(
     targets=3,
     m0="0.05,0.2",
     reward="diversity",
+    families="qa,code",
+    grid=7,
+    sizes="32,64",
 )
 
 
@@ -416,6 +419,10 @@ def test_shipped_lab_configs_resolve_for_forced_seed():
         if "study" in c.name:  # the non-circular studies' settings
             cfg = lab_config(parse("lab", "generic-sft", "--config", c))
             assert cfg.base_model and cfg.lora and cfg.out == "runs/generic-sft"
+            continue
+        if "sweep" in c.name:
+            cfg = lab_config(parse("lab", "sweep", "--config", c))
+            assert cfg.base_model and cfg.lora and (cfg.grid, cfg.replicas) == (5, 3) and cfg.out == "runs/sweep"
             continue
         cfg = lab_config(parse("lab", "forced-seed", "--config", c))
         assert cfg.base_model and cfg.sft_data == "base-prompt" and cfg.out == yaml.safe_load(c.read_text())["out"]

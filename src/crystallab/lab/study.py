@@ -392,15 +392,7 @@ def _run_universe(cfg: LabConfig, experiment: str, console: Console, log: Log) -
 
     base_model = _base_model(cfg, tasks_dir, ck, stage, log, StepProgress)
     task = load_task(cfg.task, tasks_dir)
-    mcfg = MeasureConfig(
-        model=base_model,
-        tasks=[cfg.task],
-        out=str(results),
-        tasks_dir=str(tasks_dir),
-        progress=False,
-        load=LoadSettings(device="auto"),
-        settings=MeasureSettings(limit=cfg.limit),
-    )
+    mcfg = measure_config(cfg, base_model, results, tasks_dir)
     with stage("measure base", "measure_base"):
         run_measure(replace(mcfg, label="base", stage="base"), log=log)
     base = base_view(results, task)
@@ -529,6 +521,20 @@ def _run_universe(cfg: LabConfig, experiment: str, console: Console, log: Log) -
         "arms": arm_rows,
         "timings": timings,
     }
+
+
+def measure_config(cfg: LabConfig, base_model: str, results: Path, tasks_dir: Path) -> MeasureConfig:
+    """How a lab run measures the base and every trained checkpoint (the task's own prompts,
+    ``cfg.limit`` of each kind and split, no progress bar)."""
+    return MeasureConfig(
+        model=base_model,
+        tasks=[cfg.task],
+        out=str(results),
+        tasks_dir=str(tasks_dir),
+        progress=False,
+        load=LoadSettings(device="auto"),
+        settings=MeasureSettings(limit=cfg.limit),
+    )
 
 
 def _stage_name(kind: str, label: str, tag: str) -> str:

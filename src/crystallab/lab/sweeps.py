@@ -34,10 +34,9 @@ from crystallab.analysis.types import Estimate, Sweep
 from crystallab.console import Console
 from crystallab.errors import UserError
 from crystallab.lab.config import LabConfig
-from crystallab.lab.study import Arm, Base, Log, _base_model, aggregates, arm_examples, base_view
-from crystallab.measuring import MeasureConfig, MeasureSettings, run_measure
+from crystallab.lab.study import Arm, Base, Log, _base_model, aggregates, arm_examples, base_view, measure_config
+from crystallab.measuring import run_measure
 from crystallab.metrics import js_distance
-from crystallab.models.base import LoadSettings
 from crystallab.store import ResultStore, atomic_write_bytes, read_table
 from crystallab.suite import Task, load_task
 
@@ -148,15 +147,7 @@ def _sweep_one(cfg: LabConfig, hidden: int | None, console: Console, log: Log) -
     stage = timed_stages(console, timings)
     base_model = _base_model(cfg, tasks_dir, ck, stage, log, StepProgress, hidden=hidden)
     task = load_task(cfg.task, tasks_dir)
-    mcfg = MeasureConfig(
-        model=base_model,
-        tasks=[cfg.task],
-        out=str(results),
-        tasks_dir=str(tasks_dir),
-        progress=False,
-        load=LoadSettings(device="auto"),
-        settings=MeasureSettings(limit=cfg.limit),
-    )
+    mcfg = measure_config(cfg, base_model, results, tasks_dir)
     chat = replace(mcfg.settings, prompts="chat")  # m is read on the chat prompts; the base needs its raw ones
     store = ResultStore(results)
     done = {(g[0], g[5]) for g in store.done_groups()}  # (checkpoint, replica): resumable
