@@ -372,6 +372,8 @@ def sweep(s: Sweep):
     the histogram of ``m`` across replicas at the dip test's λ; the hysteresis pair (end states
     of training continued at λ_c from the A-trained and from the B-trained checkpoints)."""
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     fig, (ax, hx, yx) = plt.subplots(1, 3, figsize=(10.5, 3.3), gridspec_kw={"width_ratios": [2.2, 1, 1]})
     grid = np.asarray(s.grid, dtype=float)
     M = np.array([[np.nan if v is None else v for v in row] for row in s.m], dtype=float).reshape(len(s.m), grid.size)
@@ -401,6 +403,7 @@ def sweep(s: Sweep):
         hx.set_title("m at λ_c: not measured", fontsize=9)
     hx.set_xlabel("m")
     hx.set_ylabel("replicas")
+    hx.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of replicas: no 1.25
     ends_A, ends_B = s.numbers.get("ends_from_A") or [], s.numbers.get("ends_from_B") or []
     for k, (ends, color) in enumerate(((ends_A, "#D55E00"), (ends_B, "#009E73"))):
         v = [x for x in ends if x is not None and math.isfinite(x)]
