@@ -576,6 +576,42 @@ def fitting_null(lams: ArrayLike, f_A: ArrayLike, f_B: ArrayLike) -> np.ndarray:
     return np.asarray(mixture_m(d(mix, A), d(mix, B), float(d(A, B))))
 
 
+def relaxation_null(x: ArrayLike, m_start: float, m_end: float, m_median: ArrayLike) -> np.ndarray:
+    """Fitting null of a training-amount control (SFT steps or learning rate, ``x > 0``):
+    ``m(x) = m_end + (m_start - m_end)·exp(-c·x)``, the curve of a model that relaxes from where it
+    starts (``m_start``, the untrained model) to its data (``m_end``, the data's own ``m``) at a
+    constant rate, with the one rate ``c`` that fits the replica-median curve best (least squares
+    on a log grid of rates; NaN points skipped). Near an optimum gradient descent is such a linear
+    relaxation, and its amount grows as steps × learning rate, so one null serves both controls.
+
+    Against ``log x`` this curve has one fixed shape whatever ``c`` is (``c`` only moves it): its
+    steepest slope is ``|m_start - m_end|·ln 10 / e`` per decade. ``Σ`` against it (slopes taken
+    in ``log10 x``, see :func:`sweep_sharpness`) therefore measures the shape of the change, not
+    its rate: about 1 for a relaxation, large for a jump that a few more steps set off.
+
+    >>> x = np.geomspace(1, 1000, 7)
+    >>> truth = 1 - 2 * np.exp(-x / 30)
+    >>> np.allclose(relaxation_null(x, -1.0, 1.0, truth), truth, atol=0.02)
+    True
+    """
+    x = np.asarray(x, dtype=float).ravel()
+    med = np.asarray(m_median, dtype=float).ravel()
+    if x.size != med.size or not np.all(x > 0):
+        raise ValueError("need x > 0 and one median value per x")
+
+    def curve(c: np.ndarray) -> np.ndarray:
+        return m_end + (m_start - m_end) * np.exp(-np.outer(c, x))
+
+    if not (math.isfinite(m_start) and math.isfinite(m_end)):
+        return np.full(x.size, math.nan)
+    ok = np.isfinite(med)
+    rates = np.geomspace(1e-3 / x.max(), 1e3 / x.min(), 2001)
+    if not ok.any():
+        return curve(np.array([1.0 / np.sqrt(x.min() * x.max())]))[0]
+    sse = ((curve(rates)[:, ok] - med[ok]) ** 2).sum(axis=1)
+    return curve(rates[[int(np.argmin(sse))]])[0]
+
+
 @dataclass(frozen=True)
 class SweepSharpness:
     """Sharpness of a sweep (:func:`sweep_sharpness`).

@@ -276,6 +276,8 @@ COMMON = dict(
     families="qa,code",
     grid=7,
     sizes="32,64",
+    control="steps",
+    at=0.5,
 )
 
 

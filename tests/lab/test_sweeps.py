@@ -83,10 +83,60 @@ def test_sweep_sizes(tmp_path, capsys):
     assert cfg["hidden_size"] == 64 and cfg["num_hidden_layers"] == 4
 
 
+def test_sweep_of_sft_steps(universe, tmp_path, capsys):
+    """--control steps: the data fixed at family B's answers, one run per step count on a log grid,
+    read against the relaxation null from the base's m to the data's; no hysteresis arm."""
+    out = tmp_path / "steps"
+    rc = main(
+        ["lab", "sweep", "--quick", "--out", str(out), "--base-dir", str(universe), "--control", "steps"]
+        + ["--replicas", "2", "--sft-steps", "16"]
+    )
+    assert rc == 0
+    w = json.loads((out / "summary.json").read_text())["sizes"][0]["sweep"]
+    n = w["numbers"]
+    assert n["control"] == "steps" and n["at"] == 1.0 and n["values"] == [1.0, 2.0, 6.0, 13.0, 32.0]
+    assert w["grid"] == pytest.approx(np.log10(n["values"]).tolist())
+    assert len(w["m"]) == 2 and all(len(row) == 5 for row in w["m"])
+    assert w["verdict"] in ("sharp", "gradual") and w["hysteresis_p"] is None and not n["ends_from_A"]
+    # the null runs from the base's own m to the data's (family B's answers: m = +1), monotonically
+    assert n["m_end"] == pytest.approx(1.0) and n["m_start"] is not None and n["m_start"] < 1.0
+    null = w["m_lin"]
+    assert all(b >= a - 1e-9 for a, b in zip(null, null[1:])) and null[0] >= n["m_start"] - 1e-9
+    # longer training on B's answers moves the assistant towards B
+    med = w["m_median"]
+    assert med[-1] > med[0]
+    labels = set(read_table(out / "results").column("checkpoint").to_pylist())
+    assert {"base", "steps-1", "steps-6", "steps-32"} <= labels and not any(x.startswith("hyst") for x in labels)
+    assert not (out / "checkpoints").exists() or not any(
+        p.name.startswith("steps") for p in (out / "checkpoints").iterdir()
+    )
+    page = (out / "results" / "report.html").read_text(encoding="utf-8")
+    assert "relaxation" in page and "log10 SFT steps" in page
+    text = capsys.readouterr().out
+    assert "steps sweep" in text and "null" in text
+
+
+def test_sweep_of_learning_rate(universe, tmp_path):
+    out = tmp_path / "lr"
+    rc = main(
+        ["lab", "sweep", "--quick", "--out", str(out), "--base-dir", str(universe), "--control", "lr", "--at", "0"]
+        + ["--grid", "3", "--sft-steps", "8", "--sft-lr", "1e-3", "--no-report"]
+    )
+    assert rc == 0
+    w = json.loads((out / "summary.json").read_text())["sizes"][0]["sweep"]
+    n = w["numbers"]
+    assert n["values"] == [3.33e-05, 0.000316, 0.003] and n["at"] == 0.0 and n["m_end"] == pytest.approx(-1.0)
+    labels = set(read_table(out / "results").column("checkpoint").to_pylist())
+    assert {"lr-3.33e-05", "lr-0.000316", "lr-0.003"} <= labels
+    assert w["m_median"][-1] < w["m_median"][0]  # a larger rate moves the assistant further towards A's answers
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
         (["--grid", "2"], "--grid must be at least 3"),
+        (["--control", "steps", "--at", "1.5"], "--at is a mixture λ in [0, 1]"),
+        (["--control", "steps", "--sft-steps", "1", "--grid", "3"], "fewer than 3 distinct step counts"),
         (["--sizes", "30"], "multiple of 4"),
         (["--sizes", "32,x"], "comma-separated integers"),
         (["--sizes", "32,32"], "repeats a size"),

@@ -55,13 +55,16 @@ def sweep(
     *,
     ends_from_A: Sequence[float] | None = None,
     ends_from_B: Sequence[float] | None = None,
+    m_null: ArrayLike | None = None,
     th: Thresholds | None = None,
 ) -> Sweep:
-    """Every statistic of one sweep; ``m`` is (replicas × grid) end states."""
+    """Every statistic of one sweep; ``m`` is (replicas × grid) end states. ``m_null`` replaces
+    the mixture's fitting null (for a training-amount control, :func:`transitions.relaxation_null`
+    on a ``log10`` grid); it is stored as the sweep's ``m_lin``."""
     th = th or Thresholds()
     lam = np.asarray(grid, dtype=float)
     M = np.asarray(m, dtype=float)
-    m_lin = TR.fitting_null(lam, f_A, f_B)
+    m_lin = TR.fitting_null(lam, f_A, f_B) if m_null is None else np.asarray(m_null, dtype=float).ravel()
     sh = TR.sweep_sharpness(lam, M, m_lin, n_boot=th.n_boot, level=th.level, seed=th.seed)
     dip = dip_p = math.nan
     at = None

@@ -31,6 +31,7 @@ SFT_DATA = ("planted", "base-prompt", "outside", "diverse", "format")
 RL_TARGETS = ("seed-top", "outside-support")
 REWARDS = ("validity", "target", "diversity", "utility")
 SEED_BLIND = ("utility", "diversity", "validity")  # rewards chosen without looking at the SFT support
+SWEEP_CONTROLS = ("mixture", "steps", "lr")  # what a sweep varies: the data, the training amount, its rate
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
@@ -102,6 +103,14 @@ class LabConfig:
     sizes: str = _f(
         "", "sweep: toy model hidden sizes, comma-separated (e.g. 32,64,128; 4 layers each); default: the toy's 128"
     )
+
+    control: str = _f(
+        "mixture",
+        "sweep: the control parameter: the SFT data's mixture λ (mixture), SFT steps on a log grid from "
+        "sft-steps/32 to 2·sft-steps (steps), or the learning rate on a log grid from sft-lr/30 to 3·sft-lr (lr)",
+        choices=SWEEP_CONTROLS,
+    )
+    at: float = _f(1.0, "sweep --control steps|lr: the SFT data's mixture λ, held fixed (1: family B's answers)")
 
     def size_list(self) -> list[int]:
         """``--sizes`` as integers (empty: the toy's own size)."""
@@ -175,6 +184,10 @@ class LabConfig:
             raise UserError("sft-lr must be positive")
         if self.limit is not None and self.limit <= 0:
             raise UserError("limit must be positive")
+        if self.control not in SWEEP_CONTROLS:
+            raise UserError(f"unknown sweep control '{self.control}'; use one of {', '.join(SWEEP_CONTROLS)}")
+        if not 0 <= self.at <= 1:
+            raise UserError(f"--at is a mixture λ in [0, 1], got {self.at}")
         if self.grid < 3:
             raise UserError(f"--grid must be at least 3 (a slope needs neighbours), got {self.grid}")
         bad_size = [h for h in self.size_list() if h < 8 or h % 4]
@@ -224,7 +237,7 @@ _TOY_DATA = ("planted", "diverse", "format")
 # repertoire (n_basins 7 -> 1 after 150 generic steps), at 3e-4 it keeps it (7 [7, 7])
 _GENTLE = {"sft_lr": 3e-4}
 _CONTROL_ONLY = ("sft_data", "rl_target", "rl_rewards", "rl")  # read by the positive controls alone
-_SWEEP_ONLY = ("families", "grid", "sizes")
+_SWEEP_ONLY = ("families", "grid", "sizes", "control", "at")
 _STUDY_ONLY = ("replicas", "universe_seeds", "mentions", "targets", "m0", "reward", *_SWEEP_ONLY)
 _NOT_RANDOM_TARGET = ("mentions", "m0", "reward", "seed_family")
 EXPERIMENTS: dict[str, Experiment] = {

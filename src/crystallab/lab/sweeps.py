@@ -20,7 +20,8 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, replace
+import warnings
+from dataclasses import asdict, dataclass, replace
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from crystallab import transitions as TR
 from crystallab.analysis import Thresholds, analyze_dir
 from crystallab.analysis.sweeps import order_parameter, size_trend, sweep, transition_width
 from crystallab.analysis.types import Estimate, Sweep
@@ -78,6 +80,43 @@ def lambda_grid(n: int) -> list[float]:
     return [round(float(x), 6) for x in np.linspace(0.0, 1.0, n)]
 
 
+@dataclass(frozen=True)
+class Point:
+    """One grid point of a sweep: what its runs are trained on, and for how long."""
+
+    label: str  # the checkpoint label of its runs
+    value: float  # the control's value: λ, SFT steps or the learning rate
+    lam: float  # the SFT data's mixture
+    steps: int
+    lr: float
+
+
+def control_points(cfg: LabConfig) -> list[Point]:
+    """The sweep's grid: ``--grid`` values of λ in [0, 1] (``mixture``), or at the fixed mixture
+    ``--at``, SFT steps on a log grid from ``max(1, sft_steps/32)`` to ``2·sft_steps`` (``steps``: each
+    point a run of its own, with its own warm-up and constant rate, so that the schedule does not
+    confound the amount) or the learning rate from ``sft_lr/30`` to ``3·sft_lr`` (``lr``).
+
+    >>> from crystallab.lab.config import LabConfig
+    >>> [p.value for p in control_points(LabConfig(control="steps", sft_steps=32, grid=4))]
+    [1.0, 4.0, 16.0, 64.0]
+    >>> [p.label for p in control_points(LabConfig(control="lr", sft_lr=3e-4, grid=3))]
+    ['lr-1e-05', 'lr-9.49e-05', 'lr-0.0009']
+    """
+    if cfg.control == "mixture":
+        return [Point(_label(x), x, x, cfg.sft_steps, cfg.sft_lr) for x in lambda_grid(cfg.grid)]
+    if cfg.control == "steps":
+        ns = sorted({max(1, round(float(x))) for x in np.geomspace(max(1.0, cfg.sft_steps / 32), 2 * cfg.sft_steps, cfg.grid)})
+        if len(ns) < 3:
+            raise UserError(f"--control steps: --sft-steps {cfg.sft_steps} gives fewer than 3 distinct step counts")
+        return [Point(f"steps-{n}", float(n), cfg.at, n, cfg.sft_lr) for n in ns]
+    lrs = [float(f"{x:.3g}") for x in np.geomspace(cfg.sft_lr / 30, 3 * cfg.sft_lr, cfg.grid)]
+    return [Point(f"lr-{v:.3g}", v, cfg.at, cfg.sft_steps, v) for v in lrs]
+
+
+AXES = {"mixture": "λ", "steps": "log10 SFT steps", "lr": "log10 learning rate"}
+
+
 def mixture(f_A: ArrayLike, f_B: ArrayLike, lam: float) -> np.ndarray:
     """The SFT answer distribution at ``λ``: ``(1-λ)·f̄_A + λ·f̄_B``, renormalised.
 
@@ -98,6 +137,7 @@ def run_sweep(cfg: LabConfig, console: Console | None = None, log: Log | None = 
     from crystallab.lab.experiments import run_folder
 
     cfg.validate()
+    control_points(cfg)  # a grid that cannot be built is one line before anything is trained
     sizes = cfg.size_list()
     if sizes and not cfg.toy:
         raise UserError("--sizes needs the toy universe (a given base model has one size)")
@@ -159,15 +199,18 @@ def _sweep_one(cfg: LabConfig, hidden: int | None, console: Console, log: Log) -
     base = base_view(results, task)
     fa, fb = pick_families(base, cfg.families)
     f_A, f_B = base.families[fa], base.families[fb]
-    grid = lambda_grid(cfg.grid)
-    ends = {0.0: "A", 1.0: "B"}
+    points = control_points(cfg)
+    mix = cfg.control == "mixture"
+    ends = {0.0: "A", 1.0: "B"} if mix else {}  # only the mixture has two ends to continue from
 
-    def train(label: str, parent: str, start: str, answers: np.ndarray, r: int, keep: bool, st: Any) -> None:
+    def train(
+        label: str, parent: str, start: str, answers: np.ndarray, r: int, keep: bool, st: Any, steps: int, lr: float
+    ) -> None:
         """SFT one replica from ``start`` onto ``answers``, measure it, and delete its checkpoint
         unless it is needed again (the ends start the hysteresis runs)."""
         path = ck / label / f"r{r}"
         if (label, r) in done and (not keep or (path / "config.json").exists()):
-            st.advance(cfg.sft_steps)
+            st.advance(steps)
             return
         seed = cfg.seed + r
         examples = arm_examples(Arm(label, "mix", answers=answers.tolist()), task, cfg.sft_examples, seed)
@@ -177,8 +220,8 @@ def _sweep_one(cfg: LabConfig, hidden: int | None, console: Console, log: Log) -
                 out=str(path),
                 examples=examples,
                 data_file=str(data_dir / f"sft-{label}-r{r}.jsonl"),
-                steps=cfg.sft_steps,
-                learning_rate=cfg.sft_lr,
+                steps=steps,
+                learning_rate=lr,
                 lora=cfg.lora,
                 seed=seed,
                 callbacks=[StepProgress(st.advance)],
@@ -201,14 +244,20 @@ def _sweep_one(cfg: LabConfig, hidden: int | None, console: Console, log: Log) -
             if ckpt.parent.is_dir() and not any(ckpt.parent.iterdir()):
                 ckpt.parent.rmdir()
 
-    for lam in grid:
-        label = _label(lam)
-        with stage(f"sft λ = {lam:g} ({cfg.replicas} replicas)", "sft", total=cfg.sft_steps * cfg.replicas) as st:
+    what = {"mixture": "λ", "steps": "steps", "lr": "lr"}[cfg.control]
+    for p in points:
+        with stage(f"sft {what} = {p.value:g} ({cfg.replicas} replicas)", "sft", total=p.steps * cfg.replicas) as st:
             for r in range(cfg.replicas):
-                train(label, "base", base_model, mixture(f_A, f_B, lam), r, lam in ends, st)
+                train(
+                    p.label, "base", base_model, mixture(f_A, f_B, p.lam), r, mix and p.lam in ends, st, p.steps, p.lr
+                )
     ResultStore(results).consolidate()
-    M = _end_states(results, [_label(x) for x in grid], task, f_A, f_B, cfg.replicas)
+    M = _end_states(results, [p.label for p in points], task, f_A, f_B, cfg.replicas)
     th = Thresholds(n_boot=cfg.n_boot, seed=cfg.seed)
+    if not mix:
+        s = _amount_sweep(cfg, points, M, results, task, f_A, f_B, th)
+        return _finish(cfg, s, None, None, None, M, (fa, fb), f_A, f_B, task, hidden, base_model, timings, stage)
+    grid = [p.value for p in points]
     first = sweep("mixture", "λ", grid, M, f_A, f_B, th=th)  # λ_c, before the hysteresis runs
     from_A: list[float] | None = None
     from_B: list[float] | None = None
@@ -220,13 +269,85 @@ def _sweep_one(cfg: LabConfig, hidden: int | None, console: Console, log: Log) -
             with stage(f"hysteresis: λ = {lam_h:g} from {side} ({cfg.replicas} replicas)", "hysteresis") as st:
                 for r in range(cfg.replicas):
                     start = ck / _label(end) / f"r{r}"
-                    train(label, _label(end), str(start), mixture(f_A, f_B, lam_h), r, False, st)
+                    train(
+                        label,
+                        _label(end),
+                        str(start),
+                        mixture(f_A, f_B, lam_h),
+                        r,
+                        False,
+                        st,
+                        cfg.sft_steps,
+                        cfg.sft_lr,
+                    )
             ResultStore(results).consolidate()
             out_list.extend(_end_states(results, [label], task, f_A, f_B, cfg.replicas)[:, 0].tolist())
     s = sweep("mixture", "λ", grid, M, f_A, f_B, ends_from_A=from_A, ends_from_B=from_B, th=th)
-    width = transition_width(grid, M, n_boot=cfg.n_boot, seed=cfg.seed)
+    return _finish(cfg, s, lam_h, from_A, from_B, M, (fa, fb), f_A, f_B, task, hidden, base_model, timings, stage)
+
+
+def _amount_sweep(
+    cfg: LabConfig,
+    points: list[Point],
+    M: np.ndarray,
+    results: Path,
+    task: Task,
+    f_A: np.ndarray,
+    f_B: np.ndarray,
+    th: Thresholds,
+) -> Sweep:
+    """A sweep of the training amount (steps or learning rate) at the fixed mixture ``--at``:
+    slopes in ``log10`` of the control, against the relaxation null from the base's own chat
+    ``m`` to the data's ``m``."""
+    x = np.array([p.value for p in points])
+    m_end = float(TR.fitting_null([cfg.at], f_A, f_B)[0])
+    base = _end_states(results, ["base"], task, f_A, f_B, 1)[0, 0]
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(M, axis=0)
+    note = ""
+    m_start = float(base)
+    if not math.isfinite(m_start):  # the base assistant does not answer in-set: start where training is first read
+        m_start = float(med[0])
+        note = "the base's held-out chat answers are below v_min: the null starts at the first grid point's median"
+    m_null = TR.relaxation_null(x, m_start, m_end, med)
+    s = sweep(cfg.control, AXES[cfg.control], np.log10(x).tolist(), M, f_A, f_B, m_null=m_null, th=th)
     s.numbers.update(
         {
+            "values": x.tolist(),
+            "at": cfg.at,
+            "m_start": _round(m_start),
+            "m_end": _round(m_end),
+            "null_note": note,
+        }
+    )
+    return s
+
+
+def _finish(
+    cfg: LabConfig,
+    s: Sweep,
+    lam_h: float | None,
+    from_A: list[float] | None,
+    from_B: list[float] | None,
+    M: np.ndarray,
+    families: tuple[str, str],
+    f_A: np.ndarray,
+    f_B: np.ndarray,
+    task: Task,
+    hidden: int | None,
+    base_model: str,
+    timings: dict[str, float],
+    stage: Any,
+) -> dict[str, Any]:
+    """The sweep's own numbers, its analysis and report, and its summary entry."""
+    out = Path(cfg.out)
+    results = out / "results"
+    fa, fb = families
+    width = transition_width(s.grid, M, n_boot=cfg.n_boot, seed=cfg.seed)
+    s.numbers.update(
+        {
+            "control": cfg.control,
             "families": [fa, fb],
             "f_A": [round(float(x), 4) for x in f_A],
             "f_B": [round(float(x), 4) for x in f_B],
@@ -242,7 +363,8 @@ def _sweep_one(cfg: LabConfig, hidden: int | None, console: Console, log: Log) -
         }
     )
     if hidden is not None:
-        s = replace(s, name=f"mixture h={hidden}")
+        s = replace(s, name=f"{s.name} h={hidden}")
+    th = Thresholds(n_boot=cfg.n_boot, seed=cfg.seed)
     with stage("analyze", "analyze"):
         an = analyze_dir(str(results), th)
         an = replace(an, sweeps=[s])
@@ -317,6 +439,18 @@ def _sweep_json(s: Sweep) -> dict[str, Any]:
 def sweep_note(s: Sweep, cfg: LabConfig) -> str:
     """What the report says first about the sweep."""
     fa, fb = s.numbers.get("families", ["A", "B"])
+    n = s.numbers
+    if n.get("control", "mixture") != "mixture":
+        values = n.get("values") or []
+        return (
+            f"{n['control']} sweep of `crystallab lab sweep --control {n['control']}`: SFT answers drawn from "
+            f"(1-λ)·f̄_{fa} + λ·f̄_{fb} at λ = {n.get('at')} (the base families {fa} and {fb}, JS distance "
+            f"{n.get('d_AB')}), {len(values)} values of the {AXES[n['control']].removeprefix('log10 ')}"
+            f" ({', '.join(f'{v:g}' for v in values)}) × {cfg.replicas} replica(s), each a run of its own from the "
+            f"base; m is read on the held-out chat prompts. The null is a relaxation from the base's m "
+            f"({n.get('m_start')}) to the data's ({n.get('m_end')}) at a constant rate, fitted to the median curve. "
+            + (n.get("null_note") or "")
+        )
     return (
         f"Mixture sweep of `crystallab lab sweep`: SFT answers drawn from (1-λ)·f̄_{fa} + λ·f̄_{fb} (the base "
         f"families {fa} and {fb}, JS distance {s.numbers.get('d_AB')}), {len(s.grid)} values of λ × {cfg.replicas} "
@@ -365,16 +499,21 @@ def sweep_text(s: dict[str, Any]) -> str:
         n = w["numbers"]
         size = f" (toy hidden {run['size']}, {n.get('n_params')} parameters)" if run["size"] else ""
         lines.append(
-            f"sweep {n['families'][0]} → {n['families'][1]}{size}: {w['verdict']}: Σ {_iv(w['sharpness'])}, "
-            f"λ_c {_iv(w['lambda_c'])}, dip p {_iv(w['dip_p'])} (at λ {n.get('dip_at')}), hysteresis p "
+            f"{n.get('control', 'mixture')} sweep {n['families'][0]} → {n['families'][1]}{size}: {w['verdict']}: "
+            f"Σ {_iv(w['sharpness'])}, λ_c {_iv(w['lambda_c'])}, dip p {_iv(w['dip_p'])} (at {_iv(n.get('dip_at'))}), "
+            "hysteresis p "
             f"{_iv(w['hysteresis_p'])} (Δm {_iv(n.get('hysteresis_diff'))}), width {_iv(n['width'])}; "
             f"{n['valid_runs']}/{n['runs']} runs answered in-set"
         )
-        lines.append(
-            "  λ      " + " ".join(f"{x:6.2f}" for x in w["grid"]) + "\n"
-            "  m      " + " ".join("   n/a" if x is None else f"{x:6.2f}" for x in w["m_median"]) + "\n"
-            "  m_lin  " + " ".join(f"{x:6.2f}" for x in w["m_lin"])
+        head = (
+            ("  λ      " + " ".join(f"{x:6.2f}" for x in w["grid"]))
+            if "values" not in n
+            else (f"  {n['control']:<7}" + " ".join(f"{x:6.3g}" for x in n["values"]))
         )
+        null = "  m_lin  " if "values" not in n else "  null   "
+        m_row = " ".join("   n/a" if x is None else f"{x:6.2f}" for x in w["m_median"])
+        null_row = " ".join("   n/a" if x is None or x != x else f"{x:6.2f}" for x in w["m_lin"])
+        lines.append(f"{head}\n  m      {m_row}\n{null}{null_row}")
         t = run["timings"]
         lines.append(f"  took {sum(t.values()):.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items()))
     if s.get("size_scaling"):

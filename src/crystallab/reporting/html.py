@@ -343,7 +343,7 @@ def _sweeps(figs: Figures) -> str:
             + (f"; families {e(fam[0])} → {e(fam[1])}" if fam else "")
             + f"): sharpness Σ = {e(D.fmt_est(s.sharpness))}, λ_c = {e(D.fmt_est(s.lambda_c))}, dip "
             f"{e(D.fmt_num(s.dip))} (p {e(D.fmt_num(s.dip_p))}"
-            + (f", at λ = {e(D.fmt_num(n['dip_at']))}" if n.get("dip_at") is not None else "")
+            + (f", at {e(s.control or 'λ')} = {e(D.fmt_num(n['dip_at']))}" if n.get("dip_at") is not None else "")
             + f"), hysteresis p {e(D.fmt_num(s.hysteresis_p))}"
             + (f", width {e(D.fmt_est(Estimate.of(*width)))}" if width else "")
             + "."
@@ -361,7 +361,11 @@ def _sweeps(figs: Figures) -> str:
         "Sharp needs Σ (the steepest slope over the null's) with its lower bound above 2, and bimodal replicas at "
         "λ_c (dip test) or hysteresis (runs continued at λ_c from the A and B ends still apart) at p < α. "
         "The width is |m(1) - m(0)| over the steepest slope, in λ: about 1 for a linear response, the grid "
-        "spacing for a step; a true transition narrows as the model grows, a crossover keeps its width.</p>"
+        "spacing for a step; a true transition narrows as the model grows, a crossover keeps its width. "
+        "A steps or learning-rate sweep holds the data fixed and varies the training amount on a log grid; "
+        "its null (dashed) is a relaxation at a constant rate from the base's m to the data's, whose steepest "
+        "slope in log10 of the control is fixed by its amplitude alone, so Σ there measures the shape of the "
+        "change (a jump) rather than its speed; it has no hysteresis arm.</p>"
     )
     return "\n".join(parts)
 

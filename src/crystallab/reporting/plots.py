@@ -384,12 +384,14 @@ def sweep(s: Sweep):
     if M.size:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            ax.plot(grid, np.nanmedian(M, axis=0), color="#0072B2", lw=2, label="m(λ) median")
-    ax.plot(grid, s.m_lin, color="k", ls="--", lw=1.2, label="m_lin(λ): fitting null")
+            ax.plot(grid, np.nanmedian(M, axis=0), color="#0072B2", lw=2, label="m median")
+    mixture = s.numbers.get("control", "mixture") == "mixture"
+    null = "m_lin(λ): fitting null" if mixture else "relaxation null (base → data)"
+    ax.plot(grid, s.m_lin, color="k", ls="--", lw=1.2, label=null)
     if s.lambda_c.value is not None:
         ax.axvline(s.lambda_c.value, color="0.3", ls=":", lw=0.9, label="λ_c")
     ax.set_xlabel(s.control or "λ")
-    ax.set_ylabel("m(λ)")
+    ax.set_ylabel("m")
     ax.set_ylim(-1.05, 1.05)
     ax.set_title(f"sweep {s.name}: {s.verdict}", fontsize=9.5)
     ax.legend(fontsize=7)
@@ -398,7 +400,8 @@ def sweep(s: Sweep):
     if at is not None and at in s.grid and M.size:
         vals = M[:, s.grid.index(at)]
         hx.hist(vals[np.isfinite(vals)], bins=bins, color="#0072B2", alpha=0.8)
-        hx.set_title(f"m at λ = {at:g} (dip p {'n/a' if s.dip_p is None else f'{s.dip_p:.2g}'})", fontsize=9)
+        where = f"λ = {at:g}" if mixture else f"{s.numbers['values'][s.grid.index(at)]:g}"
+        hx.set_title(f"m at {where} (dip p {'n/a' if s.dip_p is None else f'{s.dip_p:.2g}'})", fontsize=9)
     else:
         hx.set_title("m at λ_c: not measured", fontsize=9)
     hx.set_xlabel("m")
@@ -413,7 +416,10 @@ def sweep(s: Sweep):
     yx.set_ylim(-1.05, 1.05)
     hp = s.hysteresis_p
     at_h = s.numbers.get("hysteresis_lambda")
-    yx.set_title(f"hysteresis at λ = {at_h} (p {'n/a' if hp is None else f'{hp:.2g}'})", fontsize=9)
+    if mixture:
+        yx.set_title(f"hysteresis at λ = {at_h} (p {'n/a' if hp is None else f'{hp:.2g}'})", fontsize=9)
+    else:
+        yx.set_title(f"no hysteresis arm ({s.numbers.get('control')} sweep)", fontsize=9)
     yx.set_ylabel("end state m")
     fig.tight_layout()
     return fig
