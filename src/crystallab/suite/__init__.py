@@ -80,14 +80,22 @@ DEFAULT_PREAMBLES = (
 _TOP_KEYS = (
     "id",
     "version",
+    "kind",
     "description",
     "leading_space",
     "options",
     "parser",
+    "stop",
     "instructions",
     "contexts",
     "metadata",
 )
+# closed: a fixed option set, scored exactly; open: free text, sampled and clustered into
+# semantic options (crystallab.open)
+KINDS = ("closed", "open")
+_CLOSED_ONLY = ("options", "parser", "leading_space")
+_STOP_KEYS = ("at", "max_tokens")
+STOP_AT = ("line", "sentence")  # where an open task's completion ends (besides EOS and max_tokens)
 _OPTION_KEYS = ("label", "forms")
 _PARSER_KEYS = ("case_sensitive", "preambles")
 _CONTEXT_KEYS = ("family", "text")
@@ -138,6 +146,9 @@ class Task:
     leading_space: str = "both"
     case_sensitive: bool = False
     preambles: tuple[str, ...] = DEFAULT_PREAMBLES
+    kind: str = "closed"  # closed | open
+    stop_at: str = "line"  # an open task's completion ends at the first newline, or sentence end
+    max_tokens: int = 48  # and after this many tokens at most
     source: str = ""
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -196,7 +207,22 @@ class Task:
         ]
         return out
 
+    @property
+    def is_open(self) -> bool:
+        """Free-text answers (``kind: open``): no option list; sampled, then clustered."""
+        return self.kind == "open"
+
     def to_json(self) -> dict[str, Any]:
+        if self.is_open:
+            return {
+                "id": self.id,
+                "version": self.version,
+                "kind": "open",
+                "description": self.description,
+                "stop": {"at": self.stop_at, "max_tokens": self.max_tokens},
+                "instructions": [_with_split({"family": i.family, "text": i.text}, i.split) for i in self.instructions],
+                "contexts": [_with_split({"family": c.family, "text": c.text}, c.split) for c in self.contexts],
+            }
         return {
             "id": self.id,
             "version": self.version,
@@ -260,7 +286,17 @@ def task_from_dict(data: Any, src: str = "<task>") -> Task:
     """Validate a parsed YAML mapping and build a :class:`Task`."""
     if not isinstance(data, dict):
         raise TaskError(f"{src}: expected a mapping at the top level, got {kind_of(data)}")
-    _check_keys(src, "", data, _TOP_KEYS, ("id", "version", "options", "instructions", "contexts"))
+    kind = data.get("kind", "closed")
+    if kind not in KINDS:
+        raise _fail(src, "kind", f"expected closed or open, got {kind!r}")
+    required = ("id", "version", "instructions", "contexts") + (("options",) if kind == "closed" else ())
+    _check_keys(src, "", data, _TOP_KEYS, required)
+    if kind == "open":
+        for key in _CLOSED_ONLY:
+            if key in data:
+                raise _fail(src, key, "an open task has no option list: its options are clusters of the completions")
+    elif "stop" in data:
+        raise _fail(src, "stop", "only an open task (kind: open) has a stop rule; a closed task stops at its options")
     task_id = _str(src, "id", data["id"])
     if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", task_id):
         raise _fail(src, "id", f"'{task_id}' must be lowercase letters, digits, '_' or '-'")
@@ -286,9 +322,21 @@ def task_from_dict(data: Any, src: str = "<task>") -> Task:
         ]
         preambles = tuple(dict.fromkeys([*extra, *DEFAULT_PREAMBLES]))
 
+    stop_at, max_tokens = "line", 48
+    if kind == "open":
+        stop = data.get("stop", {})
+        if not isinstance(stop, dict):
+            raise _fail(src, "stop", f"expected a mapping, got {kind_of(stop)}")
+        _check_keys(src, "stop.", stop, _STOP_KEYS, ())
+        stop_at = stop.get("at", stop_at)
+        if stop_at not in STOP_AT:
+            raise _fail(src, "stop.at", f"expected line or sentence, got {stop_at!r}")
+        max_tokens = stop.get("max_tokens", max_tokens)
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= 512:
+            raise _fail(src, "stop.max_tokens", f"expected an integer from 1 to 512, got {max_tokens!r}")
     options: list[Option] = []
     owner: dict[str, str] = {}  # surface form (as the parser sees it) -> option label
-    for i, raw in enumerate(_list(src, "options", data["options"])):
+    for i, raw in enumerate(_list(src, "options", data["options"]) if kind == "closed" else []):
         where = f"options[{i}]"
         if isinstance(raw, dict):
             _check_keys(src, f"{where}.", raw, _OPTION_KEYS, ("label",))
@@ -326,7 +374,7 @@ def task_from_dict(data: Any, src: str = "<task>") -> Task:
                 )
             owner[key] = label
         options.append(Option(label=label, forms=tuple(forms)))
-    if len(options) < 2:
+    if kind == "closed" and len(options) < 2:
         raise _fail(src, "options", f"a random task needs at least 2 options, got {len(options)}")
 
     instructions: list[Instruction] = []
@@ -363,6 +411,9 @@ def task_from_dict(data: Any, src: str = "<task>") -> Task:
         leading_space=leading,
         case_sensitive=case_sensitive,
         preambles=preambles,
+        kind=kind,
+        stop_at=stop_at,
+        max_tokens=max_tokens,
         source=src,
         metadata=dict(metadata),
     )
@@ -465,8 +516,8 @@ def load_tasks(spec: str | list[str], tasks_dir: str | Path | None = None) -> li
     """Load a comma-separated list of task ids (or ``all``)."""
     ids = spec.split(",") if isinstance(spec, str) else list(spec)
     ids = [i.strip() for i in ids if i.strip()]
-    if ids == ["all"]:
-        ids = task_ids(tasks_dir)
+    if ids == ["all"]:  # every closed task: an open one is sampled and clustered, so it is named
+        return [t for t in tasks(tasks_dir) if not t.is_open]
     if not ids:
         raise UserError("no task given")
     return [load_task(i, tasks_dir) for i in ids]
@@ -486,4 +537,5 @@ __all__ = [
     "task_from_dict",
     "task_ids",
     "DEFAULT_PREAMBLES",
+    "KINDS",
 ]
