@@ -106,7 +106,9 @@ def control_points(cfg: LabConfig) -> list[Point]:
     if cfg.control == "mixture":
         return [Point(_label(x), x, x, cfg.sft_steps, cfg.sft_lr) for x in lambda_grid(cfg.grid)]
     if cfg.control == "steps":
-        ns = sorted({max(1, round(float(x))) for x in np.geomspace(max(1.0, cfg.sft_steps / 32), 2 * cfg.sft_steps, cfg.grid)})
+        ns = sorted(
+            {max(1, round(float(x))) for x in np.geomspace(max(1.0, cfg.sft_steps / 32), 2 * cfg.sft_steps, cfg.grid)}
+        )
         if len(ns) < 3:
             raise UserError(f"--control steps: --sft-steps {cfg.sft_steps} gives fewer than 3 distinct step counts")
         return [Point(f"steps-{n}", float(n), cfg.at, n, cfg.sft_lr) for n in ns]
