@@ -193,6 +193,10 @@ def test_open_task_end_to_end_on_tiny_models(tiny_ckpt, tmp_path, embedder):
     assert sorted((out / "open" / "completions").iterdir()) == shards
     an = analyze_dir(str(out))
     assert {s.checkpoint for s in an.states if s.task == "tiny_open"} == {"base", "sft"}
+    from crystallab.reporting import write_report
+
+    page = write_report((an, out)).read_text(encoding="utf-8")
+    assert "Semantic options" in page and clusters[0]["option"] in page
 
 
 def test_open_task_needs_sampling(tmp_path, capsys):

@@ -104,6 +104,10 @@ def write_report(source: Source, out: str | Path | None = None, *, svg: bool = T
     figs = figures.make(an, table, html.parent / "figures", th.v_min, svg=svg, melting=_melting(results, th, an.method))
     if table is None:
         figs.notes.append("no distribution table beside the analysis: the heatmaps are left out")
+    if results is not None:
+        from crystallab.semantic.folder import read_clusters
+
+        figs.clusters = {t: c for t in an.tasks if (c := read_clusters(results, t))}
     title = (results or html.parent).resolve().name
     html.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(html, render(an, figs, th, title=title, notes=notes).encode("utf-8"))

@@ -33,6 +33,7 @@ class Figures:
     notes: list[str]  # what could not be drawn, for the warnings list
     melting: tuple[list[Any], Path] | None = None  # melting curves (analysis/melting.py) and their figure
     widths: Path | None = None  # the sweeps' transition width against model size (two sizes or more)
+    clusters: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # open tasks: semantic options
 
 
 def safe(name: str) -> str:

@@ -8,6 +8,7 @@ carry ``data-key`` so a test (or a reader's script) can find each figure.
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
@@ -290,11 +291,32 @@ def _dyn_caption(i: int, f: Any) -> str:
     return out
 
 
-def task_section(an: Analysis, task: str, tf: TaskFigures, th: Thresholds) -> str:
+def clusters_table(rows: list[dict[str, Any]]) -> str:
+    """An open task's semantic options: each cluster's id, size and exemplars (medoid first)."""
+    embedder = json.loads(rows[0]["embedder"]) if rows and rows[0].get("embedder") else {}
+    body = "".join(
+        f'<tr><td>{e(r["option"])}</td><td class="num">{r["size"]}</td><td>'
+        + " · ".join(f"<q>{e(x)}</q>" for x in r["exemplars"])
+        + "</td></tr>"
+        for r in rows
+    )
+    return (
+        f'<p class="small muted">Options are clusters of the completions of every checkpoint of this folder, '
+        f"embedded with {e(embedder.get('name', '?'))} and cut at cosine distance {e(rows[0]['threshold'])} "
+        "(docs/open.md); ⊥ holds empty and degenerate completions.</p>"
+        f'<table class="small"><tr><th>option</th><th>completions</th><th>exemplars (medoid first)</th></tr>'
+        f"{body}</table>"
+    )
+
+
+def task_section(
+    an: Analysis, task: str, tf: TaskFigures, th: Thresholds, clusters: list[dict[str, Any]] | None = None
+) -> str:
     opts = an.options.get(task, [])
     parts = [
         f'<h2 id="{anchor("task", task)}">{e(task)}</h2>',
         f'<p class="small muted">{len(opts)} options: {e(", ".join(opts))}</p>',
+        *([f'<h3 id="{anchor("clusters", task)}">Semantic options</h3>', clusters_table(clusters)] if clusters else []),
         f'<h3 id="{anchor("phase", task)}">Phase diagram</h3>',
         _figure(tf.phase, f"{task} phase diagram", _phase_caption(tf))
         or '<p class="muted small">No defined ensemble to place.</p>',
@@ -419,7 +441,7 @@ def render(an: Analysis, figs: Figures, th: Thresholds, title: str = "", notes: 
         verdicts(an),
         f'<h2 id="warnings">Warnings ({len(warns)})</h2><ul class="warnings">{items}</ul>',
     ]
-    parts += [task_section(an, t, figs.tasks[t], th) for t in an.tasks if t in figs.tasks]
+    parts += [task_section(an, t, figs.tasks[t], th, figs.clusters.get(t)) for t in an.tasks if t in figs.tasks]
     if figs.sweeps:
         parts.append(_sweeps(figs))
     if figs.melting:
