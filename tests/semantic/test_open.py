@@ -197,6 +197,17 @@ def test_open_task_end_to_end_on_tiny_models(tiny_ckpt, tmp_path, embedder):
 
     page = write_report((an, out)).read_text(encoding="utf-8")
     assert "Semantic options" in page and clusters[0]["option"] in page
+    # `crystallab cluster` reclusters the folder: a coarser cut gives no more clusters, and the
+    # table is replaced as a whole (no rows of the old options are left)
+    from crystallab.cli.main import main
+
+    assert main(["cluster", str(out), "--threshold", "0.9"]) == 0
+    coarse = [c["option"] for c in read_clusters(out, "tiny_open")]
+    assert len(coarse) <= len(ids)
+    assert set(read_table(out).column("option").to_pylist()) <= {*coarse, "⊥"}
+    assert main(["cluster", str(out), "--task", "nope"]) == 2
+    assert main(["cluster", str(tmp_path / "missing")]) == 2
+    assert main(["cluster", str(out), "--threshold", "3"]) == 2
 
 
 def test_open_task_needs_sampling(tmp_path, capsys):

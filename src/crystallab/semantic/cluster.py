@@ -40,12 +40,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from crystallab.suite import DEFAULT_PREAMBLES
+from crystallab.semantic.text import EDGE, strip_preambles
 
 DEFAULT_THRESHOLD = 0.2  # cosine distance; see the module docstring for the data behind it
 EXEMPLARS = 3  # the medoid and two more
-_EDGE = " \t\r\n\"'`*_~()[]{}<>#.,;:!?-–—“”‘’"
-_PREAMBLES = tuple(sorted((p.casefold() for p in DEFAULT_PREAMBLES), key=len, reverse=True))
 
 Embed = Callable[[Sequence[str]], np.ndarray]
 
@@ -56,16 +54,7 @@ def normalise(text: str) -> str:
     >>> [normalise(s) for s in ["Sure! **Red**.", "I pick red", '"Zorblax the Wise"', "  ...  "]]
     ['red', 'red', 'zorblax the wise', '']
     """
-    s = text.strip().casefold()
-    for _ in range(6):
-        s = s.strip(_EDGE)
-        for p in _PREAMBLES:
-            if s.startswith(p) and (not p[-1].isalnum() or len(s) == len(p) or not s[len(p)].isalnum()):
-                s = s[len(p) :]
-                break
-        else:
-            break
-    return re.sub(r"\s+", " ", s.strip(_EDGE))
+    return re.sub(r"\s+", " ", strip_preambles(text.casefold()).strip(EDGE))
 
 
 def degenerate(text: str) -> bool:

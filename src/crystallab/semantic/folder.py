@@ -107,8 +107,12 @@ def cluster_folder(
     embed: Embed = embedder if embedder is not None else load_embedder()
     about = embed.to_json() if hasattr(embed, "to_json") else {"name": getattr(embed, "__name__", "callable")}
     rows = table.to_pylist()
+    present = sorted({r["task"] for r in rows})
+    missing = [t for t in tasks or [] if t not in present]
+    if missing:
+        raise UserError(f"{root}: no completions of task '{missing[0]}'; the folder has {', '.join(present)}")
     out: dict[str, Clustering] = {}
-    for task in tasks or sorted({r["task"] for r in rows}):
+    for task in tasks or present:
         mine = [r for r in rows if r["task"] == task]
         c = cluster_texts([r["completion"] for r in mine], embed, threshold)
         out[task] = c

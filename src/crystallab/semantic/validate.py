@@ -30,8 +30,18 @@ PARAMS = ("spread", "phi", "n_basins", "h", "valid_mass")
 
 
 def as_open(task: Task, max_tokens: int = 8) -> Task:
-    """The closed task's prompts as an open task: no option list, answers cut at the first line."""
-    return replace(task, id=f"{task.id}_open", kind="open", options=(), stop_at="line", max_tokens=max_tokens)
+    """The closed task's prompts as an open task, with no option list. Its boundary is the one the
+    closed task's answers have: the first word when every surface form is one word (a colour, an
+    animal), else the first phrase (up to a comma or sentence mark).
+
+    >>> as_open(load_task("color")).stop_at, as_open(load_task("us_state")).stop_at
+    ('word', 'phrase')
+    """
+    one_word = all(len(f.split()) == 1 and "-" not in f for o in task.options for f in o.forms)
+    return replace(
+        task, id=f"{task.id}_open", kind="open", options=(), stop_at="word" if one_word else "phrase",
+        max_tokens=max_tokens,
+    )  # fmt: skip
 
 
 def ari_against_parser(completions: list[str], clusters: list[int | None], task: Task) -> dict[str, Any]:
@@ -108,6 +118,12 @@ def validate(model: str, task_id: str, samples: int, out: str | Path, limit: int
             {"option": o, "size": n, "exemplars": ex} for o, n, ex in list(zip(c.options, c.sizes, c.exemplars))[:8]
         ],
         **ari_against_parser(texts, c.labels, closed),
+        # the threshold's sensitivity: the same pool cut lower and higher
+        "ari_by_threshold": {
+            th: ari_against_parser(texts, cluster_texts(texts, embedder, th).labels, closed)["ari"]
+            for th in (0.1, 0.15, 0.2, 0.25, 0.3)
+        },
+        "stop_at": opened.stop_at,
         "order_parameters": {
             "clusters": _params(analyze_dir(str(out / "open")), opened.id),
             "exact": _params(analyze_dir(str(out / "exact")), closed.id),
@@ -137,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {kind:8} {ens:5} " + " ".join(f"{k} {row[k]}" for k in ("state", *PARAMS)))
     for t in r["top_clusters"]:
         print(f"  {t['option']:4} {t['size']:5}  " + " · ".join(t["exemplars"]))
+    print(f"  ARI by threshold: {r['ari_by_threshold']}")
     print(f"  took {r['seconds']}; wrote {Path(a.out) / 'validate.json'}")
     return 0
 

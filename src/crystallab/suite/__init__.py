@@ -95,7 +95,9 @@ _TOP_KEYS = (
 KINDS = ("closed", "open")
 _CLOSED_ONLY = ("options", "parser", "leading_space")
 _STOP_KEYS = ("at", "max_tokens")
-STOP_AT = ("line", "sentence")  # where an open task's completion ends (besides EOS and max_tokens)
+# where an open task's completion ends (besides EOS and max_tokens): the first newline, sentence
+# end, phrase end (, ; : . ! ?) or word
+STOP_AT = ("line", "sentence", "phrase", "word")
 _OPTION_KEYS = ("label", "forms")
 _PARSER_KEYS = ("case_sensitive", "preambles")
 _CONTEXT_KEYS = ("family", "text")
@@ -330,7 +332,7 @@ def task_from_dict(data: Any, src: str = "<task>") -> Task:
         _check_keys(src, "stop.", stop, _STOP_KEYS, ())
         stop_at = stop.get("at", stop_at)
         if stop_at not in STOP_AT:
-            raise _fail(src, "stop.at", f"expected line or sentence, got {stop_at!r}")
+            raise _fail(src, "stop.at", f"expected one of {', '.join(STOP_AT)}, got {stop_at!r}")
         max_tokens = stop.get("max_tokens", max_tokens)
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= 512:
             raise _fail(src, "stop.max_tokens", f"expected an integer from 1 to 512, got {max_tokens!r}")
