@@ -37,7 +37,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             sizes = task.family_sizes()
             print(f"{task.id} (version {task.version}): {task.description}")
-            print(f"  options ({len(task.options)}): {', '.join(task.labels)}")
+            if task.is_open:
+                print(f"  open-ended: sampled, cut at the first {task.stop_at} (at most {task.max_tokens} tokens), "
+                      "clustered into semantic options (docs/open.md)")  # fmt: skip
+            else:
+                print(f"  options ({len(task.options)}): {', '.join(task.labels)}")
             print(f"  contexts: {len(task.contexts)} in {len(sizes['raw'])} raw families: {_families(sizes['raw'])}")
             print(
                 f"  instructions: {len(task.instructions)} in {len(sizes['chat'])} chat families: "
@@ -53,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
                 {
                     "id": t.id,
                     "version": t.version,
+                    "kind": t.kind,
                     "options": len(t.options),
                     "instructions": len(t.instructions),
                     "contexts": len(t.contexts),
@@ -69,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
     )
     for t in tasks:
         sizes = t.family_sizes()
+        n_opts = "open" if t.is_open else len(t.options)
         print(
-            f"{t.id:<22}{t.version:>4}{len(t.options):>9}{len(t.instructions):>8}{len(sizes['chat']):>11}"
+            f"{t.id:<22}{t.version:>4}{n_opts:>9}{len(t.instructions):>8}{len(sizes['chat']):>11}"
             f"{len(t.contexts):>10}{len(sizes['raw']):>10}  {t.description}"
         )
         print(f"{'':<4}raw:  {_families(sizes['raw'])}")
