@@ -11,7 +11,7 @@ from importlib import import_module
 
 from crystallab import __version__
 
-COMMANDS = ("tasks", "measure", "analyze", "melt", "ladder", "lab", "demo", "report", "cluster")
+COMMANDS = ("tasks", "measure", "analyze", "melt", "ladder", "lab", "demo", "report", "cluster", "compare")
 
 
 class Parser(argparse.ArgumentParser):
