@@ -133,7 +133,10 @@ def _folder(path: str, task: str | None, th: Thresholds) -> Folder:
     if len(root_raw.ids) < 2:
         raise UserError(f"{path}: the root '{root}' has fewer than 2 valid raw prompts of {task}")
     fams = list(dict.fromkeys(root_raw.families)) if not root_raw.by_prompt else root_raw.ids
-    f = Folder(path, p.resolve().name, task, list(tab.options[task]), root, root_raw, fams)
+    name = p.resolve().name
+    if name == "results":  # the lab's RUN/results: the run's own folder names it
+        name = p.resolve().parent.name
+    f = Folder(path, name, task, list(tab.options[task]), root, root_raw, fams)
     for c in tab.checkpoints:
         if c["label"] == root:
             continue

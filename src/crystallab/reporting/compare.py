@@ -66,10 +66,13 @@ def _basin_map(c: dict[str, Any]) -> str:
     from crystallab import metrics as M
 
     points, kinds = [], []
-    for folder, fams in c["root_families"].items():
+    roots = c["root_families"]
+    if c["share_seed"]["through"] == "one shared root":  # one base: draw its families once
+        roots = dict(list(roots.items())[:1])
+    for folder, fams in roots.items():
         for fam, mean in fams.items():
             points.append(np.array(mean))
-            kinds.append(("family", f"{fam} ({folder})" if len(c["root_families"]) > 1 else fam))
+            kinds.append(("family", f"{fam} ({folder})" if len(roots) > 1 else fam))
     for m in c["models"]:
         points.append(np.array(m["aggregate"]))
         kinds.append(("model", f"{m['folder']}/{m['checkpoint']}"))
