@@ -295,7 +295,7 @@ def test_transition_width_step_linear_and_size_trend() -> None:
     assert size_trend({32: [None, None, None], 128: [0.5, 0.4, 0.6]})[0] == CANNOT_TELL
 
 
-STEPS = np.geomspace(5, 300, 11)  # a training-amount control (SFT steps) on a log grid
+AMOUNTS = np.geomspace(5, 300, 11)  # a training-amount control (SFT steps) on a log grid
 
 
 def test_relaxation_null_is_gradual_and_a_jump_is_sharp() -> None:
@@ -303,18 +303,18 @@ def test_relaxation_null_is_gradual_and_a_jump_is_sharp() -> None:
     the data's. A planted relaxation (any rate) is gradual against it; a planted jump in log steps
     (every replica snapping from A to B within one grid step, at jittered points) is sharp."""
     rng = np.random.default_rng(21)
-    x = np.log10(STEPS)
+    x = np.log10(AMOUNTS)
     for tau in (20.0, 60.0):  # where the relaxation happens must not matter
-        truth = 1.0 - 1.9 * np.exp(-STEPS / tau)
-        M = truth + rng.normal(0, SIGMA, (5, STEPS.size))
-        null = T.relaxation_null(STEPS, -0.9, 1.0, np.nanmedian(M, axis=0))
+        truth = 1.0 - 1.9 * np.exp(-AMOUNTS / tau)
+        M = truth + rng.normal(0, SIGMA, (5, AMOUNTS.size))
+        null = T.relaxation_null(AMOUNTS, -0.9, 1.0, np.nanmedian(M, axis=0))
         assert np.allclose(null, truth, atol=0.05)
         s = T.sweep_sharpness(x, M, null)
         # measured: Σ 1.34 and 1.26, intervals (1.05, 1.56) and (1.14, 1.30)
         assert s.sigma_interval[0] < 2 and T.sweep_verdict(s, 1e-6, math.nan) == "gradual"
     jump_at = np.log10(60) + rng.normal(0, 0.03, (5, 1))
-    M = np.where(x < jump_at, -0.9, 0.95) + rng.normal(0, SIGMA, (5, STEPS.size))
-    null = T.relaxation_null(STEPS, -0.9, 1.0, np.nanmedian(M, axis=0))
+    M = np.where(x < jump_at, -0.9, 0.95) + rng.normal(0, SIGMA, (5, AMOUNTS.size))
+    null = T.relaxation_null(AMOUNTS, -0.9, 1.0, np.nanmedian(M, axis=0))
     s = T.sweep_sharpness(x, M, null)
     assert s.sigma_interval[0] > 2 and abs(s.lambda_c - np.log10(60)) < 0.2  # measured: Σ 6.3 (6.2, 6.5)
     # the null's steepest slope per decade is fixed by its amplitude: |Δm|·ln 10 / e, whatever the rate
@@ -326,8 +326,8 @@ def test_relaxation_null_is_gradual_and_a_jump_is_sharp() -> None:
 
 
 def test_relaxation_null_undefined_and_bad_input() -> None:
-    assert np.all(np.isnan(T.relaxation_null(STEPS, math.nan, 1.0, np.zeros(STEPS.size))))
-    flat = T.relaxation_null(STEPS, -1.0, 1.0, np.full(STEPS.size, np.nan))  # nothing to fit: a mid-grid rate
+    assert np.all(np.isnan(T.relaxation_null(AMOUNTS, math.nan, 1.0, np.zeros(AMOUNTS.size))))
+    flat = T.relaxation_null(AMOUNTS, -1.0, 1.0, np.full(AMOUNTS.size, np.nan))  # nothing to fit: a mid-grid rate
     assert np.all(np.isfinite(flat)) and flat[0] < flat[-1]
     with pytest.raises(ValueError):
-        T.relaxation_null(-STEPS, -1.0, 1.0, np.zeros(STEPS.size))
+        T.relaxation_null(-AMOUNTS, -1.0, 1.0, np.zeros(AMOUNTS.size))
