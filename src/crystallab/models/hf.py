@@ -7,6 +7,7 @@ per-call settings (temperature, N, seed) travel with each request.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -546,9 +547,19 @@ class HFBackend(TokenizerText):
         max_new_tokens: int,
         decoding: Decoding = DEFAULT,
         chunk: int = 512,
+        one_prefill: bool = True,
     ) -> list[list[int]]:
         """N completions of one context (token ids, EOS included when generated), sampled under
-        ``decoding`` and nothing else, whatever the model's own generation_config says."""
+        ``decoding`` and nothing else, whatever the model's own generation_config says.
+
+        ``one_prefill``: the context is run once (all its tokens but the last), its KV cache
+        copied to each chunk's batch, and generate() goes on from the last token, instead of
+        ``generate(num_return_sequences=k)``, which prefills k copies of the context. Every
+        logits processor still applies (generate() does the sampling), and the random numbers
+        are drawn in the same order, so the samples are those of the plain path for the same seed
+        except where a cached and an uncached forward differ in the last bits of a float and a
+        draw falls on that edge (tests/scoring/test_sample_prefill.py counts them). A cache that
+        cannot be copied falls back to the plain path."""
         from transformers import GenerationConfig
 
         # every setting explicit: generate() fills a None top_k from its global default (top_k=50),
@@ -568,16 +579,27 @@ class HFBackend(TokenizerText):
             repetition_penalty=1.0,  # a None is filled from the model's generation_config
             num_beams=1,
         )
-        torch.manual_seed(seed)
         x = torch.tensor([context], device=self.device)
+        prefix = self._prefix_cache(context) if one_prefill and len(context) > 1 else None
+        torch.manual_seed(seed)
         out: list[list[int]] = []
         eos = self.eos_ids()
         while len(out) < n:
             k = min(chunk, n - len(out))
             try:
-                gen = self.model.generate(
-                    x, attention_mask=torch.ones_like(x), generation_config=cfg, num_return_sequences=k
-                )
+                if prefix is not None:
+                    import copy
+
+                    cache = copy.deepcopy(prefix)
+                    cache.batch_repeat_interleave(k)
+                    ids = x.expand(k, -1)
+                    gen = self.model.generate(
+                        ids, attention_mask=torch.ones_like(ids), generation_config=cfg, **{_cache_kwarg(): cache}
+                    )
+                else:
+                    gen = self.model.generate(
+                        x, attention_mask=torch.ones_like(x), generation_config=cfg, num_return_sequences=k
+                    )
             except RuntimeError as exc:  # torch.multinomial refuses NaN/inf probabilities
                 if "inf" in str(exc) or "nan" in str(exc):
                     dtype = self.info.get("dtype")
@@ -598,6 +620,27 @@ class HFBackend(TokenizerText):
                         break
                 out.append(seq)
         return out
+
+    @torch.inference_mode()
+    def _prefix_cache(self, context: list[int]) -> Any:
+        """The KV cache of ``context[:-1]`` (one forward pass), or None where it cannot be reused."""
+        try:
+            pre = self.model(torch.tensor([context[:-1]], device=self.device), use_cache=True)
+        except (RuntimeError, TypeError, ValueError):
+            return None
+        cache = pre.get("cache") if isinstance(pre, dict) and "cache" in pre else getattr(pre, "past_key_values", None)
+        return cache if hasattr(cache, "batch_repeat_interleave") else None
+
+
+@functools.lru_cache(maxsize=1)
+def _cache_kwarg() -> str:
+    """generate()'s name for a given KV cache: ``cache`` from transformers 5.x on (the old
+    ``past_key_values`` is deprecated there), ``past_key_values`` before."""
+    try:
+        from transformers.generation import utils
+    except ImportError:  # pragma: no cover
+        return "past_key_values"
+    return "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
 
 
 def _first_line(exc: BaseException, settings: LoadSettings) -> str:
