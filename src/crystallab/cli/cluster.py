@@ -39,8 +39,13 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.threshold < 2:
         raise UserError(f"--threshold is a cosine distance in (0, 2), got {args.threshold}")
     got = cluster_folder(args.dir, load_embedder(args.embedder), args.threshold, tasks=args.task)
+    from crystallab.semantic.folder import repeat_share
+
     for task, c in got.items():
-        print(f"{task}: {len(c.options)} clusters of {sum(c.sizes) + c.degenerate} completions ({c.degenerate} ⊥)")
+        print(
+            f"{task}: {len(c.options)} clusters of {sum(c.sizes) + c.degenerate} completions ({c.degenerate} ⊥); "
+            f"{repeat_share(c):.0%} of the answers repeat"
+        )
         for row in read_clusters(args.dir, task)[:5]:
             print(f"  {row['option']:4} {row['size']:5}  " + " · ".join(row["exemplars"]))
     print(

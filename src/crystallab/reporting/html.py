@@ -300,7 +300,17 @@ def clusters_table(rows: list[dict[str, Any]]) -> str:
         + "</td></tr>"
         for r in rows
     )
-    return (
+    sizes = [int(r["size"]) for r in rows]
+    repeat = sum(x for x in sizes if x >= 2) / max(1, sum(sizes))
+    warn = (
+        f'<p class="note"><b>Answers rarely repeat:</b> {repeat:.0%} of the completions share a cluster with '
+        "another. At this number of samples the prompts' distributions barely overlap, every family's radius is "
+        "as wide as the distances between families, and the states below are not informative; sample more, or "
+        "read the exemplars.</p>"
+        if repeat < 0.5
+        else ""
+    )
+    return warn + (
         f'<p class="small muted">Options are clusters of the completions of every checkpoint of this folder, '
         f"embedded with {e(embedder.get('name', '?'))} and cut at cosine distance {e(rows[0]['threshold'])} "
         "(docs/open.md); ⊥ holds empty and degenerate completions.</p>"

@@ -123,6 +123,9 @@ def cluster_folder(
             "threshold": threshold,
             "clusters": len(c.options),
             "completions": len(mine),
+            # the share of completions whose cluster holds another: near 0, answers do not repeat at this N,
+            # and an ensemble's families cannot be told apart (docs/open.md)
+            "repeat": repeat_share(c),
             "checkpoints": sorted({r["checkpoint"] for r in mine}),
         }
     store.save_manifest()
@@ -181,3 +184,14 @@ def read_clusters(root: str | Path, task: str) -> list[dict[str, Any]]:
     """The side table of one task's clusters (empty when the task was never clustered)."""
     p = Path(root) / "open" / f"clusters-{task}.parquet"
     return pq.read_table(p).to_pylist() if p.is_file() else []
+
+
+def repeat_share(c: Clustering) -> float:
+    """The share of the non-⊥ completions whose cluster holds at least one other completion.
+
+    >>> from crystallab.semantic.cluster import Clustering
+    >>> repeat_share(Clustering([0, 0, 1, None], ["c0", "c1"], [2, 1], [["a"], ["b"]], 0.2, 2, 1))
+    0.6667
+    """
+    n = sum(c.sizes)
+    return round(sum(x for x in c.sizes if x >= 2) / n, 4) if n else 0.0
