@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -161,7 +162,9 @@ def gguf_checkpoint(gguf_path: Path, sha256: str | None = None) -> tuple[Path, s
     sha = sha256 or file_sha256(gguf_path)
     out = cache_root() / "gguf" / sha[:16]
     if not (out / "config.json").is_file():
-        print(f"crystallab: dequantizing {gguf_path.name} once (about a minute); cached in {out}", flush=True)
+        # stderr: a progress line, not output (a notebook's or doctest's stdout stays clean)
+        msg = f"crystallab: dequantizing {gguf_path.name} once (about a minute); cached in {out}"
+        print(msg, file=sys.stderr, flush=True)
         _dequantize_gguf(gguf_path, out)
     return out, sha
 

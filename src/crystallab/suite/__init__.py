@@ -509,7 +509,7 @@ def tasks(tasks_dir: str | Path | None = None) -> list[Task]:
     """Every task: the built-ins, and those in ``tasks_dir`` (which override a built-in's id).
 
     >>> [t.id for t in tasks()][:3]
-    ['animal', 'card_suit', 'coin_flip']
+    ['animal', 'animal_reason', 'card_suit']
     """
     return [load_task(i, tasks_dir) for i in task_ids(tasks_dir)]
 
