@@ -158,6 +158,16 @@ def test_measure_flags_round_trip_every_field():
     assert cfg != MeasureConfig(model="m/x", tasks=["coin_flip", "number_1_10"], out="o")  # really non-default
 
 
+def test_repeated_list_flags_extend():
+    # `--task a --task b` measured only b before (argparse's store keeps the last value)
+    args = parse("measure", "--model", "m", "--task", "coin_flip", "--task", "number_1_10,animal", "--out", "o")
+    assert measure_config(args).tasks == ["coin_flip", "number_1_10", "animal"]
+    args = parse(
+        "measure", "--model", "m", "--task", "coin_flip", "--out", "o", "--temperature", "0.5", "--temperature", "1"
+    )
+    assert measure_config(args).settings.temperature == (0.5, 1.0)
+
+
 def test_untyped_flags_are_absent():
     args = parse("measure", "--model", "m", "--task", "coin_flip", "--out", "o")
     assert typed_fields(LoadSettings, args) == {} and typed_fields(MeasureSettings, args) == {}
