@@ -124,19 +124,22 @@ def test_task_baseline_loads(tmp_path):
 @FUZZ
 @given(data=st.one_of(file_bytes(TASK_TEXT.encode()), encodings(TASK_TEXT)))
 def test_fuzz_task_file_bytes(tmp_path, data):
-    _task(tmp_path / "fuzz.yaml", data)
+    got = _task(tmp_path / "fuzz.yaml", data)  # refused in one line, or a sound task
+    assert got is None or isinstance(got, Task)
 
 
 @FUZZ
 @given(value=values)
 def test_fuzz_task_file_shapes(tmp_path, value):
-    _task(tmp_path / "fuzz.yaml", yaml_text(value))
+    got = _task(tmp_path / "fuzz.yaml", yaml_text(value))
+    assert got is None or isinstance(got, Task)
 
 
 @FUZZ
 @given(key=st.sampled_from([*TASK, "parser", "metadata", "leading_space"]), value=values)
 def test_fuzz_task_file_one_key_broken(tmp_path, key, value):
-    _task(tmp_path / "fuzz.yaml", yaml_text({**TASK, key: value}))
+    got = _task(tmp_path / "fuzz.yaml", yaml_text({**TASK, key: value}))
+    assert got is None or isinstance(got, Task)
 
 
 @pytest.mark.parametrize(
@@ -190,7 +193,8 @@ def test_ladder_baseline_loads(tmp_path):
 @FUZZ
 @given(data=st.one_of(file_bytes(LADDER_TEXT.encode()), encodings(LADDER_TEXT), values.map(yaml_text)))
 def test_fuzz_ladder_file(tmp_path, data):
-    _ladder(tmp_path / "l.yaml", data)
+    got = _ladder(tmp_path / "l.yaml", data)
+    assert got is None or isinstance(got, Ladder)
 
 
 # ---- thresholds and lab configs -----------------------------------------------------------------
@@ -215,13 +219,15 @@ def test_thresholds_baseline_loads(tmp_path):
 @FUZZ
 @given(data=st.one_of(file_bytes(THRESHOLDS_TEXT.encode()), encodings(THRESHOLDS_TEXT), values.map(yaml_text)))
 def test_fuzz_thresholds_file(tmp_path, data):
-    _thresholds(tmp_path / "th.yaml", data)
+    got = _thresholds(tmp_path / "th.yaml", data)
+    assert got is None or isinstance(got, Thresholds)
 
 
 @FUZZ
 @given(key=st.sampled_from(Thresholds.names()), value=values)
 def test_fuzz_thresholds_one_value(tmp_path, key, value):
-    _thresholds(tmp_path / "th.yaml", yaml_text({key: value}))
+    got = _thresholds(tmp_path / "th.yaml", yaml_text({key: value}))
+    assert got is None or isinstance(got, Thresholds)
 
 
 def _lab_config() -> type:
@@ -253,7 +259,8 @@ def _lab_settings(path: Path, data: bytes) -> dict | None:
     )
 )
 def test_fuzz_lab_settings(tmp_path, data):
-    _lab_settings(tmp_path / "lab.yaml", data)
+    got = _lab_settings(tmp_path / "lab.yaml", data)
+    assert got is None or isinstance(got, dict)
 
 
 def test_lab_settings_types_are_checked(tmp_path):
@@ -331,7 +338,8 @@ def test_manifest_baseline_loads(results, tmp_path):
 @given(data=st.one_of(st.binary(max_size=300), values.map(lambda v: json.dumps(v).encode())))
 def test_fuzz_manifest_bytes_and_shapes(results, tmp_path, data):
     d = _copy(results, tmp_path / "r")
-    _manifest(d, data)
+    got = _manifest(d, data)
+    assert got is None or isinstance(got, ResultStore)
 
 
 @FUZZ

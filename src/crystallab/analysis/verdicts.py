@@ -139,7 +139,8 @@ def settling(
             nums,
         )
     if rho is None:
-        return Verdict("settling", "inconclusive", f"the support of '{t.parent}' is every option: ρ is undefined", nums)
+        why = f"the support of '{t.parent}' is every option: ρ is undefined"
+        return Verdict("settling", "inconclusive", why, nums)
     ok = rho >= th.rho_min
     why = (
         f"'{t.child}' keeps excess retention ρ = {t.rho.text('.2f')} on the support {t.support} of '{t.parent}' "

@@ -502,7 +502,8 @@ def sweep_text(s: dict[str, Any]) -> str:
         size = f" (toy hidden {run['size']}, {n.get('n_params')} parameters)" if run["size"] else ""
         lines.append(
             f"{n.get('control', 'mixture')} sweep {n['families'][0]} → {n['families'][1]}{size}: {w['verdict']}: "
-            f"Σ {_iv(w['sharpness'])}, λ_c {_iv(w['lambda_c'])}, dip p {_iv(w['dip_p'])} (at {_iv(n.get('dip_at'))}), "
+            f"Σ {_iv(w['sharpness'])}, λ_c {_iv(w['lambda_c'])}, "
+            f"dip p {_iv(w['dip_p'])} (at {_iv(n.get('dip_at'))}), "
             "hysteresis p "
             f"{_iv(w['hysteresis_p'])} (Δm {_iv(n.get('hysteresis_diff'))}), width {_iv(n['width'])}; "
             f"{n['valid_runs']}/{n['runs']} runs answered in-set"

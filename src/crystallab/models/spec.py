@@ -134,10 +134,10 @@ def _split_options(text: str, spec: str, allowed: dict[str, str]) -> tuple[str, 
 def _parse_api(spec: str) -> ModelSpec:
     """``api:BASE_URL#MODEL[?key_env=NAME&server=...]``.
 
-    >>> _parse_api("api:https://user:pw@host/v1#m")
+    >>> _parse_api("api:https://user:pw@host/v1#m")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    crystallab.errors.UserError: model spec: the base URL carries credentials, which would be stored with the results; put the key in an environment variable and name it with key_env=NAME
-    """  # noqa: E501
+    crystallab.errors.UserError: model spec: the base URL carries credentials, ...; put the key in an environment ...
+    """
     from urllib.parse import urlsplit
 
     url, sep, rest = spec[len("api:") :].partition("#")
