@@ -66,7 +66,9 @@ def nucleation(
     child_chat: EnsembleState | None, t: Transition | None, p_holm: float | None, th: Thresholds, why_missing: str = ""
 ) -> Verdict:
     """Root → first child: crystal chat ensemble, inside basin k*, seed_p < α where testable,
-    A > 0 with its interval above 0 where A applies, the same k* in >= 80 % of replicas."""
+    A > 0 with its interval above 0 where A applies, the same k* in >= 80 % of replicas.
+    Inconclusive, not holds, when all of that is met but the SFT data's answers are basin k*
+    itself (A undefined): the outcome was built into the data."""
     if child_chat is None or t is None or child_chat.state == "undefined":
         why = why_missing or (
             f"'{child_chat.checkpoint}' chat ensemble undefined: {child_chat.reason}" if child_chat else "no child"
@@ -82,7 +84,10 @@ def nucleation(
         failed.append(f"q lies outside every basin (z_k* = {z.text('.2f') if z else 'n/a'} > 1)")
     if t.seed_p is not None and t.seed_p.testable and (p_holm is None or p_holm >= th.alpha):
         failed.append(f"seed_p = {p:.3g} (Holm {p_holm:.3g}) is not below α = {th.alpha}")
-    if t.attraction is not None and not (t.attraction.lo is not None and t.attraction.lo > 0):
+    same_as_data = t.attraction is not None and t.attraction.value is None  # t is basin k* itself
+    if same_as_data:
+        failed.append(f"the SFT answers are basin {t.k_star}'s own distribution, so A is undefined")
+    elif t.attraction is not None and not (t.attraction.lo is not None and t.attraction.lo > 0):
         failed.append(
             f"attraction A = {t.attraction.text('.2f')} is not above 0: the model sits as close to its training answers"
         )
@@ -91,6 +96,14 @@ def nucleation(
     if t.replicas > 1 and not common:
         failed.append(f"nucleation without a common seed: k* across replicas {t.k_star_counts}")
     nums["k_star_share"] = share
+    if same_as_data and len(failed) == 1:
+        # every other condition met: fitting the data and nucleating cannot be told apart here
+        why = (
+            f"'{t.child}' chat is crystal and inside the basin of root family {t.k_star} "
+            f"(z = {z.text('.2f') if z else 'n/a'}), but its SFT answers were that basin's own distribution: "
+            "fitting the data and nucleating cannot be told apart (a positive control, not evidence)"
+        )
+        return Verdict("nucleation", "inconclusive", why, nums, p, p_holm)
     if failed:
         return Verdict("nucleation", "fails", "; ".join(failed), nums, p, p_holm)
     test = (

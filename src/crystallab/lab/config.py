@@ -70,7 +70,8 @@ class LabConfig:
     pretrain_steps: int = _f(400, "pretraining steps of the toy universe")
     sft_steps: int = _f(150, "SFT steps")
     sft_examples: int = _f(1200, "SFT examples drawn")
-    sft_lr: float = _f(1e-3, "SFT learning rate (constant after a short warm-up)")
+    sft_lr: float = _f(1e-3, "SFT learning rate (constant after a short warm-up, then the decay)")
+    sft_decay: float = _f(0.2, "fraction of the SFT steps, at the end, over which the rate decays to 0 (0: none)")
     rl_steps: int = _f(40, "GRPO steps")
     track_every: int = _f(10, "measure the prompt set every N training steps")
     lora: bool = _f(False, "train LoRA adapters (peft) instead of all weights")
@@ -182,6 +183,8 @@ class LabConfig:
                 raise UserError(f"{name.replace('_', '-')} must be positive")
         if not self.sft_lr > 0:
             raise UserError("sft-lr must be positive")
+        if not 0 <= self.sft_decay < 1:
+            raise UserError(f"--sft-decay is a fraction of the steps in [0, 1), got {self.sft_decay}")
         if self.limit is not None and self.limit <= 0:
             raise UserError("limit must be positive")
         if self.control not in SWEEP_CONTROLS:

@@ -169,6 +169,7 @@ def _run_lab(cfg: LabConfig, log: Log, console: Console, experiment: str = "plan
             n_examples=cfg.sft_examples,
             steps=cfg.sft_steps,
             learning_rate=cfg.sft_lr,
+            decay=cfg.sft_decay,
             lora=cfg.lora,
             seed=cfg.seed,
             callbacks=[tracker, StepProgress(st.advance)],

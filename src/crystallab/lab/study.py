@@ -206,14 +206,17 @@ def arm_examples(arm: Arm, task: Task, n: int, seed: int) -> list[dict[str, str]
                 mention_dist=arm.info.get("mention_dist"),
             )
         ]
+    from crystallab.lab.sft import assign_answers
+
     rng = random.Random(seed)
     train = train_instructions(task)
-    out = []
-    for _ in range(n):
-        ins = rng.choice(train)
-        dist = (arm.per_family or {}).get(ins.family) if arm.per_family else arm.answers
-        out.append({"instruction": ins.text, "completion": rng.choices(list(task.labels), weights=dist)[0]})
-    return out
+    chosen = [rng.choice(train) for _ in range(n)]
+    # exact quotas, per family where the arm gives each its own distribution
+    keys = [i.family if arm.per_family else "" for i in chosen]
+    uniform = [1.0] * len(task.labels)
+    dists = {k: ((arm.per_family or {}).get(k) if arm.per_family else arm.answers) or uniform for k in set(keys)}
+    answers = assign_answers(keys, dists, list(task.labels), rng)
+    return [{"instruction": i.text, "completion": a} for i, a in zip(chosen, answers)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,6 +430,7 @@ def _run_universe(cfg: LabConfig, experiment: str, console: Console, log: Log) -
                         data_file=str(data_dir / f"sft-{arm.label}-r{r}.jsonl"),
                         steps=cfg.sft_steps,
                         learning_rate=cfg.sft_lr,
+                        decay=cfg.sft_decay,
                         lora=cfg.lora,
                         seed=seed,
                         callbacks=[tracker, StepProgress(st.advance)],

@@ -224,6 +224,7 @@ def _sweep_one(cfg: LabConfig, hidden: int | None, console: Console, log: Log) -
                 data_file=str(data_dir / f"sft-{label}-r{r}.jsonl"),
                 steps=steps,
                 learning_rate=lr,
+                decay=cfg.sft_decay,
                 lora=cfg.lora,
                 seed=seed,
                 callbacks=[StepProgress(st.advance)],

@@ -18,8 +18,9 @@ must face a real question, so the universe makes every outcome possible.
   format (every instruction like qa: a crystal in the qa basin), by neither (a crystal outside
   every basin), or stop answering in-set (undefined).
 - Every family has held-out templates and held-out instructions (``split: heldout`` in the task
-  file). Both are in pretraining, since they are the base's repertoire; the lab's SFT and RL
-  data never hold a held-out instruction, and verdicts are read on the held-out prompts.
+  file). The held-out templates are in pretraining, since they are the base's repertoire; no
+  instruction is (the tokenizer alone is trained on their text, so it can spell them). The lab's
+  SFT and RL data never hold a held-out instruction, and verdicts are read on the held-out prompts.
 
 No chat-format text is in the corpus: the assistant format only comes from SFT.
 """
@@ -51,7 +52,7 @@ class Family:
     templates: tuple[str, ...]  # contexts that precede an answer in pretraining and in measurement
     heldout: tuple[str, ...]  # more contexts, measured as held-out (also in pretraining)
     instructions: tuple[str, ...]  # the mirrored chat family: user turns SFT and RL may see
-    heldout_instructions: tuple[str, ...]  # user turns no training data ever holds
+    heldout_instructions: tuple[str, ...]  # user turns no training data (pretraining included) ever holds
 
 
 FAMILIES: tuple[Family, ...] = (
