@@ -269,6 +269,7 @@ COMMON = dict(
     sft_steps=12,
     sft_examples=13,
     sft_lr=0.002,
+    sft_decay=0.3,
     rl_steps=14,
     track_every=3,
     lora=True,
