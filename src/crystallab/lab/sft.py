@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from crystallab.errors import UserError, require
 from crystallab.models.base import LoadSettings
@@ -76,7 +76,7 @@ def quota_answers(options: Sequence[str], dist: Sequence[float], n: int, rng: ra
 
 
 def assign_answers(
-    keys: Sequence[Any], dists: dict[Any, Sequence[float]], options: Sequence[str], rng: random.Random
+    keys: Sequence[Any], dists: Mapping[Any, Sequence[float]], options: Sequence[str], rng: random.Random
 ) -> list[str]:
     """One answer per example; the examples sharing a key (an instruction, a family) get exact
     quotas of that key's distribution (``quota_answers``)."""
