@@ -347,8 +347,9 @@ def test_fuzz_manifest_bytes_and_shapes(results, tmp_path, data):
 def test_fuzz_manifest_truncated_or_encoded(results, tmp_path, k, encoding):
     d = _copy(results, tmp_path / "r")
     valid = (results / "manifest.json").read_bytes()
-    _manifest(d, valid[: k % len(valid)])
-    _manifest(d, valid.decode().replace('"base"', '"bäse"').encode(encoding))
+    for broken in (valid[: k % len(valid)], valid.decode().replace('"base"', '"bäse"').encode(encoding)):
+        got = _manifest(d, broken)  # refused in one line, or loaded and usable
+        assert got is None or isinstance(got, ResultStore)
 
 
 @FUZZ
@@ -633,7 +634,8 @@ def test_analysis_baseline_loads(results, tmp_path):
 def test_fuzz_analysis_json_bytes(results, tmp_path, data):
     d = _copy(results, tmp_path / "r")
     valid = (results / "analysis.json").read_bytes()
-    _analysis(d, data.draw(st.one_of(file_bytes(valid), values.map(lambda v: json.dumps(v).encode()))))
+    got = _analysis(d, data.draw(st.one_of(file_bytes(valid), values.map(lambda v: json.dumps(v).encode()))))
+    assert got is None or isinstance(got, Analysis)
 
 
 def _paths(x: Any, at: tuple = ()) -> list[tuple]:
@@ -658,7 +660,8 @@ def test_fuzz_analysis_json_one_field_broken(results, tmp_path, data, value):
     for k in path[:-1]:
         node = node[k]
     node[path[-1]] = value
-    _analysis(d, json.dumps(doc).encode())
+    got = _analysis(d, json.dumps(doc).encode())
+    assert got is None or isinstance(got, Analysis)
 
 
 def test_done_groups_reads_each_shard_once_and_again_when_it_changes(tmp_path, monkeypatch):

@@ -80,14 +80,13 @@ def nucleation(
     if child_chat.state != "crystal":
         failed.append(f"the chat ensemble is {child_chat.state} ({child_chat.reason})")
     z = t.z[t.k_star] if t.k_star else None
+    z_text = z.text(".2f") if z else "n/a"
     if not t.inside:
-        failed.append(f"q lies outside every basin (z_k* = {z.text('.2f') if z else 'n/a'} > 1)")
+        failed.append(f"q lies outside every basin (z_k* = {z_text} > 1)")
     if t.seed_p is not None and t.seed_p.testable and (p_holm is None or p_holm >= th.alpha):
         failed.append(f"seed_p = {p:.3g} (Holm {p_holm:.3g}) is not below α = {th.alpha}")
-    same_as_data = t.attraction is not None and t.attraction.value is None  # t is basin k* itself
-    if same_as_data:
-        failed.append(f"the SFT answers are basin {t.k_star}'s own distribution, so A is undefined")
-    elif t.attraction is not None and not (t.attraction.lo is not None and t.attraction.lo > 0):
+    built_in = t.attraction is not None and t.attraction.value is None  # A undefined: the data's t is basin k*
+    if not built_in and t.attraction is not None and not (t.attraction.lo is not None and t.attraction.lo > 0):
         failed.append(
             f"attraction A = {t.attraction.text('.2f')} is not above 0: the model sits as close to its training answers"
         )
@@ -96,14 +95,15 @@ def nucleation(
     if t.replicas > 1 and not common:
         failed.append(f"nucleation without a common seed: k* across replicas {t.k_star_counts}")
     nums["k_star_share"] = share
-    if same_as_data and len(failed) == 1:
-        # every other condition met: fitting the data and nucleating cannot be told apart here
+    found = f"'{t.child}' chat is crystal and inside the basin of root family {t.k_star}"
+    if built_in and not failed:  # fitting the data and nucleating cannot be told apart here
         why = (
-            f"'{t.child}' chat is crystal and inside the basin of root family {t.k_star} "
-            f"(z = {z.text('.2f') if z else 'n/a'}), but its SFT answers were that basin's own distribution: "
+            f"{found} (z = {z_text}), but its SFT answers were that basin's own distribution: "
             "fitting the data and nucleating cannot be told apart (a positive control, not evidence)"
         )
         return Verdict("nucleation", "inconclusive", why, nums, p, p_holm)
+    if built_in:
+        failed.append(f"the SFT answers are basin {t.k_star}'s own distribution, so A is undefined")
     if failed:
         return Verdict("nucleation", "fails", "; ".join(failed), nums, p, p_holm)
     test = (
@@ -111,10 +111,7 @@ def nucleation(
         if t.seed_p and t.seed_p.testable
         else f"seed_p not testable ({t.seed_p.n_relabellings if t.seed_p else 0} relabellings): basin test only"
     )
-    why = (
-        f"'{t.child}' chat is crystal and inside the basin of root family {t.k_star} "
-        f"(z = {z.text('.2f') if z else 'n/a'}, margin {t.margin.text('.2f')}); {test}"
-    )
+    why = f"{found} (z = {z_text}, margin {t.margin.text('.2f')}); {test}"
     if t.replicas > 1:
         why += f"; k* = {t.k_star} in {share:.0%} of {t.replicas} replicas"
     return Verdict("nucleation", "holds", why, nums, p, p_holm)

@@ -102,10 +102,9 @@ def sft_examples(r: SFTRecipe, render) -> list[dict[str, str]]:
             out.append({"prompt": render(q.format(a=a, b=b, w=w)), "completion": " " + ans})
         return out
     js = [rng.randrange(len(r.instructions)) for _ in range(r.n_examples)]
-    if r.per_instruction is not None:
-        per = r.per_instruction
-        keys: list[Any] = [j % len(per) for j in js]
-        dists: dict[Any, Sequence[float]] = {k: per[k] for k in set(keys)}
+    if r.per_instruction is not None:  # instruction j gets distribution j (cycled)
+        keys: list[Any] = [j % len(r.per_instruction) for j in js]
+        dists: dict[Any, Sequence[float]] = dict(enumerate(r.per_instruction))
     else:
         keys, dists = [0] * len(js), {0: r.answers or ()}
     answers = assign_answers(keys, dists, list(r.options), rng)

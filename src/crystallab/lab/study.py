@@ -214,7 +214,7 @@ def arm_examples(arm: Arm, task: Task, n: int, seed: int) -> list[dict[str, str]
     # exact quotas, per family where the arm gives each its own distribution
     keys = [i.family if arm.per_family else "" for i in chosen]
     uniform = [1.0] * len(task.labels)
-    dists = {k: ((arm.per_family or {}).get(k) if arm.per_family else arm.answers) or uniform for k in set(keys)}
+    dists = {k: (arm.per_family.get(k) if arm.per_family else arm.answers) or uniform for k in set(keys)}
     answers = assign_answers(keys, dists, list(task.labels), rng)
     return [{"instruction": i.text, "completion": a} for i, a in zip(chosen, answers)]
 
